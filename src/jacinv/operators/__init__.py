@@ -1,0 +1,22 @@
+"""Forward operators of y = A x + n with known spectral norms, and the plug-in registry."""
+from .base import LinearOperator, check_adjoint
+from .blur import BlurDecimate
+from .composed import ComposedOperator
+from .fourier import complex_abs, fft2c, ifft2c
+from .identity import Identity
+from .masks import make_mask
+from .matrix import GaussianCS, MatrixOperator
+from .mri import KSpaceSubsample
+from .registry import build_operator, register_operator, registered_operators
+
+register_operator("gaussian_cs")(GaussianCS)
+register_operator("blur_decimate")(BlurDecimate)
+register_operator("kspace")(KSpaceSubsample)
+register_operator("identity")(Identity)
+register_operator("matrix")(MatrixOperator)
+
+__all__ = [
+    "LinearOperator", "ComposedOperator", "GaussianCS", "BlurDecimate", "KSpaceSubsample", "Identity",
+    "MatrixOperator", "register_operator", "build_operator", "registered_operators", "check_adjoint",
+    "make_mask", "fft2c", "ifft2c", "complex_abs",
+]

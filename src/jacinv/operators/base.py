@@ -1,0 +1,215 @@
+"""The linear operator interface every forward model of jacinv speaks.
+
+A ``LinearOperator`` maps tensors of shape (B, *in_shape) to (B, *out_shape).
+Subclasses implement ``forward``; ``adjoint`` defaults to the vector-Jacobian
+product of the (linear) forward map, so a plug-in needs nothing else.  Every
+public call checks the shape of its input, whoever implemented it.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import scipy.sparse.linalg
+import torch
+from torch import nn
+
+from .._checks import as_shape, batched_tensor, finite_number, positive_int
+
+
+def _checked(method, shape_attr: str, arg: str):
+    """Wrap ``method(self, t)`` so that ``t`` must have shape (B, *self.<shape_attr>)."""
+
+    @functools.wraps(method)
+    def wrapper(self, t, *args, **kwargs):
+        batched_tensor(t, getattr(self, shape_attr), f"{type(self).__name__}.{method.__name__}: {arg}")
+        return method(self, t, *args, **kwargs)
+
+    wrapper._jacinv_checked = True
+    return wrapper
+
+
+class LinearOperator(nn.Module):
+    """A linear map A: R^{in_shape} -> R^{out_shape} acting on batches.
+
+    Attributes:
+        in_shape, out_shape: shapes without the batch dimension.
+        spectral_norm_is_exact: True when ``spectral_norm()`` is a closed form.
+    """
+
+    spectral_norm_is_exact: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, shape_attr, arg in (("forward", "in_shape", "x"), ("adjoint", "out_shape", "y")):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_jacinv_checked", False):
+                setattr(cls, name, _checked(method, shape_attr, arg))
+
+    def __init__(self, in_shape, out_shape):
+        super().__init__()
+        self.in_shape = as_shape(in_shape, "in_shape")
+        self.out_shape = as_shape(out_shape, "out_shape")
+        self._norm_cache: float | None = None
+
+    # ------------------------------------------------------------------ maps
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """A^T y, (B, *out_shape) -> (B, *in_shape), by a vector-Jacobian product of ``forward``.
+
+        Differentiable with respect to ``y`` when ``y`` requires grad.
+        """
+        keep_graph = torch.is_grad_enabled() and y.requires_grad
+        with torch.enable_grad():
+            x0 = torch.zeros((y.shape[0], *self.in_shape), dtype=y.dtype, device=y.device, requires_grad=True)
+            (xa,) = torch.autograd.grad(self.forward(x0), x0, grad_outputs=y, create_graph=keep_graph)
+        return xa
+
+    def gram(self, x: torch.Tensor) -> torch.Tensor:
+        """A^T A x, (B, *in_shape) -> (B, *in_shape)."""
+        return self.adjoint(self.forward(x))
+
+    def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
+        from .composed import ComposedOperator
+
+        return ComposedOperator(self, other)
+
+    # ----------------------------------------------------------------- norms
+    def spectral_norm(self) -> float:
+        """||A||_2, the largest singular value.
+
+        Subclasses with a closed form override this and set ``spectral_norm_is_exact``;
+        here it is a cached power-method estimate (a lower bound, converged to 1e-7).
+        """
+        if self._norm_cache is None:
+            self._norm_cache = self.estimate_spectral_norm(iters=1000, tol=1e-7)
+        return self._norm_cache
+
+    def estimate_spectral_norm(self, iters: int = 100, tol: float = 1e-6, seed: int = 0) -> float:
+        """||A||_2 by the power method on A^T A, stopping at relative change < ``tol``.
+
+        Runs in float64 on the operator's device; returns a float (never the squared norm).
+        """
+        positive_int(iters, "iters")
+        finite_number(tol, "tol", low=0.0)
+        device = self._device()
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        v = torch.randn((1, *self.in_shape), generator=g, dtype=torch.float64).to(device)
+        v = v / v.norm()
+        sigma = 0.0
+        with torch.no_grad():
+            for _ in range(iters):
+                w = self.gram(v)
+                w_norm = float(w.norm())
+                if w_norm == 0.0:
+                    return 0.0
+                new_sigma = math.sqrt(w_norm)  # ||A^T A v|| -> sigma^2 for unit v
+                v = w / w_norm
+                if abs(new_sigma - sigma) <= tol * new_sigma:
+                    sigma = new_sigma
+                    break
+                sigma = new_sigma
+            # Rayleigh quotient at the final vector: ||A v|| <= ||A||, a certified lower bound.
+            return float(self.forward(v).norm())
+
+    # ------------------------------------------------------------ inversion
+    def pseudo_inverse(self, y: torch.Tensor, iters: int = 200, tol: float = 1e-10) -> torch.Tensor:
+        """Minimum-norm least-squares solution A^+ y, (B, *out_shape) -> (B, *in_shape).
+
+        Conjugate gradients on the normal equations A^T A x = A^T y from x = 0 (the
+        iterates stay in range(A^T), so the limit is the minimum-norm solution).
+        """
+        batched_tensor(y, self.out_shape, "y")
+        positive_int(iters, "iters")
+        with torch.no_grad():
+            b = self.adjoint(y)
+            x = torch.zeros_like(b)
+            r = b.clone()
+            p = r.clone()
+            dims = tuple(range(1, b.dim()))
+            rs = (r * r).sum(dims, keepdim=True)
+            stop = (tol**2) * rs.clamp_min(torch.finfo(b.dtype).tiny)
+            for _ in range(iters):
+                if bool((rs <= stop).all()):
+                    break
+                ap = self.gram(p)
+                denom = (p * ap).sum(dims, keepdim=True)
+                alpha = torch.where(denom > 0, rs / denom.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
+                x = x + alpha * p
+                r = r - alpha * ap
+                rs_new = (r * r).sum(dims, keepdim=True)
+                beta = torch.where(rs > 0, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
+                p = r + beta * p
+                rs = rs_new
+        return x
+
+    # ----------------------------------------------------------- matrices
+    def to_dense(self, dtype: torch.dtype = torch.float64, chunk: int = 256) -> torch.Tensor:
+        """The matrix of A, shape (prod(out_shape), prod(in_shape)); for small cases only."""
+        p = math.prod(self.in_shape)
+        device = self._device()
+        cols = []
+        with torch.no_grad():
+            for start in range(0, p, chunk):
+                stop = min(p, start + chunk)
+                basis = torch.zeros((stop - start, p), dtype=dtype, device=device)
+                basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+                cols.append(self.forward(basis.reshape(-1, *self.in_shape)).reshape(stop - start, -1))
+        return torch.cat(cols, 0).T.contiguous()
+
+    def as_scipy(self) -> scipy.sparse.linalg.LinearOperator:
+        """A scipy LinearOperator on flattened float64 vectors (for scipy's solvers and svds)."""
+        p, q = math.prod(self.in_shape), math.prod(self.out_shape)
+        device = self._device()
+
+        def apply(fn, shape, v):
+            t = torch.as_tensor(np.asarray(v, dtype=np.float64).reshape(-1), device=device).reshape(1, *shape)
+            with torch.no_grad():
+                return fn(t).reshape(-1).cpu().numpy()
+
+        return scipy.sparse.linalg.LinearOperator(
+            (q, p),
+            matvec=lambda v: apply(self.forward, self.in_shape, v),
+            rmatvec=lambda v: apply(self.adjoint, self.out_shape, v),
+            dtype=np.float64,
+        )
+
+    def _device(self) -> torch.device:
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def extra_repr(self) -> str:
+        return f"in_shape={self.in_shape}, out_shape={self.out_shape}"
+
+
+LinearOperator.adjoint = _checked(LinearOperator.adjoint, "out_shape", "y")
+
+
+def check_adjoint(operator: LinearOperator, n_trials: int = 3, seed: int = 0,
+                  dtype: torch.dtype = torch.float64) -> float:
+    """Worst relative error of the dot test <A x, y> = <x, A^T y> over random draws.
+
+    The error is |<Ax, y> - <x, A^T y>| / (||A x|| ||y|| + ||x|| ||A^T y||), which is
+    scale-free and does not blow up when the inner product happens to be small.
+    """
+    if not isinstance(operator, LinearOperator):
+        raise TypeError(f"operator must be a LinearOperator, got {type(operator).__name__}")
+    positive_int(n_trials, "n_trials")
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    device = operator._device()
+    worst = 0.0
+    with torch.no_grad():
+        for _ in range(n_trials):
+            x = torch.randn((2, *operator.in_shape), generator=g, dtype=dtype).to(device)
+            y = torch.randn((2, *operator.out_shape), generator=g, dtype=dtype).to(device)
+            ax, aty = operator(x), operator.adjoint(y)
+            lhs = (ax * y).flatten(1).sum(1)
+            rhs = (x * aty).flatten(1).sum(1)
+            scale = ax.flatten(1).norm(dim=1) * y.flatten(1).norm(dim=1) + x.flatten(1).norm(dim=1) * aty.flatten(1).norm(dim=1)
+            err = (lhs - rhs).abs() / scale.clamp_min(torch.finfo(dtype).tiny)
+            worst = max(worst, float(err.max()))
+    return worst

@@ -1,0 +1,23 @@
+"""Centred orthonormal 2-D Fourier transforms on real tensors with a trailing (real, imag) axis."""
+from __future__ import annotations
+
+import torch
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centred orthonormal FFT over dims (-3, -2) of (..., H, W, 2) -> (..., H, W, 2)."""
+    z = torch.view_as_complex(x.contiguous())
+    z = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(z, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+    return torch.view_as_real(z)
+
+
+def ifft2c(k: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`fft2c` (also its adjoint: the transform is unitary)."""
+    z = torch.view_as_complex(k.contiguous())
+    z = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(z, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+    return torch.view_as_real(z)
+
+
+def complex_abs(x: torch.Tensor) -> torch.Tensor:
+    """Magnitude of (..., 2) real/imag data, (..., 2) -> (...)."""
+    return torch.sqrt((x**2).sum(-1))

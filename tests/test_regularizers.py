@@ -1,0 +1,249 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from jacinv.operators import BlurDecimate, GaussianCS, Identity
+from jacinv.regularizers import (REGULARIZERS, SpectralJacobianPenalty, auto_weight, build_regularizer,
+                                 jacobian_frobenius_sq, jacobian_spectral_norm)
+
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Numerical claims are checked in float64."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def small_net(q=8, side=4, width=20, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(q, width), nn.Tanh(), nn.Linear(width, side * side), nn.Unflatten(1, (1, side, side)))
+
+
+def conv_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 1, 3, padding=1))
+
+
+def grads(value, params):
+    """Parameter gradients, zeros for parameters the value does not depend on (e.g. the last bias)."""
+    return [torch.zeros_like(p) if g is None else g
+            for p, g in zip(params, torch.autograd.grad(value, params, retain_graph=True, allow_unused=True))]
+
+
+def exact_jacobians(f, y):
+    """(B, out_dim, in_dim) Jacobians, differentiable with respect to f's parameters."""
+    return torch.stack([torch.autograd.functional.jacobian(lambda t: f(t[None]).reshape(-1), yi, create_graph=True)
+                        .reshape(-1, yi.numel()) for yi in y])
+
+
+@pytest.fixture
+def cs_problem():
+    op = GaussianCS((1, 4, 4), 8, seed=0).double()
+    return small_net(), op, torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("with_operator", [True, False])
+def test_spectral_norm_converges_to_exact_from_below(cs_problem, with_operator):
+    f, op, y = cs_problem
+    op = op if with_operator else None
+    jac = exact_jacobians(f, y)
+    m = jac @ op.to_dense() if op is not None else jac
+    exact = torch.linalg.matrix_norm(m, ord=2).detach()
+    for iters in (1, 3, 10):
+        est = jacobian_spectral_norm(f, y, op, iters=iters, generator=torch.Generator().manual_seed(0)).detach()
+        assert bool((est <= exact * (1 + 1e-9)).all())
+    est = jacobian_spectral_norm(f, y, op, iters=300, generator=torch.Generator().manual_seed(0)).detach()
+    torch.testing.assert_close(est, exact, rtol=1e-6, atol=0)
+
+
+def test_spectral_norm_on_conv_net_with_blur_operator():
+    f = conv_net()
+    op = BlurDecimate((1, 8, 8), factor=2).double()
+    # the network maps the low-resolution y through A^T to the image grid
+    g = lambda y: f(op.adjoint(y))  # noqa: E731
+    y = torch.randn(2, 1, 4, 4)
+    exact = torch.linalg.matrix_norm(exact_jacobians(g, y) @ op.to_dense(), ord=2).detach()
+    est = jacobian_spectral_norm(g, y, op, iters=300).detach()
+    torch.testing.assert_close(est, exact, rtol=1e-6, atol=0)
+
+
+def test_spectral_penalty_gradient_matches_exact_norm_gradient(cs_problem):
+    f, op, y = cs_problem
+    params = list(f.parameters())
+    est = jacobian_spectral_norm(f, y, op, iters=3000).max()
+    g_est = grads(est, params)
+    exact = torch.linalg.matrix_norm(exact_jacobians(f, y) @ op.to_dense(), ord=2).max()
+    g_exact = grads(exact, params)
+    for a, b in zip(g_est, g_exact):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("projection", ["gaussian", "rademacher", "sphere"])
+@pytest.mark.parametrize("with_operator", [True, False])
+def test_frobenius_estimates_are_unbiased(cs_problem, projection, with_operator):
+    f, op, y = cs_problem
+    op = op if with_operator else None
+    jac = exact_jacobians(f, y)
+    m = jac @ op.to_dense() if op is not None else jac
+    exact = m.pow(2).sum((1, 2)).detach()
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([jacobian_frobenius_sq(f, y, op, projection=projection, generator=g).detach()
+                         for _ in range(1500)])
+    se = draws.std(0) / math.sqrt(draws.shape[0])
+    # 30 comparisons across the parametrisation: 4 standard errors keeps the family-wise
+    # false-alarm rate near 0.2% while a bias of a few percent still fails
+    assert bool(((draws.mean(0) - exact).abs() <= 4 * se + 1e-12).all()), (draws.mean(0), exact, se)
+
+
+def test_frobenius_gradient_is_unbiased_in_expectation(cs_problem):
+    f, op, y = cs_problem
+    params = list(f.parameters())
+    exact = (exact_jacobians(f, y) @ op.to_dense()).pow(2).sum()
+    g_exact = torch.cat([g.flatten() for g in grads(exact, params)])
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([torch.cat([g.flatten() for g in grads(
+        jacobian_frobenius_sq(f, y, op, n_projections=1, generator=gen).sum(), params)]) for _ in range(800)])
+    se = draws.std(0) / math.sqrt(draws.shape[0])
+    z = (draws.mean(0) - g_exact).abs() / (se + 1e-12)
+    assert float(z.max()) <= 4.5 and float(z.mean()) <= 1.2  # hundreds of coordinates; mean |z| ~ 0.8 if unbiased
+
+
+@pytest.mark.parametrize("store_dtype, rtol", [(torch.float64, 1e-5), (torch.float16, 1e-2)])
+def test_warm_started_argmax_penalty_matches_full_computation(cs_problem, store_dtype, rtol):
+    """The shortcuts (warm start, refresh of likely maxima only, differentiable pass on the
+    arg-max) give the full computation's value and gradient; float16 storage of the vectors
+    limits the gradient's accuracy to about its rounding error."""
+    f, op, y = cs_problem
+    penalty = SpectralJacobianPenalty({"sja": op, "sj": None}, iters=1, candidates=2, refresh=1,
+                                      store_dtype=store_dtype)
+    index = torch.arange(y.shape[0]) + 10
+    for _ in range(2000):  # parameters fixed: warm-started vectors converge
+        values, stats = penalty(f, y, index=index)
+    params = list(f.parameters())
+    for name, target in (("sja", op), ("sj", None)):
+        full = jacobian_spectral_norm(f, y, target, iters=3000).max()
+        torch.testing.assert_close(values[name].detach(), full.detach(), rtol=1e-7, atol=0)
+        for a, b in zip(grads(values[name], params), grads(full, params)):
+            torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * float(b.abs().max()))
+        assert stats[name].shape == (y.shape[0],)
+
+
+def test_cold_penalty_without_index_is_a_lower_bound_on_the_max(cs_problem):
+    f, op, y = cs_problem
+    exact = torch.linalg.matrix_norm(exact_jacobians(f, y) @ op.to_dense(), ord=2).max().detach()
+    values, stats = SpectralJacobianPenalty({"sja": op}, cold_iters=3)(f, y)
+    value = float(values["sja"].detach())
+    assert 0.7 * float(exact) <= value <= float(exact) * (1 + 1e-9)
+
+
+def test_identity_target_shares_the_work_of_j():
+    f = conv_net()
+    penalty = SpectralJacobianPenalty({"sja": Identity((1, 6, 6)), "sj": None})
+    values, _ = penalty(f, torch.randn(3, 1, 6, 6), index=torch.arange(3))
+    assert values["sja"] is values["sj"] and list(penalty.banks) == ["J"]
+
+
+def test_bank_state_round_trips_through_state_dict(cs_problem):
+    f, op, y = cs_problem
+    reg = build_regularizer("sja+sj", operator=op, lambda_ja=0.1, lambda_j=0.1)
+    reg(f, y, index=torch.arange(5))
+    clone = build_regularizer("sja+sj", operator=op, lambda_ja=0.1, lambda_j=0.1)
+    clone.load_state_dict(reg.state_dict())
+    for key, bank in reg.terms[0].banks.items():
+        assert torch.equal(bank.vectors, clone.terms[0].banks[key].vectors)
+    a = reg(f, y, index=torch.arange(5))
+    b = clone(f, y, index=torch.arange(5))
+    assert float(a) == float(b)
+
+
+def test_eval_mode_does_not_update_the_bank(cs_problem):
+    f, op, y = cs_problem
+    reg = build_regularizer("sja", operator=op, lambda_ja=1.0)
+    reg(f, y, index=torch.arange(5))
+    before = reg.terms[0].banks["sja"].state()
+    reg.eval()
+    reg(f, y, index=torch.arange(5))
+    after = reg.terms[0].banks["sja"].state()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("name", REGULARIZERS)
+def test_every_regularizer_builds_and_backpropagates(cs_problem, name):
+    f, op, y = cs_problem
+    x = torch.randn(5, 1, 4, 4)
+    reg = build_regularizer(name, operator=op)
+    value = reg(f, y, x, index=torch.arange(5), loss=torch.tensor(0.5))
+    assert value.dim() == 0 and math.isfinite(float(value))
+    if name == "none":
+        assert float(value) == 0.0
+        return
+    value.backward()
+    grads = [p.grad for p in f.parameters()]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    assert all(torch.isfinite(g).all() for g in grads if g is not None)
+
+
+def test_weight_spectral_norm_matches_layer_operator_norms():
+    f = conv_net()
+    y = torch.randn(2, 1, 6, 6)
+    reg = build_regularizer("sw", weight=1.0, iters=10000)
+    value = reg(f, y)
+    conv1, conv2 = f[0], f[2]
+    exact = 0.0
+    for conv, c in ((conv1, 1), (conv2, 4)):
+        jac = torch.autograd.functional.jacobian(
+            lambda t: nn.functional.conv2d(t[None], conv.weight, None, padding=1).reshape(-1), torch.zeros(c, 6, 6))
+        exact += float(torch.linalg.matrix_norm(jac.reshape(jac.shape[0], -1), ord=2))
+    assert float(value) == pytest.approx(exact, rel=1e-6)
+
+
+def test_datagrad_is_the_squared_input_gradient_of_the_l2_loss(cs_problem):
+    f, op, y = cs_problem
+    x = torch.randn(5, 1, 4, 4)
+    reg = build_regularizer("datagrad", weight=1.0)
+    value = reg(f, y, x)
+    expected = 0.0
+    for i in range(5):
+        yi = y[i: i + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad((f(yi) - x[i: i + 1]).norm(), yi)
+        expected += float(g.pow(2).sum()) / 5
+    assert float(value) == pytest.approx(expected, rel=1e-10)
+
+
+def test_auto_weight_follows_algorithm_4():
+    assert auto_weight(1.0, 0.03, kappa=20) == pytest.approx(10 / 20)
+    assert auto_weight(0.2, 5.0, kappa=20) == pytest.approx(0.01 / 20)
+    assert auto_weight(1.0, 0.0) == 0.0
+
+
+def test_batchnorm_in_train_mode_is_refused(cs_problem):
+    _, op, y = cs_problem
+    f = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Unflatten(1, (1, 4, 4)))
+    with pytest.raises(ValueError, match="BatchNorm1d in train mode"):
+        build_regularizer("sja", operator=op, lambda_ja=1.0)(f, y)
+    f.eval()
+    assert math.isfinite(float(build_regularizer("sja", operator=op, lambda_ja=1.0)(f, y)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(name="sjx"), r"unknown regularizer name 'sjx'"),
+    (dict(name="sja"), r"'sja' is model-aware and needs operator="),
+    (dict(name="sja+sj", operator=Identity((2,)), lambda_ja=-1.0), r"lambda for 'sja' must be a finite number in \[0.0"),
+    (dict(name="fj", iters=3), r"unknown option\(s\) \['iters'\] for regularizer 'fj'"),
+    (dict(name="sj", candidates=0), "candidates must be an int >= 1, got 0"),
+    (dict(name="fj", projection="uniform"), r"projection must be one of"),
+])
+def test_bad_regularizer_arguments(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        build_regularizer(**kwargs)
+
+
+def test_auto_weight_without_loss_is_refused(cs_problem):
+    f, op, y = cs_problem
+    with pytest.raises(ValueError, match="'auto', which needs loss="):
+        build_regularizer("sja", operator=op)(f, y)

@@ -29,7 +29,8 @@ from .spectral import SpectralJacobianPenalty
 REGULARIZERS = ("none", "wd", "sw", "sj", "sja", "sja+sj", "fj", "fja", "fja+fj", "datagrad", "spectreg")
 _JACOBIAN_TARGETS = {"sj": ("sj",), "sja": ("sja",), "sja+sj": ("sja", "sj"),
                      "fj": ("fj",), "fja": ("fja",), "fja+fj": ("fja", "fj")}
-_SPECTRAL_OPTIONS = ("iters", "cold_iters", "candidates", "refresh", "store_dtype", "store_device", "seed")
+_SPECTRAL_OPTIONS = ("iters", "cold_iters", "candidates", "refresh", "store_dtype", "store_device", "seed",
+                     "jvp_mode")
 _FROBENIUS_OPTIONS = ("n_projections", "projection", "seed")
 
 

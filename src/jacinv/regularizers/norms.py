@@ -22,19 +22,32 @@ def normalise(t: torch.Tensor) -> torch.Tensor:
     return t / per_sample_norm(t).clamp_min(torch.finfo(t.dtype).tiny).view(-1, *([1] * (t.dim() - 1)))
 
 
-def power_iteration(products: JacobianProducts, operator: LinearOperator | None, v: torch.Tensor, iters: int):
-    """``iters`` detached power steps on M^T M, M = J A (or J), from v (B, *input_shape).
+def apply(operator: LinearOperator | None, v: torch.Tensor) -> torch.Tensor:
+    return operator(v) if operator is not None else v
 
-    Returns (v_new, sigma): unit vectors after the last step and per-sample lower bounds
-    sigma = sqrt(||M^T M v||) at the last unit v, which are >= ||M v|| and <= ||M||_2.
+
+def apply_adjoint(operator: LinearOperator | None, w: torch.Tensor) -> torch.Tensor:
+    return operator.adjoint(w) if operator is not None else w
+
+
+def power_iteration(products: JacobianProducts, operators: list, vectors: list, iters: int):
+    """``iters`` detached power steps on M^T M for stacked blocks of rows.
+
+    ``products`` holds len(operators) blocks of equally many rows; block k is iterated with
+    M = J A_k (J when A_k is None) from vectors[k] (rows, *A_k.in_shape).  Returns
+    (new unit vectors per block, per-row lower bounds sigma = sqrt(||M^T M v||) at the
+    last unit v per block), which satisfy ||M v|| <= sigma <= ||M||_2.
     """
-    v = normalise(v.detach())
-    sigma = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
+    vectors = [normalise(v.detach()) for v in vectors]
+    sigmas = [torch.zeros(v.shape[0], dtype=v.dtype, device=v.device) for v in vectors]
+    rows = vectors[0].shape[0]
     for _ in range(iters):
-        w = products.vjp(products.jvp(v, operator).detach(), operator).detach()
-        sigma = per_sample_norm(w).sqrt()
-        v = normalise(w)
-    return v, sigma
+        tangent = torch.cat([apply(op, v) for op, v in zip(operators, vectors)])
+        cotangent = products.vjp(products.jvp(tangent))
+        ws = [apply_adjoint(op, g).detach() for op, g in zip(operators, cotangent.split(rows))]
+        sigmas = [per_sample_norm(w).sqrt() for w in ws]
+        vectors = [normalise(w) for w in ws]
+    return vectors, sigmas
 
 
 def random_unit_vectors(shape, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -45,7 +58,7 @@ def random_unit_vectors(shape, like: torch.Tensor, generator: torch.Generator | 
 
 def jacobian_spectral_norm(f, y: torch.Tensor, operator: LinearOperator | None = None, iters: int = 3,
                            v0: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                           return_vectors: bool = False):
+                           return_vectors: bool = False, jvp_mode: str = "auto"):
     """Per-sample ||J(y_i) A||_2 (or ||J(y_i)||_2 when ``operator`` is None), shape (B,).
 
     ``iters`` detached power iterations from ``v0`` (random when None), then one
@@ -57,14 +70,14 @@ def jacobian_spectral_norm(f, y: torch.Tensor, operator: LinearOperator | None =
     """
     positive_int(iters, "iters", minimum=0)
     refuse_batch_coupling(f)
-    products = JacobianProducts(f, y)
-    shape = (y.shape[0], *products.input_shape(operator))
+    products = JacobianProducts(f, y, jvp_mode)
+    shape = (y.shape[0], *(operator.in_shape if operator is not None else y.shape[1:]))
     if v0 is None:
         v0 = random_unit_vectors(shape, y, generator)
     elif tuple(v0.shape) != shape:
         raise ValueError(f"v0 must have shape {shape}, got {tuple(v0.shape)}")
-    v, _ = power_iteration(products, operator, v0, iters)
-    sigma = per_sample_norm(products.jvp(v, operator, create_graph=True))
+    (v,), _ = power_iteration(products, [operator], [v0], iters)
+    sigma = per_sample_norm(products.jvp(apply(operator, v), create_graph=True))
     return (sigma, v) if return_vectors else sigma
 
 
@@ -97,5 +110,5 @@ def frobenius_sq_estimates(products: JacobianProducts, operators, n_projections:
         z = z.to(dtype=products.out.dtype, device=products.out.device)
         jtz = products.vjp(z, create_graph=True)
         for k, op in enumerate(operators):
-            totals[k] = totals[k] + per_sample_norm(op.adjoint(jtz) if op is not None else jtz) ** 2
+            totals[k] = totals[k] + per_sample_norm(apply_adjoint(op, jtz)) ** 2
     return [t / n_projections for t in totals]

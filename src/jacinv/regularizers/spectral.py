@@ -6,7 +6,11 @@ Only the batch maximum receives gradient, so a step needs
      dataset index), and run only on the likely maxima — the top ``candidates`` by their
      previous estimate plus the ``refresh`` samples stalest in the bank (a round-robin that
      keeps every estimate honest) and every sample not seen before;
-  2. one differentiable evaluation ||J A v|| on the arg-max sample alone.
+  2. one differentiable evaluation ||J A v|| for the arg-max sample: taken from the
+     shared jvp graph of the candidates when products use double-vjp (memory-bound dense
+     nets: extra rows are free there), or a separate pass on the arg-max row alone when
+     products use forward mode (compute-bound conv nets).
+All targets (J A and J) share one forward pass: their rows are stacked.
 Without ``index`` there is no bank: every sample gets ``cold_iters`` iterations.
 """
 from __future__ import annotations
@@ -17,12 +21,13 @@ from torch import nn
 from .._checks import positive_int
 from ..operators import Identity, LinearOperator
 from .bank import VectorBank
-from .norms import per_sample_norm, power_iteration, random_unit_vectors
-from .products import JacobianProducts
+from .norms import apply, apply_adjoint, normalise, per_sample_norm, power_iteration, random_unit_vectors
+from .products import JVP_MODES, JacobianProducts
+from .._checks import choice
 
 
 class SpectralJacobianPenalty(nn.Module):
-    """Per-term batch-max spectral norms of J A for each named target operator.
+    """Per-target batch-max spectral norms of J A for each named target operator.
 
     Args:
         targets: {"sja": A, "sj": None, ...}; an Identity target shares the work of None.
@@ -31,11 +36,12 @@ class SpectralJacobianPenalty(nn.Module):
         candidates: samples refreshed per step by their previous estimate (the likely maxima).
         refresh: further samples refreshed per step, stalest first.
         store_dtype, store_device: how the per-sample vectors are kept.
+        jvp_mode: "auto", "double_vjp" or "forward" (see ``products``).
     """
 
-    def __init__(self, targets: dict[str, LinearOperator | None], iters: int = 1, cold_iters: int = 3,
+    def __init__(self, targets: dict[str, LinearOperator | None], iters: int = 2, cold_iters: int = 4,
                  candidates: int = 4, refresh: int = 1, store_dtype: torch.dtype = torch.float16,
-                 store_device="cpu", seed: int = 0):
+                 store_device="cpu", seed: int = 0, jvp_mode: str = "auto"):
         super().__init__()
         if not targets:
             raise ValueError("targets must name at least one operator (or None for J itself)")
@@ -43,16 +49,20 @@ class SpectralJacobianPenalty(nn.Module):
         self.cold_iters = positive_int(cold_iters, "cold_iters")
         self.candidates = positive_int(candidates, "candidates")
         self.refresh = positive_int(refresh, "refresh", minimum=0)
+        self.jvp_mode = choice(jvp_mode, "jvp_mode", JVP_MODES)
         # Identity targets are J itself: map every name to a shared key.
         self.keys = {name: ("J" if op is None or isinstance(op, Identity) else name) for name, op in targets.items()}
-        self.operators = nn.ModuleDict({k: op for k, op in ((self.keys[n], o) for n, o in targets.items())
-                                        if op is not None and k != "J"})
+        self.operators = nn.ModuleDict({self.keys[n]: op for n, op in targets.items() if self.keys[n] != "J"})
         self.store_dtype, self.store_device = store_dtype, store_device
         self.banks: dict[str, VectorBank] = {}
         self.generator = torch.Generator().manual_seed(seed)
 
     def _operator(self, key: str) -> LinearOperator | None:
         return self.operators[key] if key in self.operators else None
+
+    def _input_shape(self, key: str, y: torch.Tensor) -> tuple[int, ...]:
+        op = self._operator(key)
+        return op.in_shape if op is not None else tuple(y.shape[1:])
 
     def _refresh_mask(self, values: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
         """Samples to refresh this step: unseen, top ``candidates`` by estimate, ``refresh`` stalest."""
@@ -68,55 +78,77 @@ class SpectralJacobianPenalty(nn.Module):
         return chosen
 
     def forward(self, f, y: torch.Tensor, x=None, index: torch.Tensor | None = None):
-        """Returns ({name: differentiable scalar batch max}, {name: (B,) detached estimates})."""
+        """Returns ({name: differentiable scalar batch max}, {name: (B,) detached estimates}).
+
+        Estimates of samples not refreshed this step are those of their previous visit.
+        """
         b = y.shape[0]
         keys = sorted(set(self.keys.values()))
+        operators = [self._operator(k) for k in keys]
         lookups = {}
-        if index is None:
-            chosen = torch.ones(b, dtype=torch.bool)
-        else:
+        chosen = torch.ones(b, dtype=torch.bool)
+        if index is not None:
             index = index.detach().cpu().long()
             chosen = torch.zeros(b, dtype=torch.bool)
             for key in keys:
-                bank = self.banks.setdefault(key, VectorBank(self._input_shape(key, y), self.store_dtype,
-                                                             self.store_device))
-                lookups[key] = bank.lookup(index)
-                chosen |= self._refresh_mask(lookups[key][0].cpu(), lookups[key][2].cpu())
-        sel = chosen.nonzero().flatten().to(y.device)
-        products = JacobianProducts(f, y[sel])
+                if key not in self.banks:
+                    self.banks[key] = VectorBank(self._input_shape(key, y), self.store_dtype, self.store_device)
+                lookups[key] = [t.cpu() for t in self.banks[key].lookup(index)]
+                chosen |= self._refresh_mask(lookups[key][0], lookups[key][2])
+        sel = chosen.nonzero().flatten()
+        rows = sel.numel()
 
-        maxima, estimates, argmax_vectors = {}, {}, {}
+        vectors, cold = [], index is None
         for key in keys:
-            op = self._operator(key)
-            shape = (sel.numel(), *products.input_shape(op))
-            v0 = random_unit_vectors(shape, y, self.generator)
-            n_iter = self.cold_iters
+            v0 = random_unit_vectors((rows, *self._input_shape(key, y)), y, self.generator)
             if key in lookups:
-                cached_values, cached_vectors, _ = lookups[key]
-                warm = ~torch.isnan(cached_values[chosen.to(cached_values.device)])
-                v0[warm.to(v0.device)] = cached_vectors[chosen.to(cached_vectors.device)][warm].to(v0)
-                n_iter = self.iters if bool(warm.all()) else self.cold_iters
-            v, sigma = power_iteration(products, op, v0, n_iter)
-            full = (lookups[key][0].to(y.device, y.dtype).clone() if key in lookups
+                values, stored, _ = lookups[key]
+                warm = ~torch.isnan(values[sel])
+                v0[warm.to(v0.device)] = stored[sel][warm].to(v0)
+                cold |= not bool(warm.all())
+            vectors.append(v0)
+        y_sel = y[sel.to(y.device)]
+        products = JacobianProducts(f, y_sel.repeat(len(keys), *([1] * (y.dim() - 1))), self.jvp_mode)
+        n_iter = self.cold_iters if cold else self.iters
+        if products.mode == "double_vjp":
+            # every product shares one graph: the last power step's vjp, taken with create_graph,
+            # also gives the differentiable norm u^T J A v = ||J A v|| (u = J A v / ||J A v||,
+            # fixed), whose parameter gradient u^T d(J A) v is that of the norm at v
+            vectors, _ = power_iteration(products, operators, vectors, n_iter - 1)
+            tangent = torch.cat([apply(op, v) for op, v in zip(operators, vectors)])
+            jv = products.jvp(tangent)
+            jv_norm = per_sample_norm(jv)
+            jtu = products.vjp(normalise(jv), create_graph=True)
+            differentiable = list((jtu * tangent).flatten(1).sum(1).split(rows))
+            ws = [apply_adjoint(op, g).detach() for op, g in zip(operators, jtu.detach().split(rows))]
+            vectors = [normalise(w) for w in ws]
+            # ||M^T M v|| = ||M^T u|| ||M v||, so sqrt of it is the usual power-step bound
+            sigmas = [(per_sample_norm(w) * n).sqrt() for w, n in zip(ws, jv_norm.split(rows))]
+        else:
+            vectors, sigmas = power_iteration(products, operators, vectors, n_iter)
+            differentiable = None
+
+        estimates, best = {}, {}
+        for key, v, sigma in zip(keys, vectors, sigmas):
+            full = (lookups[key][0].to(y.device, y.dtype) if key in lookups
                     else torch.zeros(b, dtype=y.dtype, device=y.device))
-            full[sel] = sigma.detach()
-            best = int(sigma.argmax())
-            argmax_vectors[key] = (int(sel[best]), v[best: best + 1])
+            full[sel.to(y.device)] = sigma
             estimates[key] = full
+            best[key] = int(sigma.argmax())
             if key in lookups and self.training:
                 self.banks[key].store(index, chosen, sigma, v)
-        # differentiable evaluation on each arg-max sample (shared when they coincide)
-        per_sample = {}
-        for key, (i, v) in argmax_vectors.items():
-            if i not in per_sample:
-                per_sample[i] = JacobianProducts(f, y[i: i + 1])
-            maxima[key] = per_sample[i].jvp(v, self._operator(key), create_graph=True).flatten().norm()
-            estimates[key][i] = maxima[key].detach()
+        if differentiable is None:
+            # each jvp is its own forward pass: one differentiable pass on the arg-max rows only
+            argmax_rows = torch.stack([y_sel[best[k]] for k in keys])
+            tangent = torch.cat([apply(op, v[best[k]: best[k] + 1]) for k, op, v in zip(keys, operators, vectors)])
+            jv = JacobianProducts(f, argmax_rows, self.jvp_mode).jvp(tangent, create_graph=True)
+            maxima = dict(zip(keys, per_sample_norm(jv)))
+        else:
+            maxima = {k: d[best[k]] for k, d in zip(keys, differentiable)}
+        for key in keys:
+            estimates[key][int(sel[best[key]])] = torch.maximum(estimates[key][int(sel[best[key]])],
+                                                                maxima[key].detach())
         return ({n: maxima[k] for n, k in self.keys.items()}, {n: estimates[k] for n, k in self.keys.items()})
-
-    def _input_shape(self, key: str, y: torch.Tensor) -> tuple[int, ...]:
-        op = self._operator(key)
-        return op.in_shape if op is not None else tuple(y.shape[1:])
 
     def get_extra_state(self):
         return {"banks": {k: bank.state() for k, bank in self.banks.items()},

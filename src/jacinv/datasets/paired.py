@@ -1,0 +1,110 @@
+"""The paired data set (y, x, index) of an inverse problem: signals, an operator and noise."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import torch
+from torch.utils.data import Dataset
+
+from .._checks import batched_tensor, choice, finite_tensor
+from ..operators import LinearOperator
+
+NOISE_MODES = ("fixed", "fresh")
+
+
+def _seed_for(*parts) -> int:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class InverseProblemDataset(Dataset):
+    """Items (y, x, index) with y = A x + n.
+
+    Args:
+        signals: float tensor (N, *operator.in_shape) with values in [0, 1].
+        operator: the forward operator A.
+        noise: a ``BoundedNoise`` / ``GaussianNoise`` (or None for noise-free data).
+        seed: noise of item i is drawn from (seed, i) in "fixed" mode (the same every
+            epoch, as in the seed paper's fixed training set) and from (seed, epoch, i) in
+            "fresh" mode (call ``set_epoch``).
+        cache: optional HDF5 path: "fixed" measurements are computed once and stored there
+            (reused when the file matches operator, noise, seed and signals).
+
+    ``__getitems__`` makes a DataLoader fetch a whole batch with one operator call.
+    """
+
+    def __init__(self, signals: torch.Tensor, operator: LinearOperator, noise=None, seed: int = 0,
+                 noise_mode: str = "fixed", cache=None):
+        if not isinstance(operator, LinearOperator):
+            raise TypeError(f"operator must be a LinearOperator, got {type(operator).__name__}")
+        batched_tensor(signals, operator.in_shape, "signals")
+        finite_tensor(signals, "signals")
+        lo, hi = float(signals.min()), float(signals.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"signals must lie in [0, 1] (scale them first), got values in [{lo:.4g}, {hi:.4g}]")
+        self.signals = signals.float().contiguous()
+        self.operator = operator
+        self.noise = noise
+        self.seed = seed
+        self.noise_mode = choice(noise_mode, "noise_mode", NOISE_MODES)
+        self.epoch = 0
+        self._cached_y = None
+        if cache is not None:
+            if self.noise_mode != "fixed":
+                raise ValueError("cache needs noise_mode='fixed' (fresh noise changes every epoch)")
+            self._cached_y = self._load_or_build_cache(Path(cache))
+
+    def __len__(self) -> int:
+        return self.signals.shape[0]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _noise(self, index: torch.Tensor) -> torch.Tensor:
+        shape = (len(index), *self.operator.out_shape)
+        if self.noise is None:
+            return torch.zeros(shape)
+        parts = (self.seed,) if self.noise_mode == "fixed" else (self.seed, self.epoch)
+        return torch.cat([self.noise.sample((1, *shape[1:]), seed=_seed_for(*parts, int(i))) for i in index])
+
+    def measure(self, index: torch.Tensor) -> torch.Tensor:
+        """y for the items ``index`` (B,), (B, *operator.out_shape)."""
+        if self._cached_y is not None:
+            return self._cached_y[index]
+        with torch.no_grad():
+            return self.operator(self.signals[index]) + self._noise(index)
+
+    def __getitems__(self, indices):
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return list(zip(self.measure(index), self.signals[index], index))
+
+    def __getitem__(self, i: int):
+        y, x, index = self.__getitems__([i])[0]
+        return y, x, index
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(repr((self.operator, self.noise, self.seed, tuple(self.signals.shape))).encode())
+        h.update(self.signals.numpy().tobytes())
+        for name, buf in sorted(self.operator.state_dict().items()):
+            h.update(name.encode())
+            h.update(buf.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def _load_or_build_cache(self, path: Path) -> torch.Tensor:
+        fingerprint = self._fingerprint()
+        if path.exists():
+            with h5py.File(path, "r") as fh:
+                if fh.attrs.get("fingerprint") == fingerprint:
+                    return torch.from_numpy(fh["y"][()])
+        index = torch.arange(len(self))
+        y = torch.cat([self.measure(index[k: k + 1024]) for k in range(0, len(self), 1024)])
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(tmp, "w") as fh:
+            fh.create_dataset("y", data=y.numpy(), compression="lzf")
+            fh.attrs["fingerprint"] = fingerprint
+        tmp.replace(path)
+        return y

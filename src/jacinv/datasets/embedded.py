@@ -16,7 +16,7 @@ from .._checks import choice, positive_int
 EMBEDDED = ("patches", "digits", "brain")
 # scikit-image sample images, split by source image (greyscale versions of colour ones)
 _TRAIN_IMAGES = ("camera", "astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "moon", "page")
-_TEST_IMAGES = ("coins", "text", "clock", "immunohistochemistry", "hubble_deep_field")  # none is a crop of a train image
+_TEST_IMAGES = ("coins", "text", "clock", "immunohistochemistry")  # none is a crop of a train image
 
 
 def _skimage_grey(name: str) -> np.ndarray:
@@ -37,10 +37,14 @@ def grid_patches(image: np.ndarray, size: int, stride: int) -> np.ndarray:
     return windows.reshape(-1, size, size)
 
 
-def natural_patches(split: str, patch_size: int = 28, stride: int | None = None) -> torch.Tensor:
+def natural_patches(split: str, patch_size: int = 28, stride: int | None = None,
+                    min_std: float = 0.01) -> torch.Tensor:
+    """Grid patches of the split's source images; flat patches (std < ``min_std``, e.g. the
+    black sky of the astronomy images) are left out, since they carry no image to recover."""
     stride = positive_int(stride if stride is not None else patch_size, "stride")
     names = _TRAIN_IMAGES if split == "train" else _TEST_IMAGES
     patches = np.concatenate([grid_patches(_skimage_grey(n), patch_size, stride) for n in names])
+    patches = patches[patches.reshape(len(patches), -1).std(1) >= min_std]
     return torch.from_numpy(np.ascontiguousarray(patches))[:, None]
 
 

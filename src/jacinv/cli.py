@@ -1,0 +1,98 @@
+"""Command-line entry points: ``train.py`` / ``jacinv-train`` and ``evaluate.py`` / ``jacinv-evaluate``."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import yaml
+
+from .checkpoint import write_csv
+from .config import ConfigError, load_config, parse_override
+
+
+def _fresh_dir(base: Path) -> Path:
+    if not base.exists():
+        return base
+    for k in itertools.count(2):
+        candidate = base.with_name(f"{base.name}-{k}")
+        if not candidate.exists():
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def _sweep_grid(specs: list[str]) -> list[list[str]]:
+    """['a=1,2', 'b=x,y'] -> [['a=1', 'b=x'], ['a=1', 'b=y'], ...]."""
+    axes = []
+    for spec in specs:
+        if "=" not in spec:
+            raise ConfigError(f"--sweep {spec!r} must look like key=v1,v2,...")
+        key, values = spec.split("=", 1)
+        axes.append([f"{key}={v}" for v in values.split(",")])
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
+def train_main(argv=None) -> int:
+    from .training import NonFiniteLoss, summary_table, train
+
+    parser = argparse.ArgumentParser(prog="train.py", description="Train a reconstruction network (see README).")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. train.epochs=5")
+    parser.add_argument("--config", type=Path, help="a YAML file under configs/")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    parser.add_argument("--run-dir", type=Path, help="where to write (default out_dir/name, made unique)")
+    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                        help="run the grid of values (repeat for a product) and write one table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    progress = False if args.no_progress else None
+    try:
+        if args.resume:
+            config = load_config(args.resume / "config.yaml", args.overrides)
+            history = train(config, args.resume, resume=True, progress=progress)
+            print(summary_table(history))
+            return 0
+        config = load_config(args.config, args.overrides)
+        if not args.sweep:
+            run_dir = args.run_dir or _fresh_dir(Path(config["out_dir"]) / config["name"])
+            history = train(config, run_dir, progress=progress)
+            print(summary_table(history))
+            print(f"\nrun directory: {run_dir}  (figures: curves.png, reconstructions.png; "
+                  f"evaluate with: python evaluate.py {run_dir})")
+            return 0
+        sweep_dir = args.run_dir or _fresh_dir(Path(config["out_dir"]) / f"{config['name']}-sweep")
+        table = []
+        for combo in _sweep_grid(args.sweep):
+            run_config = load_config(args.config, [*args.overrides, *combo])
+            label = ",".join(combo).replace("/", "_")
+            history = train(run_config, sweep_dir / label, progress=progress)
+            last = next(r for r in reversed(history) if "test_psnr" in r)
+            table.append({**{c.split("=", 1)[0]: c.split("=", 1)[1] for c in combo},
+                          **{k: last[k] for k in ("test_psnr", "test_ssim", "train_loss", "test_loss", "ge",
+                                                  "probe_max_sja", "probe_max_sj")}})
+            print(f"{label}: " + ", ".join(f"{k} {v:.4f}" for k, v in table[-1].items() if isinstance(v, float)))
+        write_csv(table, sweep_dir / "sweep.csv")
+        print(f"sweep table: {sweep_dir / 'sweep.csv'}")
+        return 0
+    except (ConfigError, FileNotFoundError, NonFiniteLoss) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def evaluate_main(argv=None) -> int:
+    from .report import evaluate_run
+
+    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a trained run (see README).")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--bound", action="store_true", help="also compute the generalisation bound")
+    parser.add_argument("--delta", type=float, default=0.05, help="confidence parameter of the bound")
+    parser.add_argument("data_overrides", nargs="*", help="config overrides for the evaluation data, e.g. data.n_test=500")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate_run(args.run_dir, overrides=args.data_overrides, bound=args.bound, delta=args.delta)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(report["summary"], sort_keys=False).strip())
+    print(f"\nreport: {args.run_dir / 'report.json'}, figures: {args.run_dir / 'report.png'}")
+    return 0

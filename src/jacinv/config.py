@@ -1,0 +1,123 @@
+"""Experiment configuration: YAML files over a typed default, with key=value overrides."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+DEFAULTS: dict = {
+    "name": "cs",
+    "seed": 0,
+    "data": {
+        "source": "embedded",     # embedded | mnist | folder | fastmri
+        "name": "patches",        # embedded: patches | digits | brain
+        "root": None,             # mnist / folder / fastmri directory
+        "fallback": "embedded",   # when root is missing: embedded, or "error"
+        "n_train": 500,
+        "n_test": 200,
+        "patch_size": 28,
+        "channels": 1,
+        "downsample": 1,          # brain slices: average over blocks of this size
+    },
+    "operator": {"name": "gaussian_cs", "kwargs": {"n_measurements": 160, "seed": 0}},
+    "noise": {"kind": "bounded", "radius": 0.3, "mode": "sphere", "sigma": 0.0, "noise_mode": "fixed"},
+    "model": {"name": "fc", "kwargs": {}},
+    "regularizer": {"name": "sja+sj", "lambda_ja": "auto", "lambda_j": "auto", "weight": "auto", "kappa": 20.0,
+                    "options": {}},
+    "train": {
+        "epochs": 150,
+        "batch_size": 100,
+        "lr": 1e-3,
+        "loss": "l2",             # l2: the seed's ||f(y) - x||_2; mse
+        "scheduler": "none",      # none | cosine | step
+        "device": "auto",         # auto | cpu | cuda | cuda:N
+        "probe_size": 16,         # test samples whose Jacobian norms are tracked per epoch
+        "probe_iters": 20,
+        "eval_every": 1,
+        "num_workers": 0,
+        "threads": 0,             # torch CPU threads, 0 = torch's default
+    },
+    "out_dir": "runs",
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message names the key."""
+
+
+def _merge(base: dict, update: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown config key {path!r}; expected one of {sorted(base)}")
+        default = base[key]
+        if isinstance(default, dict) and key not in ("kwargs", "options"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
+            out[key] = _merge(default, value, path + ".")
+        elif key in ("kwargs", "options"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
+            # free-form arguments: replaced when the same block names a new component, else updated
+            out[key] = dict(value) if "name" in update else {**default, **value}
+        else:
+            out[key] = _typed(value, default, path)
+    return out
+
+
+def _typed(value, default, path: str):
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {path!r} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(value, bool) and isinstance(value, int):
+        return value
+    if isinstance(default, float) and not isinstance(value, bool) and isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(default, str) and (isinstance(value, str) or (default == "auto" and isinstance(value, (int, float)))):
+        return value
+    if type(value) is type(default):
+        return value
+    raise ConfigError(f"config key {path!r} must be {type(default).__name__}, got {value!r} ({type(value).__name__})")
+
+
+def parse_override(text: str) -> dict:
+    """'train.epochs=5' -> {'train': {'epochs': 5}} (the value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path=None, overrides=()) -> dict:
+    """DEFAULTS, updated by the YAML file at ``path`` and then by ``overrides`` (key=value)."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+        config = _merge(config, loaded)
+    for text in overrides:
+        config = _merge(config, parse_override(text))
+    return config
+
+
+def dump_config(config: dict, path) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.replace(path)

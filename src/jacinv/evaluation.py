@@ -1,0 +1,80 @@
+"""Evaluation of a trained network: metrics on a data set, Jacobian norms on a probe set,
+classical baselines, and the report behind evaluate.py."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .metrics import nmse, psnr, ssim
+from .operators import LinearOperator
+from .regularizers import jacobian_spectral_norm, l2_distance
+
+
+@torch.no_grad()
+def predict(model, dataset, device, batch_size: int = 64):
+    """(y, x, x_hat) over the whole data set, on the CPU."""
+    ys, xs, preds = [], [], []
+    for start in range(0, len(dataset), batch_size):
+        index = torch.arange(start, min(len(dataset), start + batch_size))
+        y = dataset.measure(index)
+        ys.append(y)
+        xs.append(dataset.signals[index])
+        preds.append(model(y.to(device)).cpu())
+    return torch.cat(ys), torch.cat(xs), torch.cat(preds)
+
+
+def image_metrics(x: torch.Tensor, pred: torch.Tensor, data_range=1.0) -> dict[str, np.ndarray]:
+    """Per-sample l2 distance, PSNR (dB), SSIM, NMSE of (N, C, H, W) images."""
+    return {"l2": l2_distance(pred, x).numpy().astype(np.float64), "psnr": psnr(x, pred, data_range),
+            "ssim": ssim(x, pred, data_range), "nmse": nmse(x, pred)}
+
+
+def evaluate_split(model, dataset, loss_kind: str, device) -> dict[str, float]:
+    """Means over the data set of the per-sample metrics (signals in [0, 1]: data range 1)."""
+    was_training = model.training
+    model.eval()
+    _, x, pred = predict(model, dataset, device)
+    model.train(was_training)
+    return {k: float(v.mean()) for k, v in image_metrics(x, pred).items()}
+
+
+def probe_jacobian_norms(model, y: torch.Tensor, operator: LinearOperator, iters: int, seed: int) -> dict:
+    """Mean and max over the probe measurements of ||J A||_2 and ||J||_2 (power method lower bounds)."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    for key, op in (("sja", operator), ("sj", None)):
+        g = torch.Generator().manual_seed(seed)
+        norms = jacobian_spectral_norm(model, y, op, iters=iters, generator=g).detach()
+        out[f"probe_mean_{key}"], out[f"probe_max_{key}"] = float(norms.mean()), float(norms.max())
+    model.train(was_training)
+    return out
+
+
+def tikhonov(operator: LinearOperator, y: torch.Tensor, mu: float, iters: int = 200) -> torch.Tensor:
+    """argmin ||A x - y||^2 + mu ||x||^2 by conjugate gradients on (A^T A + mu I) x = A^T y."""
+    b = operator.adjoint(y)
+    x = torch.zeros_like(b)
+    r, dims = b.clone(), tuple(range(1, b.dim()))
+    p, rs = r.clone(), (r * r).sum(dims, keepdim=True)
+    for _ in range(iters):
+        ap = operator.gram(p) + mu * p
+        alpha = rs / (p * ap).sum(dims, keepdim=True).clamp_min(1e-30)
+        x, r = x + alpha * p, r - alpha * ap
+        rs_new = (r * r).sum(dims, keepdim=True)
+        if float(rs_new.max()) < 1e-20:
+            break
+        p, rs = r + (rs_new / rs.clamp_min(1e-30)) * p, rs_new
+    return x
+
+
+def baselines(operator: LinearOperator, y: torch.Tensor, train_y: torch.Tensor, train_x: torch.Tensor) -> dict:
+    """Classical reconstructions of y: A^T y / ||A||^2, the pseudo-inverse, and Tikhonov with
+    its weight chosen on (train_y, train_x) from a log grid."""
+    with torch.no_grad():
+        scale = 1.0 / operator.spectral_norm() ** 2
+        grid = [10.0**k for k in range(-4, 2)]
+        errors = [float(l2_distance(tikhonov(operator, train_y, mu), train_x).mean()) for mu in grid]
+        mu = grid[int(np.argmin(errors))]
+        return {"adjoint": operator.adjoint(y) * scale, "pseudo_inverse": operator.pseudo_inverse(y),
+                f"tikhonov(mu={mu:g})": tikhonov(operator, y, mu)}

@@ -1,0 +1,108 @@
+"""Assemble an experiment from its configuration: signals, operator, noise, data sets, model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import ConfigError
+from .datasets import (FASHION_MNIST_DIR, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
+                       folder_patches, load_mnist_images)
+from .models import build_model, check_model
+from .noise import BoundedNoise, GaussianNoise
+from .operators import LinearOperator, build_operator
+from .regularizers import build_regularizer
+
+
+@dataclass
+class Experiment:
+    operator: LinearOperator
+    train_set: InverseProblemDataset
+    test_set: InverseProblemDataset
+    model: torch.nn.Module
+    data_note: str
+
+
+def _subset(x: torch.Tensor, n: int, seed: int, what: str) -> torch.Tensor:
+    if n > x.shape[0]:
+        raise ConfigError(f"config key 'data.{what}' is {n}, but only {x.shape[0]} signals are available")
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    return x[order[:n]].contiguous()
+
+
+def load_signals(data: dict) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(train, test, description) float tensors (N, C, H, W) in [0, 1]."""
+    source = data["source"]
+    if source == "mnist":
+        root = data["root"] or (FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else None)
+        if root is not None:
+            to_float = lambda a: torch.from_numpy(a).float().div(255.0)[:, None]  # noqa: E731
+            return (to_float(load_mnist_images(root, "train")), to_float(load_mnist_images(root, "test")),
+                    f"MNIST-format IDX files in {root}")
+        if data["fallback"] == "error":
+            raise ConfigError("config key 'data.root' is null and Fashion-MNIST is not installed "
+                              f"({FASHION_MNIST_DIR}); give data.root or data.fallback=embedded")
+        patches = lambda split: embedded_dataset("patches", split, patch_size=28)  # noqa: E731
+        return patches("train"), patches("test"), "embedded natural-image patches (no MNIST files found)"
+    if source == "embedded":
+        extra = {"patches": {"patch_size": data["patch_size"]}, "brain": {"downsample": data["downsample"]}}
+        kw = extra.get(data["name"], {})
+        return (embedded_dataset(data["name"], "train", **kw), embedded_dataset(data["name"], "test", **kw),
+                f"embedded '{data['name']}'")
+    if source == "folder":
+        kw = dict(patch_size=data["patch_size"], channels=data["channels"])
+        return (folder_patches(data["root"], split="train", **kw), folder_patches(data["root"], split="test", **kw),
+                f"image folder {data['root']}")
+    if source == "fastmri":
+        ds = FastMRISliceDataset(data["root"], target="kspace", crop=(data["patch_size"],) * 2)
+        targets = [ds[i]["target"] for i in range(len(ds))]
+        images = torch.stack([t / t.max().clamp_min(1e-12) for t in targets])  # each slice scaled to max 1
+        cut = int(0.8 * len(images))
+        return images[:cut], images[cut:], f"fastMRI targets in {data['root']} (k-space simulated from them)"
+    raise ConfigError(f"config key 'data.source' must be embedded, mnist, folder or fastmri, got {source!r}")
+
+
+def build_noise(cfg: dict):
+    kind = cfg["kind"]
+    if kind == "bounded":
+        return BoundedNoise(cfg["radius"], cfg["mode"])
+    if kind == "gaussian":
+        return GaussianNoise(cfg["sigma"])
+    if kind == "none":
+        return None
+    raise ConfigError(f"config key 'noise.kind' must be bounded, gaussian or none, got {kind!r}")
+
+
+def build_experiment(config: dict) -> Experiment:
+    """Everything a run needs; fails before training on any inconsistency, naming the key."""
+    seed = config["seed"]
+    data = config["data"]
+    train_x, test_x, note = load_signals(data)
+    train_x = _subset(train_x, data["n_train"], seed, "n_train")
+    test_x = _subset(test_x, data["n_test"], seed + 1, "n_test")
+    op_cfg = config["operator"]
+    try:
+        operator = build_operator(op_cfg["name"], in_shape=tuple(train_x.shape[1:]), **op_cfg["kwargs"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key 'operator' ({op_cfg['name']!r}, kwargs {op_cfg['kwargs']}): {err}") from err
+    noise = build_noise(config["noise"])
+    mode = config["noise"]["noise_mode"]
+    train_set = InverseProblemDataset(train_x, operator, noise, seed=seed, noise_mode=mode)
+    test_set = InverseProblemDataset(test_x, operator, noise, seed=seed + 10_000, noise_mode="fixed")
+    torch.manual_seed(seed)
+    try:
+        model = build_model(config["model"]["name"], operator, **config["model"]["kwargs"])
+        check_model(model, operator)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key 'model' ({config['model']['name']!r}) does not fit the operator "
+                          f"{type(operator).__name__} {operator.in_shape} -> {operator.out_shape}: {err}") from err
+    return Experiment(operator, train_set, test_set, model, note)
+
+
+def build_run_regularizer(config: dict, operator: LinearOperator):
+    cfg = config["regularizer"]
+    try:
+        return build_regularizer(cfg["name"], operator=operator, lambda_ja=cfg["lambda_ja"], lambda_j=cfg["lambda_j"],
+                                 weight=cfg["weight"], kappa=cfg["kappa"], **cfg["options"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key 'regularizer': {err}") from err

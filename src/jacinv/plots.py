@@ -1,0 +1,67 @@
+"""Figures of a run: learning curves, generalisation gap, Jacobian norms, reconstructions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _show(ax, img: torch.Tensor, title: str) -> None:
+    img = img.detach().cpu()
+    img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1)
+    ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def plot_training(history: list[dict], model, exp, run_dir: Path, device, n_samples: int = 4) -> None:
+    """curves.png (losses, GE, PSNR, Jacobian norms per epoch) and reconstructions.png."""
+    rows = [r for r in history if "test_loss" in r]
+    if rows:
+        ep = [r["epoch"] for r in rows]
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+        axes[0].plot(ep, [r["train_loss"] for r in rows], label="train")
+        axes[0].plot(ep, [r["test_loss"] for r in rows], label="test")
+        axes[0].set_title("l2 loss ||f(y) - x||")
+        axes[0].legend()
+        axes[1].plot(ep, [r["ge"] for r in rows], color="C3")
+        axes[1].set_title("generalisation gap |test - train|")
+        axes[2].plot(ep, [r["test_psnr"] for r in rows], color="C2")
+        axes[2].set_title("test PSNR (dB)")
+        for key, label in (("sja", "||J A||"), ("sj", "||J||")):
+            axes[3].plot(ep, [r[f"probe_max_{key}"] for r in rows], label=f"max {label}")
+            axes[3].plot(ep, [r[f"probe_mean_{key}"] for r in rows], "--", label=f"mean {label}")
+        axes[3].set_title("Jacobian norms on the probe set")
+        axes[3].legend(fontsize=7)
+        for ax in axes:
+            ax.set_xlabel("epoch")
+        _save(fig, run_dir / "curves.png")
+    index = torch.arange(min(n_samples, len(exp.test_set)))
+    y = exp.test_set.measure(index)
+    x = exp.test_set.signals[index]
+    model.eval()
+    with torch.no_grad():
+        pred = model(y.to(device)).cpu()
+        adj = exp.operator.to("cpu").adjoint(y) / exp.operator.spectral_norm() ** 2
+    exp.operator.to(device)
+    if len(exp.operator.in_shape) != 3:
+        return
+    fig, axes = plt.subplots(len(index), 3, figsize=(6, 2 * len(index)), squeeze=False)
+    for k in range(len(index)):
+        _show(axes[k, 0], x[k], "ground truth")
+        _show(axes[k, 1], adj[k], "A^T y / ||A||^2")
+        err = float(((pred[k] - x[k]) ** 2).mean())
+        _show(axes[k, 2], pred[k], f"network ({10 * np.log10(1 / max(err, 1e-12)):.1f} dB)")
+    _save(fig, run_dir / "reconstructions.png")

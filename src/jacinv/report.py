@@ -1,0 +1,97 @@
+"""evaluate.py: metrics of a trained run next to classical baselines, a JSON report and a figure page."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CHECKPOINT, load_checkpoint, write_json
+from .config import load_config
+from .evaluation import baselines, image_metrics, predict
+from .experiment import build_experiment
+from .metrics import rgb_to_y, shave
+from .operators import BlurDecimate, KSpaceSubsample
+
+
+def _protocol(operator, x: torch.Tensor, pred: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-sample metrics under the task's usual protocol.
+
+    Super-resolution: PSNR/SSIM after shaving ``factor`` border pixels, on the Y channel for RGB.
+    MRI: data range = the maximum of the test volume (fastMRI's definition; the test set is
+    treated as one volume), SSIM per slice with that range.  Otherwise data range 1.
+    """
+    if isinstance(operator, BlurDecimate):
+        if x.shape[1] == 3:
+            x, pred = rgb_to_y(x), rgb_to_y(pred.clamp(0, 1))
+        return image_metrics(shave(x, operator.factor), shave(pred, operator.factor))
+    if isinstance(operator, KSpaceSubsample):
+        return image_metrics(x, pred, data_range=float(x.max()))
+    return image_metrics(x, pred)
+
+
+def _volume_metrics(x: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
+    """fastMRI's volume-level NMSE and PSNR of the whole test set as one volume."""
+    err = float(((x - pred) ** 2).sum())
+    return {"volume_nmse": err / float((x**2).sum()),
+            "volume_psnr": float(10 * np.log10(float(x.max()) ** 2 / (err / x.numel())))}
+
+
+def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05) -> dict:
+    """Evaluate the last checkpoint of ``run_dir``; writes report.json and report.png there."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.yaml", overrides)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    exp = build_experiment(config)
+    model = exp.model
+    model.load_state_dict(state["model"])
+    model.eval()
+    device = torch.device("cpu")
+    y, x, pred = predict(model, exp.test_set, device)
+    train_y, train_x, train_pred = predict(model, exp.train_set, device)
+    n_fit = min(32, len(exp.train_set))
+    recons = {"network": pred, **baselines(exp.operator, y, train_y[:n_fit], train_x[:n_fit])}
+    per_sample = {name: _protocol(exp.operator, x, r) for name, r in recons.items()}
+    summary = {name: {k: float(np.nanmean(v)) for k, v in m.items()} for name, m in per_sample.items()}
+    if isinstance(exp.operator, KSpaceSubsample):
+        for name, r in recons.items():
+            summary[name].update(_volume_metrics(x, r))
+    train_l2 = float(image_metrics(train_x, train_pred)["l2"].mean())
+    summary["network"]["train_l2"] = train_l2
+    summary["network"]["generalisation_gap"] = abs(summary["network"]["l2"] - train_l2)
+    report = {"run_dir": str(run_dir), "epoch": state["epoch"], "data": exp.data_note,
+              "summary": summary, "per_sample_psnr": {k: v["psnr"].tolist() for k, v in per_sample.items()}}
+    if bound:
+        from .bounds import bound_report
+
+        report["bound"] = bound_report(model, exp, delta=delta, measured_gap=summary["network"]["generalisation_gap"],
+                                       run_dir=run_dir)
+        report["summary"]["bound"] = {k: report["bound"][k] for k in ("total", "gamma", "vacuous", "measured_gap")}
+    write_json(report, run_dir / "report.json")
+    _figure(x, recons, per_sample, run_dir / "report.png")
+    return report
+
+
+def _figure(x, recons, per_sample, path: Path, n: int = 3) -> None:
+    from .plots import _save, _show, plt
+
+    names = list(recons)
+    image_like = x.dim() == 4
+    rows = min(n, x.shape[0]) if image_like else 0
+    fig = plt.figure(figsize=(2.2 * (len(names) + 2), 2.2 * (rows + 1.4)))
+    grid = fig.add_gridspec(rows + 1, len(names) + 2, height_ratios=[1] * rows + [1.4])
+    for r in range(rows):
+        _show(fig.add_subplot(grid[r, 0]), x[r], "ground truth")
+        for c, name in enumerate(names):
+            _show(fig.add_subplot(grid[r, c + 1]), recons[name][r].clamp(0, 1), f"{name}\n{per_sample[name]['psnr'][r]:.1f} dB")
+        err = (recons["network"][r] - x[r]).abs().mean(0)
+        ax = fig.add_subplot(grid[r, len(names) + 1])
+        ax.imshow(err.numpy(), cmap="magma")
+        ax.set_title("|network - truth|", fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[rows, :])
+    for name in names:
+        ax.hist(per_sample[name]["psnr"], bins=30, alpha=0.5, label=name)
+    ax.set_xlabel("per-sample PSNR (dB)")
+    ax.legend(fontsize=7)
+    _save(fig, path)

@@ -1,0 +1,161 @@
+"""The training loop behind train.py: one function a reader takes in at one sitting.
+
+Checkpointing, metrics files and figures live in their own modules; this file only
+orders the work of an epoch: train on minibatches, evaluate, save, plot.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from . import distributed
+from .checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint, write_csv, write_json
+from .config import ConfigError, dump_config
+from .evaluation import evaluate_split, probe_jacobian_norms
+from .experiment import build_experiment, build_run_regularizer
+from .plots import plot_training
+from .regularizers import l2_distance
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the run directory keeps the last good checkpoint."""
+
+
+def fidelity(pred: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean over the batch of ||f(y) - x||_2 ("l2", the seed's loss) or of the squared error ("mse")."""
+    if kind == "l2":
+        return l2_distance(pred, x).mean()
+    if kind == "mse":
+        return (pred - x).pow(2).mean()
+    raise ConfigError(f"config key 'train.loss' must be 'l2' or 'mse', got {kind!r}")
+
+
+def make_scheduler(optimizer, name: str, epochs: int):
+    if name == "none":
+        return None
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
+    raise ConfigError(f"config key 'train.scheduler' must be none, cosine or step, got {name!r}")
+
+
+def _loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int) -> DataLoader:
+    """Shuffled batches; the order depends only on (seed, epoch), so a resumed run sees the same ones."""
+    rank, size = distributed.world()
+    if size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen, num_workers=num_workers)
+
+
+def train(config: dict, run_dir, resume: bool = False, progress: bool | None = None) -> list[dict]:
+    """Train as ``config`` says, writing into ``run_dir``; returns the per-epoch metrics.
+
+    With ``resume`` the run continues from ``run_dir/checkpoint_last.pt`` and reproduces the
+    numbers of an uninterrupted run.
+    """
+    run_dir = Path(run_dir)
+    tc = config["train"]
+    device = distributed.setup(tc["device"])
+    rank, world_size = distributed.world()
+    if tc["threads"]:
+        torch.set_num_threads(tc["threads"])
+    progress = sys.stderr.isatty() if progress is None else progress
+    exp = build_experiment(config)
+    model = exp.model.to(device)
+    operator = exp.operator.to(device)
+    reg = build_run_regularizer(config, operator).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc["lr"])
+    scheduler = make_scheduler(optimizer, tc["scheduler"], tc["epochs"])
+    history: list[dict] = []
+    start = 0
+    ckpt_path = run_dir / CHECKPOINT
+    reg_path = run_dir / f"regularizer_rank{rank}.pt"
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        reg.load_state_dict(load_checkpoint(reg_path))
+        history, start = state["history"], state["epoch"] + 1
+    elif rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, run_dir / "config.yaml")
+    net = DistributedDataParallel(model) if world_size > 1 else model
+
+    probe_y = exp.test_set.measure(torch.arange(min(tc["probe_size"], len(exp.test_set)))).to(device)
+    epochs = tqdm(range(start, tc["epochs"]), desc=config["name"], disable=not progress or rank != 0,
+                  initial=start, total=tc["epochs"])
+    for epoch in epochs:
+        model.train()
+        reg.train()
+        exp.train_set.set_epoch(epoch)
+        t0 = time.perf_counter()
+        loader = _loader(exp.train_set, tc["batch_size"], config["seed"], epoch, tc["num_workers"])
+        running = 0.0
+        for step, (y, x, index) in enumerate(tqdm(loader, leave=False, disable=not progress or rank != 0)):
+            y, x = y.to(device), x.to(device)
+            loss = fidelity(net(y), x, tc["loss"])
+            penalty = reg(model, y, x, index=index, loss=loss.detach())
+            total = loss + penalty
+            if not torch.isfinite(total):
+                raise NonFiniteLoss(f"non-finite loss ({loss.item()}, penalty {penalty.item()}) at epoch {epoch} "
+                                    f"step {step}; the last good checkpoint is {ckpt_path}")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            running += loss.item()
+        if scheduler is not None:
+            scheduler.step()
+        row = {"epoch": epoch, "train_loss_running": running / max(1, step + 1), "seconds": time.perf_counter() - t0}
+        for k, v in reg.last_stats.items():
+            if k.startswith(("penalty_", "lambda_")):
+                row[k] = v
+        if rank == 0 and ((epoch + 1) % tc["eval_every"] == 0 or epoch + 1 == tc["epochs"]):
+            model.eval()
+            train_m = evaluate_split(model, exp.train_set, tc["loss"], device)
+            test_m = evaluate_split(model, exp.test_set, tc["loss"], device)
+            row.update({"train_loss": train_m["l2"], "test_loss": test_m["l2"],
+                        "ge": abs(test_m["l2"] - train_m["l2"]), "test_psnr": test_m["psnr"],
+                        "test_ssim": test_m["ssim"], "train_psnr": train_m["psnr"]})
+            row.update(probe_jacobian_norms(model, probe_y, operator, tc["probe_iters"], config["seed"]))
+            epochs.set_postfix(test_psnr=f"{row['test_psnr']:.2f}", ge=f"{row['ge']:.4f}")
+        history.append(row)
+        atomic_torch_save(reg.state_dict(), reg_path)
+        if rank == 0:
+            atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                               "history": history}, ckpt_path)
+            write_csv(history, run_dir / "metrics.csv")
+            write_json(history, run_dir / "metrics.json")
+        if world_size > 1:
+            dist.barrier()
+    if rank == 0:
+        plot_training(history, model, exp, run_dir, device)
+    distributed.teardown()
+    return history
+
+
+def summary_table(history: list[dict]) -> str:
+    """A short text table of the last evaluated epoch."""
+    last = next((r for r in reversed(history) if "test_psnr" in r), None)
+    if last is None:
+        return "no evaluated epoch"
+    rows = [("test PSNR (dB)", last["test_psnr"]), ("test SSIM", last["test_ssim"]),
+            ("train loss ||f(y)-x||", last["train_loss"]), ("test loss ||f(y)-x||", last["test_loss"]),
+            ("generalisation gap |test - train|", last["ge"]),
+            ("max ||J A|| on probe set", last["probe_max_sja"]), ("max ||J|| on probe set", last["probe_max_sj"])]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v:.4f}" if math.isfinite(v) else f"{k:<{width}}  n/a" for k, v in rows)

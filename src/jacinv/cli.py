@@ -44,18 +44,19 @@ def train_main(argv=None) -> int:
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                         help="run the grid of values (repeat for a product) and write one table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--stop-after", type=int, metavar="N", help="train N epochs, then exit (resume later)")
     args = parser.parse_args(argv)
     progress = False if args.no_progress else None
     try:
         if args.resume:
             config = load_config(args.resume / "config.yaml", args.overrides)
-            history = train(config, args.resume, resume=True, progress=progress)
+            history = train(config, args.resume, resume=True, progress=progress, stop_after=args.stop_after)
             print(summary_table(history))
             return 0
         config = load_config(args.config, args.overrides)
         if not args.sweep:
             run_dir = args.run_dir or _fresh_dir(Path(config["out_dir"]) / config["name"])
-            history = train(config, run_dir, progress=progress)
+            history = train(config, run_dir, progress=progress, stop_after=args.stop_after)
             print(summary_table(history))
             print(f"\nrun directory: {run_dir}  (figures: curves.png, reconstructions.png; "
                   f"evaluate with: python evaluate.py {run_dir})")

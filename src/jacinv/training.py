@@ -59,11 +59,13 @@ def _loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int) -
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen, num_workers=num_workers)
 
 
-def train(config: dict, run_dir, resume: bool = False, progress: bool | None = None) -> list[dict]:
+def train(config: dict, run_dir, resume: bool = False, progress: bool | None = None,
+          stop_after: int | None = None) -> list[dict]:
     """Train as ``config`` says, writing into ``run_dir``; returns the per-epoch metrics.
 
     With ``resume`` the run continues from ``run_dir/checkpoint_last.pt`` and reproduces the
-    numbers of an uninterrupted run.
+    numbers of an uninterrupted run.  ``stop_after`` ends this session after that many epochs
+    (for time-limited or preemptible jobs; resume later).
     """
     run_dir = Path(run_dir)
     tc = config["train"]
@@ -96,7 +98,8 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
     net = DistributedDataParallel(model) if world_size > 1 else model
 
     probe_y = exp.test_set.measure(torch.arange(min(tc["probe_size"], len(exp.test_set)))).to(device)
-    epochs = tqdm(range(start, tc["epochs"]), desc=config["name"], disable=not progress or rank != 0,
+    end = tc["epochs"] if stop_after is None else min(tc["epochs"], start + stop_after)
+    epochs = tqdm(range(start, end), desc=config["name"], disable=not progress or rank != 0,
                   initial=start, total=tc["epochs"])
     for epoch in epochs:
         model.train()
@@ -142,7 +145,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
             write_json(history, run_dir / "metrics.json")
         if world_size > 1:
             dist.barrier()
-    if rank == 0:
+    if rank == 0 and end == tc["epochs"]:
         plot_training(history, model, exp, run_dir, device)
     distributed.teardown()
     return history

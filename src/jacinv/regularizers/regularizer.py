@@ -13,7 +13,10 @@ AUTO = "auto"
 
 
 def auto_weight(loss: float, penalty: float, kappa: float = 20.0) -> float:
-    """Seed Algorithm 4: lambda = 10^alpha / kappa with alpha = floor(log10(loss / penalty)); 0 if penalty is 0."""
+    """Seed Algorithm 4: lambda = 10^alpha / kappa with alpha = floor(log10(loss / penalty)); 0 if penalty is 0,
+    NaN if either is not finite (so the caller's finiteness check stops the run)."""
+    if not (math.isfinite(loss) and math.isfinite(penalty)):
+        return math.nan
     if penalty <= 0.0 or loss <= 0.0:
         return 0.0
     return 10.0 ** math.floor(math.log10(loss / penalty)) / kappa

@@ -1,0 +1,112 @@
+"""End-to-end: every shipped config trains (tiny), checkpoints, resumes identically and evaluates."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from jacinv.cli import evaluate_main, train_main
+from jacinv.config import ConfigError, load_config
+from jacinv.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "cs": ["data.n_train=40", "data.n_test=20", "train.batch_size=20", "model.kwargs={width: 64}"],
+    "sr_x2": ["data.n_train=16", "data.n_test=8", "data.patch_size=32", "model.kwargs={n_blocks: 1, features: 8}"],
+    "sr_x4": ["data.n_train=16", "data.n_test=8", "data.patch_size=32", "model.kwargs={n_blocks: 1, features: 8}"],
+    "mri_4x": ["data.n_train=8", "data.n_test=4", "data.downsample=4", "model.kwargs={chans: 4, num_pool_layers: 2}",
+               "train.batch_size=4"],
+    "mri_8x": ["data.n_train=8", "data.n_test=4", "data.downsample=4", "model.kwargs={chans: 4, num_pool_layers: 2}",
+               "train.batch_size=4"],
+    "denoise": ["data.n_train=20", "data.n_test=10", "data.patch_size=20", "model.kwargs={depth: 3, features: 8}"],
+}
+COMMON = ["train.epochs=2", "train.eval_every=1", "train.probe_size=2", "train.probe_iters=3",
+          "data.fallback=embedded"]
+
+
+def tiny_config(name, *extra):
+    return load_config(ROOT / "configs" / f"{name}.yaml", [*TINY[name], *COMMON, *extra])
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_config_trains_resumes_and_evaluates(name, tmp_path):
+    config = tiny_config(name)
+    full = train(config, tmp_path / "full", progress=False)
+    part = train(config, tmp_path / "part", progress=False, stop_after=1)
+    assert len(part) == 1 and not (tmp_path / "part" / "curves.png").exists()
+    resumed = train(load_config(tmp_path / "part" / "config.yaml"), tmp_path / "part", resume=True, progress=False)
+    for key in ("train_loss", "test_loss", "ge", "test_psnr", "probe_max_sja"):
+        assert resumed[-1][key] == full[-1][key], key
+    a = torch.load(tmp_path / "full" / "checkpoint_last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoint_last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for f in ("config.yaml", "metrics.csv", "metrics.json", "curves.png", "reconstructions.png"):
+        assert (tmp_path / "full" / f).exists(), f
+    assert evaluate_main([str(tmp_path / "full")]) == 0
+    report = json.loads((tmp_path / "full" / "report.json").read_text())
+    assert {"network", "adjoint", "pseudo_inverse"} <= set(report["summary"])
+    assert (tmp_path / "full" / "report.png").exists()
+
+
+def test_bound_report_on_a_trained_run(tmp_path):
+    train(tiny_config("cs"), tmp_path / "run", progress=False)
+    assert evaluate_main([str(tmp_path / "run"), "--bound"]) == 0
+    bound = json.loads((tmp_path / "run" / "report.json").read_text())["bound"]
+    assert bound["total"] > 0 and set(bound["terms"]) == {"robustness", "noise", "sample"}
+    assert "lower bounds" in bound["lipschitz_kind"]
+    assert (tmp_path / "run" / "bound.png").exists()
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.epoch=3", r"unknown config key 'train.epoch'"),
+    ("train.epochs=three", r"config key 'train.epochs' must be int, got 'three'"),
+    ("model.name=edsr", r"config key 'model' \('edsr'\) does not fit the operator GaussianCS"),
+    ("operator.kwargs={n_measurements: 0}", r"config key 'operator'.*n_measurements must be an int >= 1"),
+    ("regularizer.name=sjx", r"config key 'regularizer': unknown regularizer name 'sjx'"),
+    ("data.n_train=100000", r"config key 'data.n_train' is 100000"),
+])
+def test_bad_configs_fail_before_training(override, match, tmp_path, capsys):
+    code = train_main(["--config", str(ROOT / "configs" / "cs.yaml"), *TINY["cs"], *COMMON, override,
+                       "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_error_names_the_key():
+    with pytest.raises(ConfigError, match=r"config key 'noise.radius' must be float, got 'big'"):
+        load_config(None, ["noise.radius=big"])
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    import jacinv.training as training
+
+    monkeypatch.setattr(training, "fidelity", lambda pred, x, kind: (pred - x).sum() * float("nan"))
+    with pytest.raises(training.NonFiniteLoss, match="non-finite loss .* at epoch 0 step 0"):
+        train(tiny_config("cs"), tmp_path / "run", progress=False)
+
+
+def test_sweep_writes_one_table(tmp_path):
+    code = train_main(["--config", str(ROOT / "configs" / "cs.yaml"), *TINY["cs"], *COMMON, "--no-progress",
+                       "--sweep", "regularizer.name=none,sja", "--run-dir", str(tmp_path / "sweep")])
+    assert code == 0
+    lines = (tmp_path / "sweep" / "sweep.csv").read_text().strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("regularizer.name,test_psnr")
+
+
+def test_distributed_training_with_two_gloo_processes(tmp_path):
+    overrides = [*TINY["cs"], *COMMON]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "cs.yaml"), *overrides,
+           "--run-dir", str(tmp_path / "ddp"), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert len(history) == 2 and "test_psnr" in history[-1]
+    assert (tmp_path / "ddp" / "regularizer_rank0.pt").exists() and (tmp_path / "ddp" / "regularizer_rank1.pt").exists()

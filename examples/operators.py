@@ -13,8 +13,8 @@ from jacinv.operators import (BlurDecimate, GaussianCS, Identity, KSpaceSubsampl
 class HorizontalGradient(LinearOperator):
     """A plug-in: only forward is written; the adjoint comes from autograd."""
 
-    def __init__(self, n: int = 32):
-        super().__init__(in_shape=(1, n, n), out_shape=(1, n, n))
+    def __init__(self, in_shape=(1, 32, 32)):
+        super().__init__(in_shape=in_shape, out_shape=in_shape)
 
     def forward(self, x):
         return x - torch.roll(x, 1, dims=-1)
@@ -26,7 +26,7 @@ def main():
         "BlurDecimate x2": BlurDecimate(in_shape=(1, 64, 64), factor=2, kernel="gaussian", kernel_size=5, sigma=1.0),
         "KSpaceSubsample 4x": KSpaceSubsample(in_shape=(1, 64, 64), acceleration=4, center_fraction=0.08, seed=0),
         "Identity": Identity(in_shape=(1, 64, 64)),
-        "plug-in gradient": build_operator("horizontal_gradient", n=32),
+        "plug-in gradient": build_operator("horizontal_gradient", in_shape=(1, 32, 32)),
     }
     print(f"{'operator':22s} {'in_shape':>14s} {'out_shape':>16s} {'||A||':>8s} {'exact':>6s} {'power':>8s} {'adjoint err':>11s}")
     for name, op in operators.items():

@@ -97,6 +97,7 @@ def test_sweep_writes_one_table(tmp_path):
     assert code == 0
     lines = (tmp_path / "sweep" / "sweep.csv").read_text().strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("regularizer.name,test_psnr")
+    assert (tmp_path / "sweep" / "sweep.png").exists()
 
 
 def test_distributed_training_with_two_gloo_processes(tmp_path):
@@ -110,3 +111,25 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
     history = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert len(history) == 2 and "test_psnr" in history[-1]
     assert (tmp_path / "ddp" / "regularizer_rank0.pt").exists() and (tmp_path / "ddp" / "regularizer_rank1.pt").exists()
+
+
+def test_a_plugin_operator_trains_from_the_config(tmp_path):
+    config = load_config(None, [f"plugins=[{ROOT / 'examples' / 'operators.py'}]", "operator.name=horizontal_gradient",
+                                "operator.kwargs={}", "model.name=dncnn", "model.kwargs={depth: 3, features: 8}",
+                                "data.n_train=20", "data.n_test=10", "train.batch_size=10", *COMMON])
+    history = train(config, tmp_path / "run", progress=False)
+    assert len(history) == 2 and history[-1]["probe_max_sja"] > 0
+
+
+def test_missing_plugin_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"config key 'plugins': cannot import 'nowhere.py'"):
+        train(load_config(None, ["plugins=[nowhere.py]", *COMMON]), tmp_path / "run", progress=False)
+
+
+def test_free_form_arguments_merge_entry_by_entry_and_reset_with_a_new_component():
+    assert load_config(None, ["operator.kwargs.n_measurements=80"])["operator"]["kwargs"] == \
+        {"n_measurements": 80, "seed": 0}
+    assert load_config(None, ["operator.name=identity"])["operator"]["kwargs"] == {}
+    sr = load_config(ROOT / "configs" / "sr_x2.yaml", ["operator.kwargs.factor=4", "model.kwargs={n_blocks: 1}"])
+    assert sr["operator"]["kwargs"]["factor"] == 4 and sr["operator"]["kwargs"]["kernel_size"] == 5
+    assert sr["model"]["kwargs"] == {"n_blocks": 1}

@@ -34,6 +34,7 @@ def _sweep_grid(specs: list[str]) -> list[list[str]]:
 
 
 def train_main(argv=None) -> int:
+    from .plots import plot_sweep
     from .training import NonFiniteLoss, summary_table, train
 
     parser = argparse.ArgumentParser(prog="train.py", description="Train a reconstruction network (see README).")
@@ -73,7 +74,8 @@ def train_main(argv=None) -> int:
                                                   "probe_max_sja", "probe_max_sj")}})
             print(f"{label}: " + ", ".join(f"{k} {v:.4f}" for k, v in table[-1].items() if isinstance(v, float)))
         write_csv(table, sweep_dir / "sweep.csv")
-        print(f"sweep table: {sweep_dir / 'sweep.csv'}")
+        plot_sweep(table, sweep_dir / "sweep.png")
+        print(f"sweep table: {sweep_dir / 'sweep.csv'}, figure: {sweep_dir / 'sweep.png'}")
         return 0
     except (ConfigError, FileNotFoundError, NonFiniteLoss) as err:
         print(f"error: {err}", file=sys.stderr)

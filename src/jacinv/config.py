@@ -9,6 +9,7 @@ import yaml
 DEFAULTS: dict = {
     "name": "cs",
     "seed": 0,
+    "plugins": [],                # modules or .py files to import first (they may @register_operator)
     "data": {
         "source": "embedded",     # embedded | mnist | folder | fastmri
         "name": "patches",        # embedded: patches | digits | brain
@@ -46,6 +47,14 @@ class ConfigError(ValueError):
     """A bad configuration key or value; the message names the key."""
 
 
+class _Update(dict):
+    """Entries of a free-form block (kwargs, options) set one by one (``operator.kwargs.q=80``):
+    merged into the block, whereas a whole mapping replaces it."""
+
+
+FREE_FORM = ("kwargs", "options")
+
+
 def _merge(base: dict, update: dict, prefix: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
@@ -53,17 +62,21 @@ def _merge(base: dict, update: dict, prefix: str = "") -> dict:
         if key not in base:
             raise ConfigError(f"unknown config key {path!r}; expected one of {sorted(base)}")
         default = base[key]
-        if isinstance(default, dict) and key not in ("kwargs", "options"):
+        if key in FREE_FORM:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
+            out[key] = {**default, **value} if isinstance(value, _Update) else dict(value)
+        elif isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
             out[key] = _merge(default, value, path + ".")
-        elif key in ("kwargs", "options"):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
-            # free-form arguments: replaced when the same block names a new component, else updated
-            out[key] = dict(value) if "name" in update else {**default, **value}
         else:
             out[key] = _typed(value, default, path)
+    # a new component without its own arguments starts from none (not the old one's)
+    if "name" in update and update["name"] != base.get("name"):
+        for key in FREE_FORM:
+            if key in base and key not in update:
+                out[key] = {}
     return out
 
 
@@ -94,9 +107,18 @@ def parse_override(text: str) -> dict:
     out: dict = {}
     node = out
     parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
+    for depth, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, _Update() if depth > 0 and parts[depth] in FREE_FORM else {})
     node[parts[-1]] = value
+    return out
+
+
+def _combine(a: dict, b: dict) -> dict:
+    """Deep union of two override trees (b wins), keeping _Update markers."""
+    out = type(a)(a)
+    for key, value in b.items():
+        nested = isinstance(value, _Update) or (type(value) is dict and key not in FREE_FORM)
+        out[key] = _combine(out[key], value) if nested and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -111,9 +133,10 @@ def load_config(path=None, overrides=()) -> dict:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
         config = _merge(config, loaded)
+    update: dict = {}
     for text in overrides:
-        config = _merge(config, parse_override(text))
-    return config
+        update = _combine(update, parse_override(text))
+    return _merge(config, update) if update else config
 
 
 def dump_config(config: dict, path) -> None:

@@ -1,7 +1,10 @@
 """Assemble an experiment from its configuration: signals, operator, noise, data sets, model."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -73,8 +76,26 @@ def build_noise(cfg: dict):
     raise ConfigError(f"config key 'noise.kind' must be bounded, gaussian or none, got {kind!r}")
 
 
+def import_plugins(plugins: list) -> None:
+    """Import each plug-in (a module name, or a path to a .py file) so its operators get registered."""
+    for entry in plugins:
+        try:
+            if str(entry).endswith(".py"):
+                path = Path(entry)
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                if spec is None or not path.is_file():
+                    raise FileNotFoundError(f"no such file {path}")
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(entry)
+        except (ImportError, FileNotFoundError) as err:
+            raise ConfigError(f"config key 'plugins': cannot import {entry!r}: {err}") from err
+
+
 def build_experiment(config: dict) -> Experiment:
     """Everything a run needs; fails before training on any inconsistency, naming the key."""
+    import_plugins(config["plugins"])
     seed = config["seed"]
     data = config["data"]
     train_x, test_x, note = load_signals(data)

@@ -65,3 +65,24 @@ def plot_training(history: list[dict], model, exp, run_dir: Path, device, n_samp
         err = float(((pred[k] - x[k]) ** 2).mean())
         _show(axes[k, 2], pred[k], f"network ({10 * np.log10(1 / max(err, 1e-12)):.1f} dB)")
     _save(fig, run_dir / "reconstructions.png")
+
+
+def plot_sweep(table: list[dict], path: Path) -> None:
+    """Generalisation gap against the largest ||J A|| on the probe set, one point per run of a sweep
+    (the seed paper's claim is that they move together)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    labels = [",".join(str(v) for k, v in row.items() if not isinstance(v, float)) for row in table]
+    for ax, key, title in ((axes[0], "probe_max_sja", "max ||J A|| (probe set)"),
+                           (axes[1], "probe_max_sj", "max ||J|| (probe set)")):
+        xs, ys = [row[key] for row in table], [row["ge"] for row in table]
+        ax.scatter(xs, ys)
+        for x, y, label in zip(xs, ys, labels):
+            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if len(xs) > 2:
+            r = np.corrcoef(xs, ys)[0, 1]
+            ax.set_title(f"GE vs {title}: Pearson r = {r:.2f}", fontsize=9)
+        else:
+            ax.set_title(f"GE vs {title}", fontsize=9)
+        ax.set_xlabel(title)
+        ax.set_ylabel("generalisation gap")
+    _save(fig, path)

@@ -22,7 +22,7 @@ from .._checks import positive_int
 from ..operators import Identity, LinearOperator
 from .bank import VectorBank
 from .norms import apply, apply_adjoint, normalise, per_sample_norm, power_iteration, random_unit_vectors
-from .products import JVP_MODES, JacobianProducts
+from .products import JVP_MODES, JacobianProducts, resolve_jvp_mode
 from .._checks import choice
 
 
@@ -108,9 +108,10 @@ class SpectralJacobianPenalty(nn.Module):
                 cold |= not bool(warm.all())
             vectors.append(v0)
         y_sel = y[sel.to(y.device)]
-        products = JacobianProducts(f, y_sel.repeat(len(keys), *([1] * (y.dim() - 1))), self.jvp_mode)
+        stack = lambda t: t.repeat(len(keys), *([1] * (y.dim() - 1)))  # noqa: E731  rows of every target
         n_iter = self.cold_iters if cold else self.iters
-        if products.mode == "double_vjp":
+        if resolve_jvp_mode(f, self.jvp_mode) == "double_vjp":
+            products = JacobianProducts(f, stack(y_sel), "double_vjp")
             # every product shares one graph: the last power step's vjp, taken with create_graph,
             # also gives the differentiable norm u^T J A v = ||J A v|| (u = J A v / ||J A v||,
             # fixed), whose parameter gradient u^T d(J A) v is that of the norm at v
@@ -125,7 +126,13 @@ class SpectralJacobianPenalty(nn.Module):
             # ||M^T M v|| = ||M^T u|| ||M v||, so sqrt of it is the usual power-step bound
             sigmas = [(per_sample_norm(w) * n).sqrt() for w, n in zip(ws, jv_norm.split(rows))]
         else:
-            vectors, sigmas = power_iteration(products, operators, vectors, n_iter)
+            # every product is its own forward pass: iterate in chunks of candidates + refresh rows,
+            # so memory stays that of a few samples even when a whole batch is new (first epoch)
+            size = self.candidates + max(1, self.refresh)
+            parts = [power_iteration(JacobianProducts(f, stack(y_sel[s: s + size]), "forward"), operators,
+                                     [v[s: s + size] for v in vectors], n_iter) for s in range(0, rows, size)]
+            vectors = [torch.cat([p[0][k] for p in parts]) for k in range(len(keys))]
+            sigmas = [torch.cat([p[1][k] for p in parts]) for k in range(len(keys))]
             differentiable = None
 
         estimates, best = {}, {}
@@ -141,7 +148,7 @@ class SpectralJacobianPenalty(nn.Module):
             # each jvp is its own forward pass: one differentiable pass on the arg-max rows only
             argmax_rows = torch.stack([y_sel[best[k]] for k in keys])
             tangent = torch.cat([apply(op, v[best[k]: best[k] + 1]) for k, op, v in zip(keys, operators, vectors)])
-            jv = JacobianProducts(f, argmax_rows, self.jvp_mode).jvp(tangent, create_graph=True)
+            jv = JacobianProducts(f, argmax_rows, "forward").jvp(tangent, create_graph=True)
             maxima = dict(zip(keys, per_sample_norm(jv)))
         else:
             maxima = {k: d[best[k]] for k, d in zip(keys, differentiable)}

@@ -52,6 +52,13 @@ def test_every_config_trains_resumes_and_evaluates(name, tmp_path):
     assert (tmp_path / "full" / "report.png").exists()
 
 
+def test_epochs_without_evaluation_are_recorded(tmp_path):
+    history = train(tiny_config("cs", "train.epochs=3", "train.eval_every=2"), tmp_path / "run", progress=False)
+    assert ["test_psnr" in r for r in history] == [False, True, True]  # every 2nd epoch and the last
+    header, *rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
+    assert "test_psnr" in header and len(rows) == 3
+
+
 def test_bound_report_on_a_trained_run(tmp_path):
     train(tiny_config("cs"), tmp_path / "run", progress=False)
     assert evaluate_main([str(tmp_path / "run"), "--bound"]) == 0

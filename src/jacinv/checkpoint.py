@@ -32,9 +32,10 @@ def write_json(obj, path: Path) -> None:
 def write_csv(rows: list[dict], path: Path) -> None:
     if not rows:
         return
+    fields = list(dict.fromkeys(k for row in rows for k in row))  # every column, in order of appearance
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)

@@ -77,75 +77,92 @@ class SpectralJacobianPenalty(nn.Module):
                 chosen[rest[age[rest].topk(min(self.refresh, rest.numel())).indices]] = True
         return chosen
 
-    def forward(self, f, y: torch.Tensor, x=None, index: torch.Tensor | None = None):
-        """Returns ({name: differentiable scalar batch max}, {name: (B,) detached estimates}).
-
-        Estimates of samples not refreshed this step are those of their previous visit.
-        """
-        b = y.shape[0]
-        keys = sorted(set(self.keys.values()))
-        operators = [self._operator(k) for k in keys]
+    def _choose_rows(self, keys, y: torch.Tensor, index):
+        """(chosen (B,) bool mask of rows to refresh, {key: (values, vectors, age) of the bank})."""
+        if index is None:
+            return torch.ones(y.shape[0], dtype=torch.bool), {}
+        chosen = torch.zeros(y.shape[0], dtype=torch.bool)
         lookups = {}
-        chosen = torch.ones(b, dtype=torch.bool)
-        if index is not None:
-            index = index.detach().cpu().long()
-            chosen = torch.zeros(b, dtype=torch.bool)
-            for key in keys:
-                if key not in self.banks:
-                    self.banks[key] = VectorBank(self._input_shape(key, y), self.store_dtype, self.store_device)
-                lookups[key] = [t.cpu() for t in self.banks[key].lookup(index)]
-                chosen |= self._refresh_mask(lookups[key][0], lookups[key][2])
-        sel = chosen.nonzero().flatten()
-        rows = sel.numel()
-
-        vectors, cold = [], index is None
         for key in keys:
-            v0 = random_unit_vectors((rows, *self._input_shape(key, y)), y, self.generator)
+            if key not in self.banks:
+                self.banks[key] = VectorBank(self._input_shape(key, y), self.store_dtype, self.store_device)
+            lookups[key] = [t.cpu() for t in self.banks[key].lookup(index)]
+            chosen |= self._refresh_mask(lookups[key][0], lookups[key][2])
+        return chosen, lookups
+
+    def _start_vectors(self, keys, lookups, sel: torch.Tensor, y: torch.Tensor):
+        """Per target, the stored vectors of the selected rows (random for unseen ones); and
+        whether any row is unseen (then ``cold_iters`` iterations are run)."""
+        vectors, cold = [], not lookups
+        for key in keys:
+            v0 = random_unit_vectors((sel.numel(), *self._input_shape(key, y)), y, self.generator)
             if key in lookups:
                 values, stored, _ = lookups[key]
                 warm = ~torch.isnan(values[sel])
                 v0[warm.to(v0.device)] = stored[sel][warm].to(v0)
                 cold |= not bool(warm.all())
             vectors.append(v0)
+        return vectors, cold
+
+    @staticmethod
+    def _fused_steps(f, y_rows, operators, vectors, n_iter):
+        """Double-vjp products share one graph: the last power step's vjp, taken with create_graph,
+        also gives the differentiable norm u^T J A v = ||J A v|| (u = J A v / ||J A v|| fixed),
+        whose parameter gradient u^T d(J A) v is that of the norm at v.
+        Returns (new vectors, bounds sigma, differentiable norms at the previous vectors) per target."""
+        rows = vectors[0].shape[0]
+        products = JacobianProducts(f, y_rows, "double_vjp")
+        vectors, _ = power_iteration(products, operators, vectors, n_iter - 1)
+        tangent = torch.cat([apply(op, v) for op, v in zip(operators, vectors)])
+        jv = products.jvp(tangent)
+        jtu = products.vjp(normalise(jv), create_graph=True)
+        differentiable = list((jtu * tangent).flatten(1).sum(1).split(rows))
+        ws = [apply_adjoint(op, g).detach() for op, g in zip(operators, jtu.detach().split(rows))]
+        # ||M^T M v|| = ||M^T u|| ||M v||: its square root is the usual power-step bound
+        sigmas = [(per_sample_norm(w) * n).sqrt() for w, n in zip(ws, per_sample_norm(jv).split(rows))]
+        return [normalise(w) for w in ws], sigmas, differentiable
+
+    def _chunked_steps(self, f, y_sel, stack, operators, vectors, n_iter):
+        """Forward-mode products: each is its own forward pass, so rows are iterated in chunks of
+        candidates + refresh, and memory stays that of a few samples even when a whole batch is
+        new (the first epoch).  Returns (new vectors, bounds sigma) per target."""
+        size = self.candidates + max(1, self.refresh)
+        parts = [power_iteration(JacobianProducts(f, stack(y_sel[s: s + size]), "forward"), operators,
+                                 [v[s: s + size] for v in vectors], n_iter) for s in range(0, y_sel.shape[0], size)]
+        return ([torch.cat([p[0][k] for p in parts]) for k in range(len(operators))],
+                [torch.cat([p[1][k] for p in parts]) for k in range(len(operators))])
+
+    def forward(self, f, y: torch.Tensor, x=None, index: torch.Tensor | None = None):
+        """Returns ({name: differentiable scalar batch max}, {name: (B,) detached estimates}).
+
+        Estimates of samples not refreshed this step are those of their previous visit.
+        """
+        keys = sorted(set(self.keys.values()))
+        operators = [self._operator(k) for k in keys]
+        if index is not None:
+            index = index.detach().cpu().long()
+        chosen, lookups = self._choose_rows(keys, y, index)
+        sel = chosen.nonzero().flatten()
+        vectors, cold = self._start_vectors(keys, lookups, sel, y)
+        n_iter = self.cold_iters if cold else self.iters
         y_sel = y[sel.to(y.device)]
         stack = lambda t: t.repeat(len(keys), *([1] * (y.dim() - 1)))  # noqa: E731  rows of every target
-        n_iter = self.cold_iters if cold else self.iters
         if resolve_jvp_mode(f, self.jvp_mode) == "double_vjp":
-            products = JacobianProducts(f, stack(y_sel), "double_vjp")
-            # every product shares one graph: the last power step's vjp, taken with create_graph,
-            # also gives the differentiable norm u^T J A v = ||J A v|| (u = J A v / ||J A v||,
-            # fixed), whose parameter gradient u^T d(J A) v is that of the norm at v
-            vectors, _ = power_iteration(products, operators, vectors, n_iter - 1)
-            tangent = torch.cat([apply(op, v) for op, v in zip(operators, vectors)])
-            jv = products.jvp(tangent)
-            jv_norm = per_sample_norm(jv)
-            jtu = products.vjp(normalise(jv), create_graph=True)
-            differentiable = list((jtu * tangent).flatten(1).sum(1).split(rows))
-            ws = [apply_adjoint(op, g).detach() for op, g in zip(operators, jtu.detach().split(rows))]
-            vectors = [normalise(w) for w in ws]
-            # ||M^T M v|| = ||M^T u|| ||M v||, so sqrt of it is the usual power-step bound
-            sigmas = [(per_sample_norm(w) * n).sqrt() for w, n in zip(ws, jv_norm.split(rows))]
+            vectors, sigmas, differentiable = self._fused_steps(f, stack(y_sel), operators, vectors, n_iter)
         else:
-            # every product is its own forward pass: iterate in chunks of candidates + refresh rows,
-            # so memory stays that of a few samples even when a whole batch is new (first epoch)
-            size = self.candidates + max(1, self.refresh)
-            parts = [power_iteration(JacobianProducts(f, stack(y_sel[s: s + size]), "forward"), operators,
-                                     [v[s: s + size] for v in vectors], n_iter) for s in range(0, rows, size)]
-            vectors = [torch.cat([p[0][k] for p in parts]) for k in range(len(keys))]
-            sigmas = [torch.cat([p[1][k] for p in parts]) for k in range(len(keys))]
+            vectors, sigmas = self._chunked_steps(f, y_sel, stack, operators, vectors, n_iter)
             differentiable = None
 
         estimates, best = {}, {}
         for key, v, sigma in zip(keys, vectors, sigmas):
-            full = (lookups[key][0].to(y.device, y.dtype) if key in lookups
-                    else torch.zeros(b, dtype=y.dtype, device=y.device))
-            full[sel.to(y.device)] = sigma
-            estimates[key] = full
+            estimates[key] = (lookups[key][0].to(y.device, y.dtype) if key in lookups
+                              else torch.zeros(y.shape[0], dtype=y.dtype, device=y.device))
+            estimates[key][sel.to(y.device)] = sigma
             best[key] = int(sigma.argmax())
             if key in lookups and self.training:
                 self.banks[key].store(index, chosen, sigma, v)
         if differentiable is None:
-            # each jvp is its own forward pass: one differentiable pass on the arg-max rows only
+            # one differentiable forward-mode pass on the arg-max rows only
             argmax_rows = torch.stack([y_sel[best[k]] for k in keys])
             tangent = torch.cat([apply(op, v[best[k]: best[k] + 1]) for k, op, v in zip(keys, operators, vectors)])
             jv = JacobianProducts(f, argmax_rows, "forward").jvp(tangent, create_graph=True)
@@ -153,8 +170,8 @@ class SpectralJacobianPenalty(nn.Module):
         else:
             maxima = {k: d[best[k]] for k, d in zip(keys, differentiable)}
         for key in keys:
-            estimates[key][int(sel[best[key]])] = torch.maximum(estimates[key][int(sel[best[key]])],
-                                                                maxima[key].detach())
+            row = int(sel[best[key]])
+            estimates[key][row] = torch.maximum(estimates[key][row], maxima[key].detach())
         return ({n: maxima[k] for n, k in self.keys.items()}, {n: estimates[k] for n, k in self.keys.items()})
 
     def get_extra_state(self):

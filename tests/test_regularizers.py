@@ -176,7 +176,7 @@ def test_eval_mode_does_not_update_the_bank(cs_problem):
 def test_every_regularizer_builds_and_backpropagates(cs_problem, name):
     f, op, y = cs_problem
     x = torch.randn(5, 1, 4, 4)
-    reg = build_regularizer(name, operator=op)
+    reg = build_regularizer(name, operator=op).to("cpu")  # moves like any module
     value = reg(f, y, x, index=torch.arange(5), loss=torch.tensor(0.5))
     assert value.dim() == 0 and math.isfinite(float(value))
     if name == "none":

@@ -49,7 +49,7 @@ class WeightSpectralNorm(nn.Module):
         self._hooked.add(id(f))
 
     @staticmethod
-    def _apply(layer: nn.Module, v: torch.Tensor) -> torch.Tensor:
+    def _layer_map(layer: nn.Module, v: torch.Tensor) -> torch.Tensor:
         if isinstance(layer, nn.Linear):
             return F.linear(v, layer.weight)
         return F.conv2d(v, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
@@ -67,12 +67,12 @@ class WeightSpectralNorm(nn.Module):
             for _ in range(self.iters):
                 v = v.detach().requires_grad_(True)
                 with torch.enable_grad():
-                    out = self._apply(layer, v)
+                    out = self._layer_map(layer, v)
                     (w,) = torch.autograd.grad(out, v, out.detach())  # (W^T W) v, weights held fixed
                 v = normalise(w.detach())
             if self.training:
                 self.vectors[name] = v
-            sigma = self._apply(layer, v).flatten().norm()
+            sigma = self._layer_map(layer, v).flatten().norm()
             stats[name] = sigma.detach()
             total = total + sigma
         return {"sw": total}, {"sw_layers": stats}

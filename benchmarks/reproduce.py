@@ -76,7 +76,7 @@ def study_table(study: str, regs, seeds, epochs: int, extra: list[str], workdir:
 
 
 def markdown(rows: list[dict], study: str) -> str:
-    lines = [f"| {study} | regulariser | test PSNR (dB) | test SSIM | GE | max ||J A|| (probe) |",
+    lines = [f"| {study} | regulariser | test PSNR (dB) | test SSIM | GE | max ‖J A‖ (probe) |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r[study]} | {r['regularizer']} | {r['test_psnr']:.2f} ± {r['test_psnr_std']:.2f} | "

@@ -86,7 +86,7 @@ def markdown(rows: list[dict], study: str) -> str:
 
 
 def plot(rows: list[dict], study: str, path: Path) -> None:
-    from jacinv.plots import _save, plt
+    from jacinv.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for reg in dict.fromkeys(r["regularizer"] for r in rows):
@@ -98,7 +98,7 @@ def plot(rows: list[dict], study: str, path: Path) -> None:
             ax.set_title(metric)
             ax.set_xlabel(study)
     axes[0].legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def main():

@@ -260,7 +260,7 @@ def bound_report(model, exp, delta: float, measured_gap: float, run_dir=None, ma
 def _bound_figure(report: dict, lips: dict, test_norms: dict, run_dir) -> None:
     from pathlib import Path
 
-    from .plots import _save, plt
+    from .plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     names = list(report["terms"]) + ["bound", "measured GE"]
@@ -275,4 +275,4 @@ def _bound_figure(report: dict, lips: dict, test_norms: dict, run_dir) -> None:
         ax.axvline(lips[f"lip_{key}"], color="k", ls="--", label="estimate of sup")
         ax.set_title(f"{label} per sample")
         ax.legend(fontsize=7)
-    _save(fig, Path(run_dir) / "bound.png")
+    save_figure(fig, Path(run_dir) / "bound.png")

@@ -32,12 +32,3 @@ def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
-
-def all_mean(value: float, device: torch.device) -> float:
-    """Mean of a float over ranks (the value itself outside torchrun)."""
-    _, size = world()
-    if size == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t) / size

@@ -7,6 +7,7 @@ import torch
 
 from .metrics import nmse, psnr, ssim
 from .operators import LinearOperator
+from .operators.base import conjugate_gradient
 from .regularizers import jacobian_spectral_norm, l2_distance
 
 
@@ -53,19 +54,7 @@ def probe_jacobian_norms(model, y: torch.Tensor, operator: LinearOperator, iters
 
 def tikhonov(operator: LinearOperator, y: torch.Tensor, mu: float, iters: int = 200) -> torch.Tensor:
     """argmin ||A x - y||^2 + mu ||x||^2 by conjugate gradients on (A^T A + mu I) x = A^T y."""
-    b = operator.adjoint(y)
-    x = torch.zeros_like(b)
-    r, dims = b.clone(), tuple(range(1, b.dim()))
-    p, rs = r.clone(), (r * r).sum(dims, keepdim=True)
-    for _ in range(iters):
-        ap = operator.gram(p) + mu * p
-        alpha = rs / (p * ap).sum(dims, keepdim=True).clamp_min(1e-30)
-        x, r = x + alpha * p, r - alpha * ap
-        rs_new = (r * r).sum(dims, keepdim=True)
-        if float(rs_new.max()) < 1e-20:
-            break
-        p, rs = r + (rs_new / rs.clamp_min(1e-30)) * p, rs_new
-    return x
+    return conjugate_gradient(lambda p: operator.gram(p) + mu * p, operator.adjoint(y), iters)
 
 
 def baselines(operator: LinearOperator, y: torch.Tensor, train_y: torch.Tensor, train_x: torch.Tensor) -> dict:

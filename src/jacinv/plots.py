@@ -11,14 +11,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
 
 
-def _show(ax, img: torch.Tensor, title: str) -> None:
+def show_image(ax, img: torch.Tensor, title: str) -> None:
     img = img.detach().cpu()
     img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1)
     ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
@@ -47,7 +47,7 @@ def plot_training(history: list[dict], model, exp, run_dir: Path, device, n_samp
         axes[3].legend(fontsize=7)
         for ax in axes:
             ax.set_xlabel("epoch")
-        _save(fig, run_dir / "curves.png")
+        save_figure(fig, run_dir / "curves.png")
     index = torch.arange(min(n_samples, len(exp.test_set)))
     y = exp.test_set.measure(index)
     x = exp.test_set.signals[index]
@@ -60,11 +60,11 @@ def plot_training(history: list[dict], model, exp, run_dir: Path, device, n_samp
         return
     fig, axes = plt.subplots(len(index), 3, figsize=(6, 2 * len(index)), squeeze=False)
     for k in range(len(index)):
-        _show(axes[k, 0], x[k], "ground truth")
-        _show(axes[k, 1], adj[k], "A^T y / ||A||^2")
+        show_image(axes[k, 0], x[k], "ground truth")
+        show_image(axes[k, 1], adj[k], "A^T y / ||A||^2")
         err = float(((pred[k] - x[k]) ** 2).mean())
-        _show(axes[k, 2], pred[k], f"network ({10 * np.log10(1 / max(err, 1e-12)):.1f} dB)")
-    _save(fig, run_dir / "reconstructions.png")
+        show_image(axes[k, 2], pred[k], f"network ({10 * np.log10(1 / max(err, 1e-12)):.1f} dB)")
+    save_figure(fig, run_dir / "reconstructions.png")
 
 
 def plot_sweep(table: list[dict], path: Path) -> None:
@@ -85,4 +85,4 @@ def plot_sweep(table: list[dict], path: Path) -> None:
             ax.set_title(f"GE vs {title}", fontsize=9)
         ax.set_xlabel(title)
         ax.set_ylabel("generalisation gap")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -73,7 +73,7 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
 
 
 def _figure(x, recons, per_sample, path: Path, n: int = 3) -> None:
-    from .plots import _save, _show, plt
+    from .plots import plt, save_figure, show_image
 
     names = list(recons)
     image_like = x.dim() == 4
@@ -81,9 +81,9 @@ def _figure(x, recons, per_sample, path: Path, n: int = 3) -> None:
     fig = plt.figure(figsize=(2.2 * (len(names) + 2), 2.2 * (rows + 1.4)))
     grid = fig.add_gridspec(rows + 1, len(names) + 2, height_ratios=[1] * rows + [1.4])
     for r in range(rows):
-        _show(fig.add_subplot(grid[r, 0]), x[r], "ground truth")
+        show_image(fig.add_subplot(grid[r, 0]), x[r], "ground truth")
         for c, name in enumerate(names):
-            _show(fig.add_subplot(grid[r, c + 1]), recons[name][r].clamp(0, 1), f"{name}\n{per_sample[name]['psnr'][r]:.1f} dB")
+            show_image(fig.add_subplot(grid[r, c + 1]), recons[name][r].clamp(0, 1), f"{name}\n{per_sample[name]['psnr'][r]:.1f} dB")
         err = (recons["network"][r] - x[r]).abs().mean(0)
         ax = fig.add_subplot(grid[r, len(names) + 1])
         ax.imshow(err.numpy(), cmap="magma")
@@ -94,4 +94,4 @@ def _figure(x, recons, per_sample, path: Path, n: int = 3) -> None:
         ax.hist(per_sample[name]["psnr"], bins=30, alpha=0.5, label=name)
     ax.set_xlabel("per-sample PSNR (dB)")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)

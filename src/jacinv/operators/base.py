@@ -18,6 +18,29 @@ from torch import nn
 from .._checks import as_shape, batched_tensor, finite_number, positive_int
 
 
+def conjugate_gradient(matvec, b: torch.Tensor, iters: int = 200, tol: float = 1e-10) -> torch.Tensor:
+    """Solve matvec(x) = b per sample of the batch b (B, ...) for a symmetric positive semi-definite
+    map, from x = 0, stopping when every residual is below ``tol`` times its initial size.
+    On a singular system with b in its range the iterates stay there: the minimum-norm solution."""
+    positive_int(iters, "iters")
+    tiny = torch.finfo(b.dtype).tiny
+    dims = tuple(range(1, b.dim()))
+    x, r = torch.zeros_like(b), b.clone()
+    p, rs = r.clone(), (r * r).sum(dims, keepdim=True)
+    stop = (tol**2) * rs.clamp_min(tiny)
+    for _ in range(iters):
+        if bool((rs <= stop).all()):
+            break
+        ap = matvec(p)
+        denom = (p * ap).sum(dims, keepdim=True)
+        alpha = torch.where(denom > 0, rs / denom.clamp_min(tiny), torch.zeros_like(rs))
+        x, r = x + alpha * p, r - alpha * ap
+        rs_new = (r * r).sum(dims, keepdim=True)
+        p = r + torch.where(rs > 0, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs)) * p
+        rs = rs_new
+    return x
+
+
 def _checked(method, shape_attr: str, arg: str):
     """Wrap ``method(self, t)`` so that ``t`` must have shape (B, *self.<shape_attr>)."""
 
@@ -123,28 +146,8 @@ class LinearOperator(nn.Module):
         iterates stay in range(A^T), so the limit is the minimum-norm solution).
         """
         batched_tensor(y, self.out_shape, "y")
-        positive_int(iters, "iters")
         with torch.no_grad():
-            b = self.adjoint(y)
-            x = torch.zeros_like(b)
-            r = b.clone()
-            p = r.clone()
-            dims = tuple(range(1, b.dim()))
-            rs = (r * r).sum(dims, keepdim=True)
-            stop = (tol**2) * rs.clamp_min(torch.finfo(b.dtype).tiny)
-            for _ in range(iters):
-                if bool((rs <= stop).all()):
-                    break
-                ap = self.gram(p)
-                denom = (p * ap).sum(dims, keepdim=True)
-                alpha = torch.where(denom > 0, rs / denom.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
-                x = x + alpha * p
-                r = r - alpha * ap
-                rs_new = (r * r).sum(dims, keepdim=True)
-                beta = torch.where(rs > 0, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
-                p = r + beta * p
-                rs = rs_new
-        return x
+            return conjugate_gradient(self.gram, self.adjoint(y), iters, tol)
 
     # ----------------------------------------------------------- matrices
     def to_dense(self, dtype: torch.dtype = torch.float64, chunk: int = 256) -> torch.Tensor:

@@ -140,3 +140,12 @@ def test_free_form_arguments_merge_entry_by_entry_and_reset_with_a_new_component
     sr = load_config(ROOT / "configs" / "sr_x2.yaml", ["operator.kwargs.factor=4", "model.kwargs={n_blocks: 1}"])
     assert sr["operator"]["kwargs"]["factor"] == 4 and sr["operator"]["kwargs"]["kernel_size"] == 5
     assert sr["model"]["kwargs"] == {"n_blocks": 1}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_shipped_config_builds_at_full_size(name):
+    from jacinv.experiment import build_experiment
+
+    config = load_config(ROOT / "configs" / f"{name}.yaml", ["data.fallback=embedded"])
+    exp = build_experiment(config)
+    assert len(exp.train_set) == config["data"]["n_train"] and len(exp.test_set) == config["data"]["n_test"]

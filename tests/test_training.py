@@ -149,3 +149,18 @@ def test_every_shipped_config_builds_at_full_size(name):
     config = load_config(ROOT / "configs" / f"{name}.yaml", ["data.fallback=embedded"])
     exp = build_experiment(config)
     assert len(exp.train_set) == config["data"]["n_train"] and len(exp.test_set) == config["data"]["n_test"]
+
+
+def test_per_rank_operator_draws_differ_only_when_asked(monkeypatch):
+    from jacinv import distributed
+    from jacinv.experiment import build_experiment
+
+    base = ["data.n_train=8", "data.n_test=4", "data.downsample=4", "model.kwargs={chans: 4, num_pool_layers: 2}"]
+    masks = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "world", lambda rank=rank: (rank, 2))
+        for per_rank in (False, True):
+            config = load_config(ROOT / "configs" / "mri_4x.yaml", [*base, f"operator.per_rank={str(per_rank).lower()}"])
+            masks[rank, per_rank] = build_experiment(config).operator.mask
+    assert torch.equal(masks[0, False], masks[1, False])
+    assert not torch.equal(masks[0, True], masks[1, True])

@@ -21,7 +21,8 @@ DEFAULTS: dict = {
         "channels": 1,
         "downsample": 1,          # brain slices: average over blocks of this size
     },
-    "operator": {"name": "gaussian_cs", "kwargs": {"n_measurements": 160, "seed": 0}},
+    "operator": {"name": "gaussian_cs", "kwargs": {"n_measurements": 160, "seed": 0},
+                 "per_rank": False},      # under torchrun: a different random draw (e.g. mask) per rank
     "noise": {"kind": "bounded", "radius": 0.3, "mode": "sphere", "sigma": 0.0, "noise_mode": "fixed"},
     "model": {"name": "fc", "kwargs": {}},
     "regularizer": {"name": "sja+sj", "lambda_ja": "auto", "lambda_j": "auto", "weight": "auto", "kappa": 20.0,

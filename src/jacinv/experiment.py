@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .config import ConfigError
 from .datasets import (FASHION_MNIST_DIR, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
                        folder_patches, load_mnist_images)
@@ -102,8 +103,14 @@ def build_experiment(config: dict) -> Experiment:
     train_x = _subset(train_x, data["n_train"], seed, "n_train")
     test_x = _subset(test_x, data["n_test"], seed + 1, "n_test")
     op_cfg = config["operator"]
+    kwargs = dict(op_cfg["kwargs"])
+    if op_cfg["per_rank"]:
+        if "key" in kwargs or "seed" not in kwargs:
+            raise ConfigError("config key 'operator.per_rank' needs an operator drawn from operator.kwargs.seed "
+                              "(and sets its 'key' itself)")
+        kwargs["key"] = f"rank{distributed.world()[0]}"
     try:
-        operator = build_operator(op_cfg["name"], in_shape=tuple(train_x.shape[1:]), **op_cfg["kwargs"])
+        operator = build_operator(op_cfg["name"], in_shape=tuple(train_x.shape[1:]), **kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'operator' ({op_cfg['name']!r}, kwargs {op_cfg['kwargs']}): {err}") from err
     noise = build_noise(config["noise"])

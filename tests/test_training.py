@@ -74,7 +74,7 @@ def test_bound_report_on_a_trained_run(tmp_path):
     ("model.name=edsr", r"config key 'model' \('edsr'\) does not fit the operator GaussianCS"),
     ("operator.kwargs={n_measurements: 0}", r"config key 'operator'.*n_measurements must be an int >= 1"),
     ("regularizer.name=sjx", r"config key 'regularizer': unknown regularizer name 'sjx'"),
-    ("data.n_train=100000", r"config key 'data.n_train' is 100000"),
+    ("data.n_train=100000", r"config key data.n_train \(100000\) \+ data.n_val \(0\) asks for 100000 signals"),
 ])
 def test_bad_configs_fail_before_training(override, match, tmp_path, capsys):
     code = train_main(["--config", str(ROOT / "configs" / "cs.yaml"), *TINY["cs"], *COMMON, override,
@@ -164,3 +164,14 @@ def test_per_rank_operator_draws_differ_only_when_asked(monkeypatch):
             masks[rank, per_rank] = build_experiment(config).operator.mask
     assert torch.equal(masks[0, False], masks[1, False])
     assert not torch.equal(masks[0, True], masks[1, True])
+
+
+def test_validation_split_is_disjoint_and_evaluated(tmp_path):
+    from jacinv.experiment import build_experiment
+
+    config = tiny_config("cs", "data.n_val=10")
+    exp = build_experiment(config)
+    train_x, val_x = exp.train_set.signals, exp.val_set.signals
+    assert len(val_x) == 10 and not any(bool((v == train_x).flatten(1).all(1).any()) for v in val_x)
+    history = train(config, tmp_path / "run", progress=False)
+    assert "val_psnr" in history[-1] and "val_loss" in history[-1]

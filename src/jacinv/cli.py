@@ -71,7 +71,8 @@ def train_main(argv=None) -> int:
             last = next(r for r in reversed(history) if "test_psnr" in r)
             table.append({**{c.split("=", 1)[0]: c.split("=", 1)[1] for c in combo},
                           **{k: last[k] for k in ("test_psnr", "test_ssim", "train_loss", "test_loss", "ge",
-                                                  "probe_max_sja", "probe_max_sj")}})
+                                                  "probe_max_sja", "probe_max_sj", "val_loss", "val_psnr")
+                             if k in last}})
             print(f"{label}: " + ", ".join(f"{k} {v:.4f}" for k, v in table[-1].items() if isinstance(v, float)))
         write_csv(table, sweep_dir / "sweep.csv")
         plot_sweep(table, sweep_dir / "sweep.png")

@@ -16,6 +16,7 @@ DEFAULTS: dict = {
         "root": None,             # mnist / folder / fastmri directory
         "fallback": "embedded",   # when root is missing: embedded, or "error"
         "n_train": 500,
+        "n_val": 0,               # validation signals, drawn from the training pool, disjoint from n_train
         "n_test": 200,
         "patch_size": 28,
         "channels": 1,

@@ -25,13 +25,18 @@ class Experiment:
     test_set: InverseProblemDataset
     model: torch.nn.Module
     data_note: str
+    val_set: InverseProblemDataset | None = None
 
 
-def _subset(x: torch.Tensor, n: int, seed: int, what: str) -> torch.Tensor:
-    if n > x.shape[0]:
-        raise ConfigError(f"config key 'data.{what}' is {n}, but only {x.shape[0]} signals are available")
+def _subsets(x: torch.Tensor, sizes: dict[str, int], seed: int) -> list[torch.Tensor]:
+    """Disjoint random subsets of ``x`` of the given sizes (keys name the config entries)."""
+    total = sum(sizes.values())
+    if total > x.shape[0]:
+        asked = " + ".join(f"data.{k} ({v})" for k, v in sizes.items())
+        raise ConfigError(f"config key {asked} asks for {total} signals, but only {x.shape[0]} are available")
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    return x[order[:n]].contiguous()
+    bounds = torch.tensor([0, *sizes.values()]).cumsum(0).tolist()
+    return [x[order[a:b]].contiguous() for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def load_signals(data: dict) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -100,8 +105,8 @@ def build_experiment(config: dict) -> Experiment:
     seed = config["seed"]
     data = config["data"]
     train_x, test_x, note = load_signals(data)
-    train_x = _subset(train_x, data["n_train"], seed, "n_train")
-    test_x = _subset(test_x, data["n_test"], seed + 1, "n_test")
+    train_x, val_x = _subsets(train_x, {"n_train": data["n_train"], "n_val": data["n_val"]}, seed)
+    (test_x,) = _subsets(test_x, {"n_test": data["n_test"]}, seed + 1)
     op_cfg = config["operator"]
     kwargs = dict(op_cfg["kwargs"])
     if op_cfg["per_rank"]:
@@ -117,6 +122,8 @@ def build_experiment(config: dict) -> Experiment:
     mode = config["noise"]["noise_mode"]
     train_set = InverseProblemDataset(train_x, operator, noise, seed=seed, noise_mode=mode)
     test_set = InverseProblemDataset(test_x, operator, noise, seed=seed + 10_000, noise_mode="fixed")
+    val_set = (InverseProblemDataset(val_x, operator, noise, seed=seed + 20_000, noise_mode="fixed")
+               if len(val_x) else None)
     torch.manual_seed(seed)
     try:
         model = build_model(config["model"]["name"], operator, **config["model"]["kwargs"])
@@ -124,7 +131,7 @@ def build_experiment(config: dict) -> Experiment:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'model' ({config['model']['name']!r}) does not fit the operator "
                           f"{type(operator).__name__} {operator.in_shape} -> {operator.out_shape}: {err}") from err
-    return Experiment(operator, train_set, test_set, model, note)
+    return Experiment(operator, train_set, test_set, model, note, val_set)
 
 
 def build_run_regularizer(config: dict, operator: LinearOperator):

@@ -197,6 +197,13 @@ def product_of_layer_norms(model) -> float | None:
                           for m in layers if isinstance(m, torch.nn.Linear)]))
 
 
+def per_sample_norms(model, operator, measurements: torch.Tensor, iters: int = 30, chunk: int = 64) -> torch.Tensor:
+    """(B,) power-method lower bounds on ||J(y_i) A|| (||J(y_i)|| for operator None), in chunks of ``chunk``."""
+    g = torch.Generator().manual_seed(0)
+    return torch.cat([jacobian_spectral_norm(model, measurements[k: k + chunk], operator, iters=iters, generator=g)
+                      .detach() for k in range(0, len(measurements), chunk)])
+
+
 def estimate_lipschitz(model, operator, measurements: torch.Tensor, iters: int = 30, top: int = 4,
                        ascent_steps: int = 10, lr: float = 0.3) -> dict:
     """Lower estimates of L_fa = sup ||J(y) A|| and L_f = sup ||J(y)|| over the convex hull of the
@@ -205,10 +212,8 @@ def estimate_lipschitz(model, operator, measurements: torch.Tensor, iters: int =
     says so); ``upper_*`` is the product of layer norms where that is a valid upper bound."""
     model.eval()
     out = {}
-    g = torch.Generator().manual_seed(0)
     for key, op in (("fa", operator), ("f", None)):
-        norms = torch.cat([jacobian_spectral_norm(model, measurements[k: k + 64], op, iters=iters, generator=g).detach()
-                           for k in range(0, len(measurements), 64)])
+        norms = per_sample_norms(model, op, measurements, iters)
         worst = measurements[norms.topk(min(top, len(norms))).indices]
         hull = _hull_ascent(model, op, worst, ascent_steps, lr, iters) if ascent_steps else 0.0
         out[f"lip_{key}"] = max(float(norms.max()), hull)
@@ -230,9 +235,7 @@ def bound_report(model, exp, delta: float, measured_gap: float, run_dir=None, ma
     y_train = train.measure(torch.arange(n_probe))
     y_test = test.measure(torch.arange(min(max_samples, len(test))))
     lips = estimate_lipschitz(model, exp.operator, y_train)
-    test_norms = {k: torch.cat([jacobian_spectral_norm(model, y_test[i: i + 64], op, iters=30).detach()
-                                for i in range(0, len(y_test), 64)]).numpy()
-                  for k, op in (("fa", exp.operator), ("f", None))}
+    test_norms = {k: per_sample_norms(model, op, y_test).numpy() for k, op in (("fa", exp.operator), ("f", None))}
     noise = train.noise
     if isinstance(noise, BoundedNoise):
         eps, eps_note = noise.radius, "bounded noise radius"

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .metrics import nmse, psnr, ssim
+from .models import AdjointInput
 from .operators import LinearOperator
 from .operators.base import conjugate_gradient
 from .regularizers import jacobian_spectral_norm, l2_distance
@@ -30,7 +31,7 @@ def image_metrics(x: torch.Tensor, pred: torch.Tensor, data_range=1.0) -> dict[s
             "ssim": ssim(x, pred, data_range), "nmse": nmse(x, pred)}
 
 
-def evaluate_split(model, dataset, loss_kind: str, device) -> dict[str, float]:
+def evaluate_split(model, dataset, device) -> dict[str, float]:
     """Means over the data set of the per-sample metrics (signals in [0, 1]: data range 1)."""
     was_training = model.training
     model.eval()
@@ -61,9 +62,8 @@ def baselines(operator: LinearOperator, y: torch.Tensor, train_y: torch.Tensor, 
     """Classical reconstructions of y: A^T y / ||A||^2, the pseudo-inverse, and Tikhonov with
     its weight chosen on (train_y, train_x) from a log grid."""
     with torch.no_grad():
-        scale = 1.0 / operator.spectral_norm() ** 2
         grid = [10.0**k for k in range(-4, 2)]
         errors = [float(l2_distance(tikhonov(operator, train_y, mu), train_x).mean()) for mu in grid]
         mu = grid[int(np.argmin(errors))]
-        return {"adjoint": operator.adjoint(y) * scale, "pseudo_inverse": operator.pseudo_inverse(y),
+        return {"adjoint": AdjointInput(operator)(y), "pseudo_inverse": operator.pseudo_inverse(y),
                 f"tikhonov(mu={mu:g})": tikhonov(operator, y, mu)}

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .models import AdjointInput  # noqa: E402
+
 
 def save_figure(fig, path: Path) -> None:
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
@@ -54,8 +56,7 @@ def plot_training(history: list[dict], model, exp, run_dir: Path, device, n_samp
     model.eval()
     with torch.no_grad():
         pred = model(y.to(device)).cpu()
-        adj = exp.operator.to("cpu").adjoint(y) / exp.operator.spectral_norm() ** 2
-    exp.operator.to(device)
+        adj = AdjointInput(exp.operator)(y.to(device)).cpu()
     if len(exp.operator.in_shape) != 3:
         return
     fig, axes = plt.subplots(len(index), 3, figsize=(6, 2 * len(index)), squeeze=False)

@@ -128,13 +128,13 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
                 row[k] = v
         if rank == 0 and ((epoch + 1) % tc["eval_every"] == 0 or epoch + 1 == tc["epochs"]):
             model.eval()
-            train_m = evaluate_split(model, exp.train_set, tc["loss"], device)
-            test_m = evaluate_split(model, exp.test_set, tc["loss"], device)
+            train_m = evaluate_split(model, exp.train_set, device)
+            test_m = evaluate_split(model, exp.test_set, device)
             row.update({"train_loss": train_m["l2"], "test_loss": test_m["l2"],
                         "ge": abs(test_m["l2"] - train_m["l2"]), "test_psnr": test_m["psnr"],
                         "test_ssim": test_m["ssim"], "train_psnr": train_m["psnr"]})
             if exp.val_set is not None:
-                val_m = evaluate_split(model, exp.val_set, tc["loss"], device)
+                val_m = evaluate_split(model, exp.val_set, device)
                 row.update({"val_loss": val_m["l2"], "val_psnr": val_m["psnr"], "val_ssim": val_m["ssim"]})
             row.update(probe_jacobian_norms(model, probe_y, operator, tc["probe_iters"], config["seed"]))
             epochs.set_postfix(test_psnr=f"{row['test_psnr']:.2f}", ge=f"{row['ge']:.4f}")

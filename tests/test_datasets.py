@@ -168,6 +168,16 @@ def test_inverse_problem_dataset_noise_modes():
     torch.testing.assert_close(y, y0[:4])  # batched and per-item operator calls round alike
 
 
+def test_fixed_measurements_do_not_depend_on_query_order():
+    x = torch.rand(7, 1, 4, 4)
+    op = GaussianCS((1, 4, 4), 8, seed=0)
+    by_batch = InverseProblemDataset(x, op, BoundedNoise(0.3), seed=1).measure(torch.tensor([5, 2, 5, 0]))
+    one_by_one = InverseProblemDataset(x, op, BoundedNoise(0.3), seed=1)
+    singles = torch.cat([one_by_one.measure(torch.tensor([i])) for i in (0, 5, 2)])
+    torch.testing.assert_close(by_batch, singles[[1, 2, 1, 0]])
+    torch.testing.assert_close((by_batch - op(x[[5, 2, 5, 0]])).norm(dim=1), torch.full((4,), 0.3))
+
+
 def test_inverse_problem_dataset_cache(tmp_path):
     x = torch.rand(5, 1, 4, 4)
     op = GaussianCS((1, 4, 4), 8, seed=0)

@@ -59,6 +59,16 @@ def test_epochs_without_evaluation_are_recorded(tmp_path):
     assert "test_psnr" in header and len(rows) == 3
 
 
+def test_sparse_checkpoints_resume_to_the_same_numbers(tmp_path):
+    config = tiny_config("cs", "train.epochs=5", "train.checkpoint_every=2")
+    full = train(config, tmp_path / "full", progress=False)
+    assert len(json.loads((tmp_path / "full" / "metrics.json").read_text())) == 5  # the last epoch is always saved
+    train(config, tmp_path / "part", progress=False, stop_after=3)  # a session's last epoch is saved too
+    assert torch.load(tmp_path / "part" / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
+    resumed = train(config, tmp_path / "part", resume=True, progress=False)
+    assert [r["train_loss_running"] for r in resumed] == [r["train_loss_running"] for r in full]
+
+
 def test_bound_report_on_a_trained_run(tmp_path):
     train(tiny_config("cs"), tmp_path / "run", progress=False)
     assert evaluate_main([str(tmp_path / "run"), "--bound"]) == 0
@@ -75,6 +85,7 @@ def test_bound_report_on_a_trained_run(tmp_path):
     ("operator.kwargs={n_measurements: 0}", r"config key 'operator'.*n_measurements must be an int >= 1"),
     ("regularizer.name=sjx", r"config key 'regularizer': unknown regularizer name 'sjx'"),
     ("data.n_train=100000", r"config key data.n_train \(100000\) \+ data.n_val \(0\) asks for 100000 signals"),
+    ("train.checkpoint_every=0", r"config key 'train.checkpoint_every' must be a positive integer, got 0"),
 ])
 def test_bad_configs_fail_before_training(override, match, tmp_path, capsys):
     code = train_main(["--config", str(ROOT / "configs" / "cs.yaml"), *TINY["cs"], *COMMON, override,

@@ -38,6 +38,7 @@ DEFAULTS: dict = {
         "probe_size": 16,         # test samples whose Jacobian norms are tracked per epoch
         "probe_iters": 20,
         "eval_every": 1,
+        "checkpoint_every": 1,    # epochs between checkpoints (and metrics files); the last epoch always
         "num_workers": 0,
         "threads": 0,             # torch CPU threads, 0 = torch's default
     },

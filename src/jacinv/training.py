@@ -71,6 +71,9 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
     tc = config["train"]
     device = distributed.setup(tc["device"])
     rank, world_size = distributed.world()
+    for key in ("epochs", "batch_size", "eval_every", "checkpoint_every"):
+        if not isinstance(tc[key], int) or isinstance(tc[key], bool) or tc[key] < 1:
+            raise ConfigError(f"config key 'train.{key}' must be a positive integer, got {tc[key]!r}")
     if tc["threads"]:
         torch.set_num_threads(tc["threads"])
     progress = sys.stderr.isatty() if progress is None else progress
@@ -139,6 +142,8 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
             row.update(probe_jacobian_norms(model, probe_y, operator, tc["probe_iters"], config["seed"]))
             epochs.set_postfix(test_psnr=f"{row['test_psnr']:.2f}", ge=f"{row['ge']:.4f}")
         history.append(row)
+        if (epoch + 1) % tc["checkpoint_every"] != 0 and epoch + 1 != end:
+            continue
         atomic_torch_save(reg.state_dict(), reg_path)
         if rank == 0:
             atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

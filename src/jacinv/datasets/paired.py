@@ -51,6 +51,8 @@ class InverseProblemDataset(Dataset):
         self.noise_mode = choice(noise_mode, "noise_mode", NOISE_MODES)
         self.epoch = 0
         self._cached_y = None
+        self._memo_y: torch.Tensor | None = None     # "fixed" mode: y of items already measured
+        self._memo_filled = torch.zeros(len(self.signals), dtype=torch.bool)
         if cache is not None:
             if self.noise_mode != "fixed":
                 raise ValueError("cache needs noise_mode='fixed' (fresh noise changes every epoch)")
@@ -73,6 +75,18 @@ class InverseProblemDataset(Dataset):
         """y for the items ``index`` (B,), (B, *operator.out_shape)."""
         if self._cached_y is not None:
             return self._cached_y[index]
+        if self.noise_mode == "fresh":
+            return self._simulate(index)
+        missing = index[~self._memo_filled[index]].unique()
+        if len(missing):
+            y = self._simulate(missing)
+            if self._memo_y is None:
+                self._memo_y = y.new_empty((len(self), *y.shape[1:]))
+            self._memo_y[missing] = y
+            self._memo_filled[missing] = True
+        return self._memo_y[index]
+
+    def _simulate(self, index: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.operator(self.signals[index]) + self._noise(index)
 
@@ -100,7 +114,7 @@ class InverseProblemDataset(Dataset):
                 if fh.attrs.get("fingerprint") == fingerprint:
                     return torch.from_numpy(fh["y"][()])
         index = torch.arange(len(self))
-        y = torch.cat([self.measure(index[k: k + 1024]) for k in range(0, len(self), 1024)])
+        y = torch.cat([self._simulate(index[k: k + 1024]) for k in range(0, len(self), 1024)])
         tmp = path.with_suffix(path.suffix + ".tmp")
         path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(tmp, "w") as fh:

@@ -49,63 +49,94 @@ UNKEYED = ["train.checkpoint_every=100", "train.probe_size=16"]
 
 @dataclass(frozen=True)
 class Study:
-    key: str                       # the config key swept
+    config: str                    # configs/<config>.yaml
+    key: str                       # the swept config key; "" when values are (label, overrides) bundles
     values: tuple
     regularizers: tuple
     epochs: int
-    tune_each_value: bool          # choose kappa at every value (else: the central point's choice)
+    tune: str                      # "each": kappa chosen per value; "central": the CS central choice; "fixed": 20
+    base: tuple = ()               # keyed overrides shared by the study's runs
+    seeds: tuple = (0, 1, 2)
+    report: bool = False           # also evaluate.py's report (task metrics, classical baselines)
+    quick: tuple = ()              # overrides that shrink the study for --quick
 
 
+CS_QUICK = ("data.source=embedded", "data.n_val=50", "data.n_test=100", "train.eval_every=5")
+MRI_MASKS = tuple((f"{acc}x {pattern}", (f"operator.kwargs.acceleration={acc}", f"operator.kwargs.pattern={pattern}",
+                                         f"operator.kwargs.center_fraction={0.32 / acc}"))
+                  for acc in (4, 8) for pattern in ("random", "equispaced"))
+# eps = 3/255 * sqrt(q): an RMS of 3 grey levels per low-resolution pixel (64x64 patches: q = 32^2 or 16^2).
+SR_POINTS = tuple((f"x{f} {model} eps={eps:.3g}", (f"operator.kwargs.factor={f}", f"model.name={model}",
+                                                    "model.kwargs={n_blocks: 4, features: 32}", f"noise.radius={eps}"))
+                  for f in (2, 4) for model in ("edsr", "wdsr") for eps in (0.0, round(3 / 255 * 64 / f, 4)))
 STUDIES = {
-    "central": Study("noise.radius", (0.3,), REGULARIZERS, 600, True),
-    "q": Study("operator.kwargs.n_measurements", (80, 160, 320, 640), SWEEP_REGULARIZERS, 600, True),
-    "m": Study("data.n_train", (200, 400, 600, 800), SWEEP_REGULARIZERS, 200, False),
-    "eps": Study("noise.radius", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), SWEEP_REGULARIZERS, 200, False),
+    "central": Study("cs", "noise.radius", (0.3,), REGULARIZERS, 600, "each", tuple(BASE), quick=CS_QUICK),
+    "q": Study("cs", "operator.kwargs.n_measurements", (80, 160, 320, 640), SWEEP_REGULARIZERS, 600, "each",
+               tuple(BASE), quick=CS_QUICK),
+    "m": Study("cs", "data.n_train", (200, 400, 600, 800), SWEEP_REGULARIZERS, 200, "central", tuple(BASE),
+               quick=CS_QUICK),
+    "eps": Study("cs", "noise.radius", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), SWEEP_REGULARIZERS, 200, "central",
+                 tuple(BASE), quick=CS_QUICK),
+    "denoise": Study("denoise", "data.n_train", (40, 200, 400), ("wd", "fj", "sj"), 40, "each",
+                     ("data.n_val=100", "train.eval_every=5"), seeds=(0,),
+                     quick=("data.n_val=10", "data.n_test=10", "data.patch_size=20")),
+    "mri": Study("mri_4x", "", MRI_MASKS, ("none", "sja+sj"), 30, "fixed", ("train.eval_every=5",), seeds=(0,),
+                 report=True, quick=("data.n_test=4", "data.downsample=4", "model.kwargs={chans: 4, num_pool_layers: 2}")),
+    "sr": Study("sr_x2", "", SR_POINTS, ("none", "wd", "sja", "sja+sj"), 30, "fixed",
+                ("data.n_train=200", "data.n_test=50", "train.eval_every=2"), seeds=(0,), report=True,
+                quick=("data.n_train=8", "data.n_test=4", "data.patch_size=32", "model.kwargs={n_blocks: 1, features: 8}")),
 }
-QUICK = {"regularizers": ("none", "sja+sj"), "kappas": (20.0, 2.0), "epochs": 20,
-         "base": ["data.source=embedded", "data.n_val=50", "data.n_test=100", "train.eval_every=5"]}
+QUICK_KAPPAS = (20.0, 2.0)
 
 
-def resolve(overrides: list[str]) -> dict:
-    return load_config(ROOT / "configs" / "cs.yaml", overrides)
+def resolve(overrides: list[str], config: str = "cs") -> dict:
+    return load_config(ROOT / "configs" / f"{config}.yaml", overrides)
 
 
-def run_key(overrides: list[str]) -> str:
+def run_key(overrides: list[str], config: str = "cs") -> str:
     """Hash of the resolved configuration: two override lists meaning the same run share one key."""
-    text = json.dumps(resolve(overrides), sort_keys=True, default=str)
+    text = json.dumps(resolve(overrides, config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int) -> dict:
-    """Train the run given by ``overrides`` over configs/cs.yaml (or fetch it from the cache); the result
-    holds the last evaluation and the generalisation bound of the trained net."""
+def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, config: str = "cs",
+            report: bool = False) -> dict:
+    """Train the run given by ``overrides`` over configs/<config>.yaml (or fetch it from the cache); the
+    result holds the last evaluation, the GE curve, the generalisation bound of the trained net and,
+    with ``report``, evaluate.py's summary (task metrics next to classical baselines)."""
     from jacinv.bounds import bound_report
     from jacinv.experiment import build_experiment
+    from jacinv.report import evaluate_run
     from jacinv.training import train
 
-    key = run_key(overrides)
+    key = run_key(overrides, config)
     cached = cache / f"{key}.json"
     if cached.exists():
         return json.loads(cached.read_text())
-    config = resolve([*overrides, *UNKEYED, f"train.threads={threads}"])
+    resolved = resolve([*overrides, *UNKEYED, f"train.threads={threads}"], config)
     t0 = time.perf_counter()
-    history = train(config, workdir / key, progress=False)
-    last = next(r for r in reversed(history) if "test_psnr" in r)
-    exp = build_experiment(config)
+    history = train(resolved, workdir / key, progress=False)
+    evaluated = [r for r in history if "test_psnr" in r]
+    last = evaluated[-1]
+    exp = build_experiment(resolved)
     exp.model.load_state_dict(load_checkpoint(workdir / key / CHECKPOINT)["model"])
     exp.model.eval()
     bound = bound_report(exp.model, exp, delta=0.05, measured_gap=last["ge"])
-    result = {"overrides": overrides, "data": exp.data_note, "seconds": time.perf_counter() - t0,
+    result = {"overrides": overrides, "config": config, "data": exp.data_note, "seconds": time.perf_counter() - t0,
               **{k: v for k, v in last.items() if k.startswith(("test_", "train_", "val_", "probe_", "lambda_"))},
-              "ge": last["ge"], "bound": bound["total"], "bound_terms": bound["terms"], "bound_gamma": bound["gamma"]}
+              "ge": last["ge"], "bound": bound["total"], "bound_terms": bound["terms"], "bound_gamma": bound["gamma"],
+              "curve": {k: [r[k] for r in evaluated] for k in ("epoch", "train_loss", "test_loss", "ge")}}
+    if report:
+        result["report"] = evaluate_run(workdir / key)["summary"]
     cache.mkdir(parents=True, exist_ok=True)
     write_json(result, cached)
     return result
 
 
-def run_many(jobs: list[list[str]], workers: int, workdir: Path, cache: Path) -> dict[str, dict]:
-    """{key: result} for every override list in ``jobs``, training the missing ones ``workers`` at a time."""
-    keys = {run_key(o): o for o in jobs}
+def run_many(jobs: list[tuple[str, list[str], bool]], workers: int, workdir: Path, cache: Path) -> dict[str, dict]:
+    """{key: result} for every (config, overrides, report) in ``jobs``, training the missing ones ``workers``
+    at a time."""
+    keys = {run_key(overrides, config): (config, overrides, report) for config, overrides, report in jobs}
     results = {k: json.loads((cache / f"{k}.json").read_text()) for k in keys if (cache / f"{k}.json").exists()}
     todo = [k for k in keys if k not in results]
     if not todo:
@@ -113,57 +144,91 @@ def run_many(jobs: list[list[str]], workers: int, workdir: Path, cache: Path) ->
     threads = max(1, (os.cpu_count() or 1) // workers)
     print(f"{len(results)} runs cached, {len(todo)} to train ({workers} at a time, {threads} thread(s) each)",
           flush=True)
+    shared = set.intersection(*(set(keys[k][1]) for k in todo))
     t0 = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_one, keys[k], workdir, cache, threads): k for k in todo}
+        futures = {}
+        for k in todo:
+            config, overrides, report = keys[k]
+            futures[pool.submit(run_one, overrides, workdir, cache, threads, config, report)] = k
         for done, future in enumerate(as_completed(futures), 1):
             r = results[futures[future]] = future.result()
-            print(f"[{done}/{len(todo)} {time.perf_counter() - t0:6.0f} s] {' '.join(r['overrides'][len(BASE):])}: "
+            config, overrides, _ = keys[futures[future]]
+            print(f"[{done}/{len(todo)} {time.perf_counter() - t0:6.0f} s] {config} {' '.join(o for o in overrides if o not in shared)}: "
                   f"val l2 {r.get('val_loss', float('nan')):.4f} test PSNR {r['test_psnr']:.2f} GE {r['ge']:.4f}",
                   flush=True)
     return results
 
 
+def label(study: Study, value) -> str:
+    return value[0] if not study.key else value
+
+
 def overrides_for(study: Study, value, reg: str, seed: int, kappa: float | None, epochs: int, base) -> list[str]:
-    out = [*base, f"{study.key}={value}", f"regularizer.name={reg}", f"seed={seed}", f"train.epochs={epochs}"]
+    swept = list(value[1]) if not study.key else [f"{study.key}={value}"]
+    out = [*base, *swept, f"regularizer.name={reg}", f"seed={seed}", f"train.epochs={epochs}"]
     return out if kappa is None else [*out, f"regularizer.kappa={kappa}"]
 
 
-def plan_tuning(studies: dict[str, Study], kappas, epochs_of, base) -> dict[tuple, list[list[str]]]:
-    """{(study, value, reg): candidate override lists (one per kappa, seed 0)} for every tuned regulariser."""
-    central = STUDIES["central"]
-    plans = {}
-    for name, study in studies.items():
-        for value in study.values:
-            for reg in study.regularizers:
-                if reg == "none":
-                    continue
-                at, v = (study, value) if study.tune_each_value else (central, central.values[0])
-                plans[(name, value, reg)] = [overrides_for(at, v, reg, 0, k, epochs_of(at), base) for k in kappas]
-    return plans
+class Plan:
+    """Which runs a set of studies needs, in two phases: kappa candidates (seed 0), then every seed with the
+    chosen kappa.  ``quick`` shrinks every study (two regularisers, two kappas, a few epochs)."""
+
+    def __init__(self, studies: dict[str, Study], quick: bool):
+        self.quick = quick
+        self.studies = studies
+        self.kappas = QUICK_KAPPAS if quick else KAPPAS
+
+    def regularizers(self, study: Study) -> tuple:
+        return (study.regularizers[0], study.regularizers[-1]) if self.quick else study.regularizers
+
+    def epochs(self, study: Study) -> int:
+        return (20 if study.config == "cs" else 2) if self.quick else study.epochs
+
+    def job(self, study: Study, value, reg: str, seed: int, kappa: float | None) -> tuple[str, list[str], bool]:
+        overrides = overrides_for(study, value, reg, seed, kappa, self.epochs(study), study.base)
+        return study.config, overrides + list(study.quick if self.quick else ()), study.report
+
+    def candidates(self) -> dict[tuple, list[tuple]]:
+        """{(study, value label, reg): one job per kappa} for every regulariser whose kappa is chosen."""
+        central = STUDIES["central"]
+        out = {}
+        for name, study in self.studies.items():
+            for value in study.values:
+                for reg in self.regularizers(study):
+                    if reg == "none" or study.tune == "fixed":
+                        continue
+                    at, v = (study, value) if study.tune == "each" else (central, central.values[0])
+                    out[(name, label(study, value), reg)] = [self.job(at, v, reg, 0, k) for k in self.kappas]
+        return out
+
+    def finals(self, name: str, study: Study, chosen: dict, seeds) -> dict[tuple, list[tuple]]:
+        """{(value label, reg): one job per seed} with the chosen kappa (Algorithm 4's 20 for "fixed")."""
+        return {(label(study, v), reg): [self.job(study, v, reg, s, chosen.get((name, label(study, v), reg)))
+                                         for s in seeds]
+                for v in study.values for reg in self.regularizers(study)}
 
 
-def choose(candidates: list[list[str]], results: dict[str, dict]) -> tuple[float, list[dict]]:
+def choose(candidates: list[tuple], results: dict[str, dict]) -> tuple[float, list[dict]]:
     """The kappa whose run has the lowest validation l2 loss, and every candidate's result."""
-    runs = [results[run_key(c)] for c in candidates]
-    best = min(zip(candidates, runs), key=lambda cr: cr[1]["val_loss"])[0]
+    runs = [results[run_key(overrides, config)] for config, overrides, _ in candidates]
+    best = min(zip(candidates, runs), key=lambda cr: cr[1]["val_loss"])[0][1]
     kappa = float(next(o.split("=", 1)[1] for o in best if o.startswith("regularizer.kappa=")))
     return kappa, runs
 
 
-def summarise(name: str, study: Study, regs, seeds, chosen: dict, results: dict, epochs_of, base) -> list[dict]:
+def summarise(name: str, finals: dict, chosen: dict, results: dict) -> list[dict]:
     rows = []
-    for value in study.values:
-        for reg in regs:
-            kappa = chosen.get((name, value, reg))
-            runs = [results[run_key(overrides_for(study, value, reg, s, kappa, epochs_of(study), base))]
-                    for s in seeds]
-            row = {name: value, "regularizer": reg, "kappa": kappa, "seeds": len(runs),
-                   "data": runs[0]["data"], "epochs": epochs_of(study)}
-            for metric in METRICS:
-                vals = np.array([r[metric] for r in runs], dtype=float)
-                row[metric], row[metric + "_std"] = float(vals.mean()), float(vals.std())
-            rows.append(row)
+    for (value, reg), jobs in finals.items():
+        runs = [results[run_key(overrides, config)] for config, overrides, _ in jobs]
+        row = {name: value, "regularizer": reg, "kappa": chosen.get((name, value, reg)), "seeds": len(runs),
+               "data": runs[0]["data"], "curves": [r["curve"] for r in runs if "curve" in r]}
+        for metric in METRICS:
+            vals = np.array([r[metric] for r in runs], dtype=float)
+            row[metric], row[metric + "_std"] = float(vals.mean()), float(vals.std())
+        if "report" in runs[0]:
+            row["report"] = runs[0]["report"]
+        rows.append(row)
     return rows
 
 
@@ -178,17 +243,33 @@ def markdown(rows: list[dict], study: str) -> str:
     return "\n".join(lines)
 
 
-def tuning_markdown(kappas, plans: dict, results: dict) -> str:
+def report_markdown(rows: list[dict], study: str) -> str:
+    """evaluate.py's protocol (fastMRI's PSNR / SSIM / volume NMSE for MRI, shaved borders for SR), with the
+    adjoint (zero-filled for MRI) as the classical baseline of each point."""
+    lines = [f"| {study} | method | PSNR (dB) | SSIM | NMSE (volume) | GE |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        if r["regularizer"] == rows[0]["regularizer"] or r[study] != rows[rows.index(r) - 1][study]:
+            a = r["report"]["adjoint"]
+            lines.append(f"| {r[study]} | adjoint A^T y | {a['psnr']:.2f} | {a['ssim']:.3f} | "
+                         f"{a.get('volume_nmse', a['nmse']):.4f} | |")
+        n = r["report"]["network"]
+        lines.append(f"| {r[study]} | {r['regularizer']} | {n['psnr']:.2f} | {n['ssim']:.3f} | "
+                     f"{n.get('volume_nmse', n['nmse']):.4f} | {n['generalisation_gap']:.3f} |")
+    return "\n".join(lines)
+
+
+def tuning_markdown(kappas, candidates: dict, results: dict) -> str:
     lines = ["| point | regulariser | " + " | ".join(f"val l2, kappa={k:g}" for k in kappas) + " | chosen |",
              "| --- | --- |" + " ---: |" * len(kappas) + " ---: |"]
-    for (name, value, reg), candidates in plans.items():
-        kappa, runs = choose(candidates, results)
+    for (name, value, reg), jobs in candidates.items():
+        kappa, runs = choose(jobs, results)
         lines.append(f"| {name}={value} | {reg} | " + " | ".join(f"{r['val_loss']:.4f}" for r in runs)
                      + f" | {kappa:g} |")
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], study: str, path: Path) -> None:
+    """The seed's Fig. 2 layout: SSIM, PSNR and GE (and max ||J A||) against the swept value."""
     from jacinv.plots import plt, save_figure
 
     metrics = (("test_ssim", "test SSIM"), ("test_psnr", "test PSNR (dB)"), ("ge", "GE"),
@@ -206,13 +287,34 @@ def plot(rows: list[dict], study: str, path: Path) -> None:
     save_figure(fig, path)
 
 
+def plot_curves(rows: list[dict], study: str, path: Path) -> None:
+    """The seed's Fig. 3 layout: GE against the epoch, one panel per point, one line per regulariser."""
+    from jacinv.plots import plt, save_figure
+
+    points = list(dict.fromkeys(r[study] for r in rows))
+    cols = min(4, len(points))
+    fig, axes = plt.subplots((len(points) + cols - 1) // cols, cols, figsize=(4 * cols, 3 * ((len(points) + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, point in zip(axes.flat, points):
+        for r in (r for r in rows if r[study] == point):
+            curve = r["curves"][0]
+            ax.plot([e + 1 for e in curve["epoch"]], curve["ge"], label=r["regularizer"], marker="o", ms=2)
+        ax.set_title(point, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("GE")
+    axes.flat[0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(points):]:
+        ax.axis("off")
+    save_figure(fig, path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", nargs="+", choices=list(STUDIES), default=["central"])
-    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (0 with --quick)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: each study's (0 1 2 for CS; 0 with --quick)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
     parser.add_argument("--quick", action="store_true",
-                        help="two regularisers, two kappas, 20 epochs on embedded patches (a few minutes)")
+                        help="two regularisers, two kappas, a few epochs on tiny data (a few minutes)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--cache", type=Path, default=CACHE, help="one JSON per finished run")
@@ -220,34 +322,34 @@ def main():
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     torch.set_num_threads(1)
-    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    base, kappas = (QUICK["base"], QUICK["kappas"]) if args.quick else (BASE, KAPPAS)
-    studies = {name: STUDIES[name] for name in args.study}
-    if args.quick:
-        studies = {n: Study(s.key, s.values, QUICK["regularizers"], QUICK["epochs"], s.tune_each_value)
-                   for n, s in studies.items()}
-    epochs_of = (lambda s: QUICK["epochs"]) if args.quick else (lambda s: s.epochs)  # noqa: E731
+    plan = Plan({name: STUDIES[name] for name in args.study}, args.quick)
+    seeds_of = lambda s: args.seeds or ((0,) if args.quick else s.seeds)  # noqa: E731
 
-    plans = plan_tuning(studies, kappas, epochs_of, base)
-    results = run_many([c for cs in plans.values() for c in cs], args.jobs, args.workdir, args.cache)
-    chosen = {point: choose(c, results)[0] for point, c in plans.items()}
-    finals = [overrides_for(s, v, reg, seed, chosen.get((n, v, reg)), epochs_of(s), base)
-              for n, s in studies.items() for v in s.values for reg in s.regularizers for seed in args.seeds]
-    results.update(run_many(finals, args.jobs, args.workdir, args.cache))
+    candidates = plan.candidates()
+    results = run_many([j for jobs in candidates.values() for j in jobs], args.jobs, args.workdir, args.cache)
+    chosen = {point: choose(jobs, results)[0] for point, jobs in candidates.items()}
+    finals = {name: plan.finals(name, study, chosen, seeds_of(study)) for name, study in plan.studies.items()}
+    results.update(run_many([j for f in finals.values() for jobs in f.values() for j in jobs], args.jobs,
+                            args.workdir, args.cache))
 
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
-    for name, study in studies.items():
-        rows = summarise(name, study, study.regularizers, args.seeds, chosen, results, epochs_of, base)
-        stem = args.out / f"cs_{name}{suffix}"
+    for name, study in plan.studies.items():
+        rows = summarise(name, finals[name], chosen, results)
+        stem = args.out / f"cs_{name}{suffix}" if study.config == "cs" else args.out / f"{name}{suffix}"
         write_json(rows, stem.with_suffix(".json"))
-        stem.with_suffix(".md").write_text(markdown(rows, name) + "\n")
-        if len(study.values) > 1:
+        text = markdown(rows, name)
+        if study.report:
+            text += "\n\n" + report_markdown(rows, name)
+            plot_curves(rows, name, stem.with_name(stem.name + "_ge").with_suffix(".png"))
+        stem.with_suffix(".md").write_text(text + "\n")
+        if len(study.values) > 1 and study.key:
             plot(rows, name, stem.with_suffix(".png"))
-        print(f"wrote {stem}.*")
-        if study.tune_each_value:
-            own = {point: c for point, c in plans.items() if point[0] == name}
-            (args.out / f"cs_{name}_tuning{suffix}.md").write_text(tuning_markdown(kappas, own, results) + "\n")
+        if study.tune == "each":
+            own = {point: jobs for point, jobs in candidates.items() if point[0] == name}
+            stem.with_name(stem.name + "_tuning").with_suffix(".md").write_text(
+                tuning_markdown(plan.kappas, own, results) + "\n")
+        print(f"wrote {stem}*")
 
 
 if __name__ == "__main__":

@@ -20,20 +20,23 @@ from .._checks import as_shape, batched_tensor, finite_number, positive_int
 
 def conjugate_gradient(matvec, b: torch.Tensor, iters: int = 200, tol: float = 1e-10) -> torch.Tensor:
     """Solve matvec(x) = b per sample of the batch b (B, ...) for a symmetric positive semi-definite
-    map, from x = 0, stopping when every residual is below ``tol`` times its initial size.
+    map, from x = 0; a sample stops (and stays put) once its residual is below ``tol`` times its initial
+    size, ``tol`` raised to 10 x the dtype's epsilon (iterating on rounding noise breaks CG down).
     On a singular system with b in its range the iterates stay there: the minimum-norm solution."""
     positive_int(iters, "iters")
     tiny = torch.finfo(b.dtype).tiny
+    tol = max(tol, 10 * torch.finfo(b.dtype).eps)
     dims = tuple(range(1, b.dim()))
     x, r = torch.zeros_like(b), b.clone()
     p, rs = r.clone(), (r * r).sum(dims, keepdim=True)
     stop = (tol**2) * rs.clamp_min(tiny)
     for _ in range(iters):
-        if bool((rs <= stop).all()):
+        active = rs > stop
+        if not bool(active.any()):
             break
         ap = matvec(p)
         denom = (p * ap).sum(dims, keepdim=True)
-        alpha = torch.where(denom > 0, rs / denom.clamp_min(tiny), torch.zeros_like(rs))
+        alpha = torch.where(active & (denom > 0), rs / denom.clamp_min(tiny), torch.zeros_like(rs))
         x, r = x + alpha * p, r - alpha * ap
         rs_new = (r * r).sum(dims, keepdim=True)
         p = r + torch.where(rs > 0, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs)) * p
@@ -143,11 +146,12 @@ class LinearOperator(nn.Module):
         """Minimum-norm least-squares solution A^+ y, (B, *out_shape) -> (B, *in_shape).
 
         Conjugate gradients on the normal equations A^T A x = A^T y from x = 0 (the
-        iterates stay in range(A^T), so the limit is the minimum-norm solution).
+        iterates stay in range(A^T), so the limit is the minimum-norm solution), run in
+        float64 and returned in y's dtype.
         """
         batched_tensor(y, self.out_shape, "y")
         with torch.no_grad():
-            return conjugate_gradient(self.gram, self.adjoint(y), iters, tol)
+            return conjugate_gradient(self.gram, self.adjoint(y.double()), iters, tol).to(y.dtype)
 
     # ----------------------------------------------------------- matrices
     def to_dense(self, dtype: torch.dtype = torch.float64, chunk: int = 256) -> torch.Tensor:

@@ -65,10 +65,11 @@ CS_QUICK = ("data.source=embedded", "data.n_val=50", "data.n_test=100", "train.e
 MRI_MASKS = tuple((f"{acc}x {pattern}", (f"operator.kwargs.acceleration={acc}", f"operator.kwargs.pattern={pattern}",
                                          f"operator.kwargs.center_fraction={0.32 / acc}"))
                   for acc in (4, 8) for pattern in ("random", "equispaced"))
-# eps = 3/255 * sqrt(q): an RMS of 3 grey levels per low-resolution pixel (64x64 patches: q = 32^2 or 16^2).
+# eps = 3/255 * sqrt(q): an RMS of 3 grey levels per low-resolution pixel of a SR_PATCH^2 patch.
+SR_PATCH = 48
 SR_POINTS = tuple((f"x{f} {model} eps={eps:.3g}", (f"operator.kwargs.factor={f}", f"model.name={model}",
                                                     "model.kwargs={n_blocks: 4, features: 32}", f"noise.radius={eps}"))
-                  for f in (2, 4) for model in ("edsr", "wdsr") for eps in (0.0, round(3 / 255 * 64 / f, 4)))
+                  for f in (2, 4) for model in ("edsr", "wdsr") for eps in (0.0, round(3 / 255 * SR_PATCH / f, 4)))
 STUDIES = {
     "central": Study("cs", "noise.radius", (0.3,), REGULARIZERS, 600, "each", tuple(BASE), quick=CS_QUICK),
     "q": Study("cs", "operator.kwargs.n_measurements", (80, 160, 320, 640), SWEEP_REGULARIZERS, 600, "each",
@@ -83,7 +84,8 @@ STUDIES = {
     "mri": Study("mri_4x", "", MRI_MASKS, ("none", "sja+sj"), 30, "fixed", ("train.eval_every=5",), seeds=(0,),
                  report=True, quick=("data.n_test=4", "data.downsample=4", "model.kwargs={chans: 4, num_pool_layers: 2}")),
     "sr": Study("sr_x2", "", SR_POINTS, ("none", "wd", "sja", "sja+sj"), 30, "fixed",
-                ("data.n_train=200", "data.n_test=50", "train.eval_every=2"), seeds=(0,), report=True,
+                (f"data.patch_size={SR_PATCH}", "data.n_train=100", "data.n_test=50", "train.eval_every=2"),
+                seeds=(0,), report=True,
                 quick=("data.n_train=8", "data.n_test=4", "data.patch_size=32", "model.kwargs={n_blocks: 1, features: 8}")),
 }
 QUICK_KAPPAS = (20.0, 2.0)

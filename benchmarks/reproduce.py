@@ -135,13 +135,16 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     return result
 
 
-def run_many(jobs: list[tuple[str, list[str], bool]], workers: int, workdir: Path, cache: Path) -> dict[str, dict]:
+def run_many(jobs: list[tuple[str, list[str], bool]], workers: int, workdir: Path, cache: Path,
+             train: bool = True) -> dict[str, dict]:
     """{key: result} for every (config, overrides, report) in ``jobs``, training the missing ones ``workers``
-    at a time."""
+    at a time (with ``train`` False: the cached ones only)."""
     keys = {run_key(overrides, config): (config, overrides, report) for config, overrides, report in jobs}
     results = {k: json.loads((cache / f"{k}.json").read_text()) for k in keys if (cache / f"{k}.json").exists()}
     todo = [k for k in keys if k not in results]
-    if not todo:
+    if not todo or not train:
+        if todo:
+            print(f"{len(results)} runs cached, {len(todo)} missing (not trained: --tables-only)", flush=True)
         return results
     threads = max(1, (os.cpu_count() or 1) // workers)
     print(f"{len(results)} runs cached, {len(todo)} to train ({workers} at a time, {threads} thread(s) each)",
@@ -205,10 +208,13 @@ class Plan:
         return out
 
     def finals(self, name: str, study: Study, chosen: dict, seeds) -> dict[tuple, list[tuple]]:
-        """{(value label, reg): one job per seed} with the chosen kappa (Algorithm 4's 20 for "fixed")."""
+        """{(value label, reg): one job per seed} with the chosen kappa (Algorithm 4's 20 for "fixed"); points
+        whose kappa is not chosen yet (candidates missing) are left out."""
+        tuned = lambda reg: reg != "none" and study.tune != "fixed"  # noqa: E731
         return {(label(study, v), reg): [self.job(study, v, reg, s, chosen.get((name, label(study, v), reg)))
                                          for s in seeds]
-                for v in study.values for reg in self.regularizers(study)}
+                for v in study.values for reg in self.regularizers(study)
+                if not tuned(reg) or (name, label(study, v), reg) in chosen}
 
 
 def choose(candidates: list[tuple], results: dict[str, dict]) -> tuple[float, list[dict]]:
@@ -222,7 +228,9 @@ def choose(candidates: list[tuple], results: dict[str, dict]) -> tuple[float, li
 def summarise(name: str, finals: dict, chosen: dict, results: dict) -> list[dict]:
     rows = []
     for (value, reg), jobs in finals.items():
-        runs = [results[run_key(overrides, config)] for config, overrides, _ in jobs]
+        runs = [results[k] for k in (run_key(overrides, config) for config, overrides, _ in jobs) if k in results]
+        if not runs:
+            continue
         row = {name: value, "regularizer": reg, "kappa": chosen.get((name, value, reg)), "seeds": len(runs),
                "data": runs[0]["data"], "curves": [r["curve"] for r in runs if "curve" in r]}
         for metric in METRICS:
@@ -235,11 +243,11 @@ def summarise(name: str, finals: dict, chosen: dict, results: dict) -> list[dict
 
 
 def markdown(rows: list[dict], study: str) -> str:
-    lines = [f"| {study} | regulariser | kappa | test PSNR (dB) | test SSIM | GE | max ‖J A‖ (probe) | bound |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [f"| {study} | regulariser | kappa | seeds | test PSNR (dB) | test SSIM | GE | max ‖J A‖ (probe) | bound |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         kappa = "" if r["kappa"] is None else f"{r['kappa']:g}"
-        lines.append(f"| {r[study]} | {r['regularizer']} | {kappa} | {r['test_psnr']:.2f} ± {r['test_psnr_std']:.2f} | "
+        lines.append(f"| {r[study]} | {r['regularizer']} | {kappa} | {r['seeds']} | {r['test_psnr']:.2f} ± {r['test_psnr_std']:.2f} | "
                      f"{r['test_ssim']:.3f} ± {r['test_ssim_std']:.3f} | {r['ge']:.3f} ± {r['ge_std']:.3f} | "
                      f"{r['probe_max_sja']:.2f} ± {r['probe_max_sja_std']:.2f} | {r['bound']:.1f} |")
     return "\n".join(lines)
@@ -249,9 +257,10 @@ def report_markdown(rows: list[dict], study: str) -> str:
     """evaluate.py's protocol (fastMRI's PSNR / SSIM / volume NMSE for MRI, shaved borders for SR), with the
     adjoint (zero-filled for MRI) as the classical baseline of each point."""
     lines = [f"| {study} | method | PSNR (dB) | SSIM | NMSE (volume) | GE |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    previous = None
     for r in rows:
-        if r["regularizer"] == rows[0]["regularizer"] or r[study] != rows[rows.index(r) - 1][study]:
-            a = r["report"]["adjoint"]
+        if r[study] != previous:
+            previous, a = r[study], r["report"]["adjoint"]
             lines.append(f"| {r[study]} | adjoint A^T y | {a['psnr']:.2f} | {a['ssim']:.3f} | "
                          f"{a.get('volume_nmse', a['nmse']):.4f} | |")
         n = r["report"]["network"]
@@ -260,10 +269,12 @@ def report_markdown(rows: list[dict], study: str) -> str:
     return "\n".join(lines)
 
 
-def tuning_markdown(kappas, candidates: dict, results: dict) -> str:
+def tuning_markdown(kappas, candidates: dict, chosen: dict, results: dict) -> str:
     lines = ["| point | regulariser | " + " | ".join(f"val l2, kappa={k:g}" for k in kappas) + " | chosen |",
              "| --- | --- |" + " ---: |" * len(kappas) + " ---: |"]
     for (name, value, reg), jobs in candidates.items():
+        if (name, value, reg) not in chosen:
+            continue
         kappa, runs = choose(jobs, results)
         lines.append(f"| {name}={value} | {reg} | " + " | ".join(f"{r['val_loss']:.4f}" for r in runs)
                      + f" | {kappa:g} |")
@@ -320,6 +331,8 @@ def main():
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--cache", type=Path, default=CACHE, help="one JSON per finished run")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="train nothing: tables and figures from the cached runs (the seeds column says how many)")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -328,11 +341,13 @@ def main():
     seeds_of = lambda s: args.seeds or ((0,) if args.quick else s.seeds)  # noqa: E731
 
     candidates = plan.candidates()
-    results = run_many([j for jobs in candidates.values() for j in jobs], args.jobs, args.workdir, args.cache)
-    chosen = {point: choose(jobs, results)[0] for point, jobs in candidates.items()}
+    train = not args.tables_only
+    results = run_many([j for jobs in candidates.values() for j in jobs], args.jobs, args.workdir, args.cache, train)
+    chosen = {point: choose(jobs, results)[0] for point, jobs in candidates.items()
+              if all(run_key(o, c) in results for c, o, _ in jobs)}
     finals = {name: plan.finals(name, study, chosen, seeds_of(study)) for name, study in plan.studies.items()}
     results.update(run_many([j for f in finals.values() for jobs in f.values() for j in jobs], args.jobs,
-                            args.workdir, args.cache))
+                            args.workdir, args.cache, train))
 
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
@@ -341,16 +356,16 @@ def main():
         stem = args.out / f"cs_{name}{suffix}" if study.config == "cs" else args.out / f"{name}{suffix}"
         write_json(rows, stem.with_suffix(".json"))
         text = markdown(rows, name)
-        if study.report:
+        if study.report and rows:
             text += "\n\n" + report_markdown(rows, name)
             plot_curves(rows, name, stem.with_name(stem.name + "_ge").with_suffix(".png"))
         stem.with_suffix(".md").write_text(text + "\n")
-        if len(study.values) > 1 and study.key:
+        if len(study.values) > 1 and study.key and rows:
             plot(rows, name, stem.with_suffix(".png"))
         if study.tune == "each":
             own = {point: jobs for point, jobs in candidates.items() if point[0] == name}
             stem.with_name(stem.name + "_tuning").with_suffix(".md").write_text(
-                tuning_markdown(plan.kappas, own, results) + "\n")
+                tuning_markdown(plan.kappas, own, chosen, results) + "\n")
         print(f"wrote {stem}*")
 
 

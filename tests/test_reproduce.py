@@ -30,12 +30,12 @@ def test_reproduce_quick_fills_the_cache_and_reuses_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_reproduce_quick_imaging_studies(tmp_path):
-    done = reproduce(tmp_path, "denoise", "mri")
+def test_reproduce_quick_mri_study_reports_the_zero_filled_baseline(tmp_path):
+    done = reproduce(tmp_path, "mri")
     assert done.returncode == 0, done.stderr[-2000:]
     mri = (tmp_path / "out" / "mri-quick.md").read_text()
     assert mri.count("| adjoint A^T y |") == 4 and mri.count("| sja+sj |") == 2 * 4  # both tables
     assert (tmp_path / "out" / "mri-quick_ge.png").exists()
-    rows = json.loads((tmp_path / "out" / "denoise-quick.json").read_text())
-    assert [r["denoise"] for r in rows] == [40, 40, 200, 200, 400, 400]
-    assert all(r["kappa"] in (20.0, 2.0) for r in rows)
+    rows = json.loads((tmp_path / "out" / "mri-quick.json").read_text())
+    assert [r["mri"] for r in rows[::2]] == ["4x random", "4x equispaced", "8x random", "8x equispaced"]
+    assert all(r["kappa"] is None and len(r["curves"][0]["ge"]) == 1 for r in rows)  # Algorithm 4, kappa 20

@@ -367,6 +367,31 @@ def main():
             stem.with_name(stem.name + "_tuning").with_suffix(".md").write_text(
                 tuning_markdown(plan.kappas, own, chosen, results) + "\n")
         print(f"wrote {stem}*")
+    cs_runs = [results[run_key(o, c)] for name, study in plan.studies.items() if study.config == "cs"
+               for jobs in finals[name].values() for c, o, _ in jobs if run_key(o, c) in results]
+    if len(cs_runs) > 2:
+        rho = plot_ge_against_jacobian(cs_runs, args.out / f"cs_ge_vs_jacobian{suffix}.png")
+        print(f"Spearman correlation of GE and max ||J A|| over {len(cs_runs)} CS runs: {rho:.3f}")
+
+
+def plot_ge_against_jacobian(runs: list[dict], path: Path) -> float:
+    """GE against the largest ||J A|| of every trained CS net (one dot per run); returns Spearman's rho."""
+    from scipy.stats import spearmanr
+
+    from jacinv.plots import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    regs = [next(o.split("=", 1)[1] for o in r["overrides"] if o.startswith("regularizer.name=")) for r in runs]
+    for reg in dict.fromkeys(regs):
+        sub = [r for r, g in zip(runs, regs) if g == reg]
+        ax.scatter([r["probe_max_sja"] for r in sub], [r["ge"] for r in sub], s=10, label=reg)
+    rho = float(spearmanr([r["probe_max_sja"] for r in runs], [r["ge"] for r in runs]).statistic)
+    ax.set_xlabel("max ||J(y) A|| on the probe set")
+    ax.set_ylabel("GE = |test - train| l2 loss")
+    ax.set_title(f"{len(runs)} trained CS nets, Spearman rho = {rho:.2f}", fontsize=9)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+    return rho
 
 
 if __name__ == "__main__":

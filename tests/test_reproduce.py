@@ -6,17 +6,41 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import reproduce  # noqa: E402
 
 
-def reproduce(tmp_path, *studies, timeout=3600):
+def run_quick(tmp_path, *studies, timeout=3600):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick", "--jobs", "2", "--study", *studies,
            "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "runs")]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+def test_run_keys_follow_the_resolved_config_not_the_override_order():
+    a = reproduce.run_key(["seed=1", "noise.radius=0.3"])
+    assert a == reproduce.run_key(["noise.radius=0.3", "seed=1"]) == reproduce.run_key(["seed=1"])  # 0.3 is cs.yaml's
+    assert a != reproduce.run_key(["seed=2"]) != reproduce.run_key(["seed=1"], config="denoise")
+
+
+def test_the_sweeps_share_the_central_runs_and_its_kappa_choice():
+    plan = reproduce.Plan({n: reproduce.STUDIES[n] for n in ("central", "q", "m")}, quick=False)
+    candidates = plan.candidates()
+    keys = lambda jobs: [reproduce.run_key(o, c) for c, o, _ in jobs]  # noqa: E731
+    assert keys(candidates[("q", 160, "sja+sj")]) == keys(candidates[("central", 0.3, "sja+sj")])
+    assert keys(candidates[("m", 800, "sja+sj")]) == keys(candidates[("central", 0.3, "sja+sj")])
+    assert len(candidates[("q", 80, "sj")]) == len(reproduce.KAPPAS) and ("q", 80, "none") not in candidates
+    chosen = {point: 2.0 for point in candidates}
+    finals = plan.finals("m", reproduce.STUDIES["m"], chosen, (0, 1, 2))
+    config, overrides, _ = finals[(200, "fja+fj")][2]
+    assert {"data.n_train=200", "seed=2", "train.epochs=200", "regularizer.kappa=2.0"} <= set(overrides)
+    assert "regularizer.kappa=2.0" not in finals[(200, "none")][0][1]
+    del chosen[("m", 400, "sj")]  # candidates not all trained yet: that point waits
+    assert (400, "sj") not in plan.finals("m", reproduce.STUDIES["m"], chosen, (0,))
+
+
 @pytest.mark.slow
 def test_reproduce_quick_fills_the_cache_and_reuses_it(tmp_path):
-    first = reproduce(tmp_path, "q")
+    first = run_quick(tmp_path, "q")
     assert first.returncode == 0, first.stderr[-2000:]
     # 4 values x (none, sja+sj at two kappas); every sja+sj final run is its chosen candidate
     assert len(list((tmp_path / "cache").glob("*.json"))) == 4 * 3
@@ -24,14 +48,14 @@ def test_reproduce_quick_fills_the_cache_and_reuses_it(tmp_path):
     assert table.count("| sja+sj |") == 4 and (tmp_path / "out" / "cs_q-quick.png").exists()
     tuning = (tmp_path / "out" / "cs_q-quick_tuning.md").read_text()
     assert tuning.count("| sja+sj |") == 4
-    second = reproduce(tmp_path, "q", timeout=600)
+    second = run_quick(tmp_path, "q", timeout=600)
     assert second.returncode == 0 and "to train" not in second.stdout
     assert (tmp_path / "out" / "cs_q-quick.md").read_text() == table
 
 
 @pytest.mark.slow
 def test_reproduce_quick_mri_study_reports_the_zero_filled_baseline(tmp_path):
-    done = reproduce(tmp_path, "mri")
+    done = run_quick(tmp_path, "mri")
     assert done.returncode == 0, done.stderr[-2000:]
     mri = (tmp_path / "out" / "mri-quick.md").read_text()
     assert mri.count("| adjoint A^T y |") == 4 and mri.count("| sja+sj |") == 2 * 4  # both tables

@@ -38,6 +38,20 @@ def test_the_sweeps_share_the_central_runs_and_its_kappa_choice():
     assert (400, "sj") not in plan.finals("m", reproduce.STUDIES["m"], chosen, (0,))
 
 
+@pytest.mark.parametrize("name", ["denoise", "mri", "sr"])
+def test_every_imaging_point_builds(name):
+    from jacinv.experiment import build_experiment
+
+    study = reproduce.STUDIES[name]
+    plan = reproduce.Plan({name: study}, quick=False)
+    chosen = {point: 20.0 for point in plan.candidates()}
+    finals = plan.finals(name, study, chosen, (0,))
+    for value in dict.fromkeys(value for value, _ in finals):  # the regulariser does not change the data
+        config, overrides, _ = finals[(value, study.regularizers[-1])][0]
+        exp = build_experiment(reproduce.resolve(overrides, config))
+        assert len(exp.train_set) == reproduce.resolve(overrides, config)["data"]["n_train"]
+
+
 @pytest.mark.slow
 def test_reproduce_quick_fills_the_cache_and_reuses_it(tmp_path):
     first = run_quick(tmp_path, "q")

@@ -296,6 +296,9 @@ def plot(rows: list[dict], study: str, path: Path) -> None:
                         marker="o", ms=3, capsize=2)
             ax.set_title(title)
             ax.set_xlabel(study)
+            if min(xs) > 0 and max(xs) >= 8 * min(xs):  # q doubles from point to point
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(xs, [str(x) for x in xs])
     axes[0].legend(fontsize=7)
     save_figure(fig, path)
 

@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -375,6 +376,20 @@ def main():
     if len(cs_runs) > 2:
         rho = plot_ge_against_jacobian(cs_runs, args.out / f"cs_ge_vs_jacobian{suffix}.png")
         print(f"Spearman correlation of GE and max ||J A|| over {len(cs_runs)} CS runs: {rho:.3f}")
+        (args.out / f"cs_ge_vs_jacobian{suffix}.md").write_text(
+            f"Spearman's rho of GE and max ‖J A‖ over the {len(cs_runs)} trained CS nets: {rho:.2f}\n")
+    if not args.quick:
+        refresh_tables(args.out.parent / "results.md", args.out)
+
+
+def refresh_tables(doc: Path, out: Path) -> None:
+    """Replace each block ``<!-- table NAME -->`` ... ``<!-- end table -->`` of ``doc`` with out/NAME."""
+    if not doc.exists():
+        return
+    pattern = re.compile(r"(<!-- table (\S+) -->\n).*?(<!-- end table -->)", re.S)
+    text = pattern.sub(lambda m: m.group(1) + ((out / m.group(2)).read_text() if (out / m.group(2)).exists()
+                                                else f"(not run yet: {m.group(2)})\n") + m.group(3), doc.read_text())
+    doc.write_text(text)
 
 
 def plot_ge_against_jacobian(runs: list[dict], path: Path) -> float:

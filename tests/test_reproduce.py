@@ -77,3 +77,12 @@ def test_reproduce_quick_mri_study_reports_the_zero_filled_baseline(tmp_path):
     rows = json.loads((tmp_path / "out" / "mri-quick.json").read_text())
     assert [r["mri"] for r in rows[::2]] == ["4x random", "4x equispaced", "8x random", "8x equispaced"]
     assert all(r["kappa"] is None and len(r["curves"][0]["ge"]) == 1 for r in rows)  # Algorithm 4, kappa 20
+
+
+def test_refresh_tables_replaces_marked_blocks_only(tmp_path):
+    (tmp_path / "a.md").write_text("| new |\n")
+    doc = tmp_path / "results.md"
+    doc.write_text("text\n<!-- table a.md -->\n| old |\n<!-- end table -->\nmore\n<!-- table b.md -->\nx\n<!-- end table -->\n")
+    reproduce.refresh_tables(doc, tmp_path)
+    assert doc.read_text() == ("text\n<!-- table a.md -->\n| new |\n<!-- end table -->\nmore\n"
+                               "<!-- table b.md -->\n(not run yet: b.md)\n<!-- end table -->\n")

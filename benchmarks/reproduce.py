@@ -1,15 +1,16 @@
-"""Regenerate the seed study's compressed-sensing tables and figures with jacinv (docs/results.md).
+"""Regenerate the seed studies' tables and figures with jacinv (docs/results.md).
 
-    python benchmarks/reproduce.py --study central --jobs 2        # q=160, m=500, eps=0.3, every regulariser
-    python benchmarks/reproduce.py --study q m eps --jobs 2        # the three sweeps
-    python benchmarks/reproduce.py --quick                         # a few minutes: tiny grid, embedded data
+    python benchmarks/reproduce.py --study central q m eps --jobs 2   # compressed sensing (seed 002, Fig. 2)
+    python benchmarks/reproduce.py --study denoise mri sr --jobs 2    # denoising, MRI masks, SR GE curves
+    python benchmarks/reproduce.py --study central q m eps --tables-only   # redraw from the cache only
+    python benchmarks/reproduce.py --quick --study q                  # a few minutes: tiny grid, embedded data
 
 Protocol (every choice is printed next to the results):
 - Weights: Algorithm 4 of the seed ("auto": lambda = 10^floor(log10(loss / penalty)) / kappa, recomputed
   every step), with kappa chosen from KAPPAS by the lowest validation l2 loss of a seed-0 run; every
   regulariser gets the same three-run budget (pairs such as sja+sj share one kappa).
-- Studies with ``tune_each_value`` choose kappa at every swept value; the others reuse the kappa chosen
-  at the central point (q = 160, m = 500, eps = 0.3, 600 epochs).
+- ``Study.tune``: "each" chooses kappa at every swept value, "central" reuses the kappa chosen at the
+  CS central point (q = 160, m = 500, eps = 0.3, 600 epochs), "fixed" keeps Algorithm 4's kappa = 20.
 - Reported: mean +- std over the seeds of test PSNR, SSIM, GE = |test - train| of the mean l2 loss,
   the largest ||J(y) A|| on 16 test measurements, and the bound of ``jacinv.bounds.bound_report``.
 

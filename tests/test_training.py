@@ -85,7 +85,7 @@ def test_bound_report_on_a_trained_run(tmp_path):
     ("operator.kwargs={n_measurements: 0}", r"config key 'operator'.*n_measurements must be an int >= 1"),
     ("regularizer.name=sjx", r"config key 'regularizer': unknown regularizer name 'sjx'"),
     ("data.n_train=100000", r"config key data.n_train \(100000\) \+ data.n_val \(0\) asks for 100000 signals"),
-    ("train.checkpoint_every=0", r"config key 'train.checkpoint_every' must be a positive integer, got 0"),
+    ("train.checkpoint_every=0", r"config key 'train.checkpoint_every' must be an int >= 1, got 0"),
 ])
 def test_bad_configs_fail_before_training(override, match, tmp_path, capsys):
     code = train_main(["--config", str(ROOT / "configs" / "cs.yaml"), *TINY["cs"], *COMMON, override,

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
+from ._checks import positive_int
 from .checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint, write_csv, write_json
 from .config import ConfigError, dump_config
 from .evaluation import evaluate_split, probe_jacobian_norms
@@ -72,8 +73,10 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
     device = distributed.setup(tc["device"])
     rank, world_size = distributed.world()
     for key in ("epochs", "batch_size", "eval_every", "checkpoint_every"):
-        if not isinstance(tc[key], int) or isinstance(tc[key], bool) or tc[key] < 1:
-            raise ConfigError(f"config key 'train.{key}' must be a positive integer, got {tc[key]!r}")
+        try:
+            positive_int(tc[key], f"config key 'train.{key}'")
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from None
     if tc["threads"]:
         torch.set_num_threads(tc["threads"])
     progress = sys.stderr.isatty() if progress is None else progress

@@ -1,6 +1,7 @@
 """Regenerate the seed studies' tables and figures with jacinv (docs/results.md).
 
     python benchmarks/reproduce.py --study central q m eps --jobs 2   # compressed sensing (seed 002, Fig. 2)
+    python benchmarks/reproduce.py --study q_fine --jobs 2            # q = 320, 640 with five kappas
     python benchmarks/reproduce.py --study denoise mri sr --jobs 2    # denoising, MRI masks, SR GE curves
     python benchmarks/reproduce.py --study central q m eps --tables-only   # redraw from the cache only
     python benchmarks/reproduce.py --quick --study q                  # a few minutes: tiny grid, embedded data
@@ -8,7 +9,8 @@
 Protocol (every choice is printed next to the results):
 - Weights: Algorithm 4 of the seed ("auto": lambda = 10^floor(log10(loss / penalty)) / kappa, recomputed
   every step), with kappa chosen from KAPPAS by the lowest validation l2 loss of a seed-0 run; every
-  regulariser gets the same three-run budget (pairs such as sja+sj share one kappa).
+  regulariser gets the same three-run budget (pairs such as sja+sj share one kappa).  The q_fine study
+  re-tunes q = 320 and 640 on a half-decade grid (five kappas for every regulariser) as a tuning check.
 - ``Study.tune``: "each" chooses kappa at every swept value, "central" reuses the kappa chosen at the
   CS central point (q = 160, m = 500, eps = 0.3, 600 epochs), "fixed" keeps Algorithm 4's kappa = 20.
 - Reported: mean +- std over the seeds of test PSNR, SSIM, GE = |test - train| of the mean l2 loss,
@@ -61,6 +63,7 @@ class Study:
     seeds: tuple = (0, 1, 2)
     report: bool = False           # also evaluate.py's report (task metrics, classical baselines)
     quick: tuple = ()              # overrides that shrink the study for --quick
+    kappas: tuple = KAPPAS         # kappa candidates when tune == "each"
 
 
 CS_QUICK = ("data.source=embedded", "data.n_val=50", "data.n_test=100", "train.eval_every=5")
@@ -76,6 +79,9 @@ STUDIES = {
     "central": Study("cs", "noise.radius", (0.3,), REGULARIZERS, 600, "each", tuple(BASE), quick=CS_QUICK),
     "q": Study("cs", "operator.kwargs.n_measurements", (80, 160, 320, 640), SWEEP_REGULARIZERS, 600, "each",
                tuple(BASE), quick=CS_QUICK),
+    # Tuning check of the q sweep: a half-decade kappa grid for the pairs whose choice flips between decades.
+    "q_fine": Study("cs", "operator.kwargs.n_measurements", (320, 640), SWEEP_REGULARIZERS, 600, "each",
+                    tuple(BASE), quick=CS_QUICK, kappas=(20.0, 6.3, 2.0, 0.63, 0.2)),
     "m": Study("cs", "data.n_train", (200, 400, 600, 800), SWEEP_REGULARIZERS, 200, "central", tuple(BASE),
                quick=CS_QUICK),
     "eps": Study("cs", "noise.radius", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), SWEEP_REGULARIZERS, 200, "central",
@@ -184,7 +190,9 @@ class Plan:
     def __init__(self, studies: dict[str, Study], quick: bool):
         self.quick = quick
         self.studies = studies
-        self.kappas = QUICK_KAPPAS if quick else KAPPAS
+
+    def kappas(self, study: Study) -> tuple:
+        return QUICK_KAPPAS if self.quick else study.kappas
 
     def regularizers(self, study: Study) -> tuple:
         return (study.regularizers[0], study.regularizers[-1]) if self.quick else study.regularizers
@@ -206,7 +214,7 @@ class Plan:
                     if reg == "none" or study.tune == "fixed":
                         continue
                     at, v = (study, value) if study.tune == "each" else (central, central.values[0])
-                    out[(name, label(study, value), reg)] = [self.job(at, v, reg, 0, k) for k in self.kappas]
+                    out[(name, label(study, value), reg)] = [self.job(at, v, reg, 0, k) for k in self.kappas(at)]
         return out
 
     def finals(self, name: str, study: Study, chosen: dict, seeds) -> dict[tuple, list[tuple]]:
@@ -392,10 +400,11 @@ def main():
         if study.tune == "each":
             own = {point: jobs for point, jobs in candidates.items() if point[0] == name}
             stem.with_name(stem.name + "_tuning").with_suffix(".md").write_text(
-                tuning_markdown(plan.kappas, own, chosen, results) + "\n")
+                tuning_markdown(plan.kappas(study), own, chosen, results) + "\n")
         print(f"wrote {stem}*")
-    cs_runs = [results[run_key(o, c)] for name, study in plan.studies.items() if study.config == "cs"
-               for jobs in finals[name].values() for c, o, _ in jobs if run_key(o, c) in results]
+    cs_runs = list({run_key(o, c): results[run_key(o, c)] for name, study in plan.studies.items()
+                    if study.config == "cs" for jobs in finals[name].values() for c, o, _ in jobs
+                    if run_key(o, c) in results}.values())
     if len(cs_runs) > 2:
         rho = plot_ge_against_jacobian(cs_runs, args.out / f"cs_ge_vs_jacobian{suffix}.png")
         print(f"Spearman correlation of GE and max ||J A|| over {len(cs_runs)} CS runs: {rho:.3f}")

@@ -38,6 +38,18 @@ def test_the_sweeps_share_the_central_runs_and_its_kappa_choice():
     assert (400, "sj") not in plan.finals("m", reproduce.STUDIES["m"], chosen, (0,))
 
 
+def test_the_fine_kappa_grid_adds_only_the_half_decades_to_the_q_runs():
+    plan = reproduce.Plan({n: reproduce.STUDIES[n] for n in ("q", "q_fine")}, quick=False)
+    candidates = plan.candidates()
+    keys = lambda jobs: [reproduce.run_key(o, c) for c, o, _ in jobs]  # noqa: E731
+    fine, coarse = keys(candidates[("q_fine", 640, "sj")]), keys(candidates[("q", 640, "sj")])
+    assert len(fine) == 5 and set(coarse) < set(fine)
+    assert [k for c, o, _ in candidates[("q_fine", 640, "sj")] for k in o if k.startswith("regularizer.kappa=")] == [
+        "regularizer.kappa=20.0", "regularizer.kappa=6.3", "regularizer.kappa=2.0", "regularizer.kappa=0.63",
+        "regularizer.kappa=0.2"]
+    assert len(reproduce.Plan({"q_fine": reproduce.STUDIES["q_fine"]}, quick=True).candidates()[("q_fine", 320, "sja+sj")]) == 2
+
+
 @pytest.mark.parametrize("name", ["denoise", "mri", "sr"])
 def test_every_imaging_point_builds(name):
     from jacinv.experiment import build_experiment

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from jacinv.bounds import (covering_number, estimate_lipschitz, fit_manifold, generalization_bound, greedy_net,
-                           regression_bound, twonn_dimension)
-from jacinv.operators import GaussianCS
+                           per_sample_norms, regression_bound, twonn_dimension)
+from jacinv.operators import GaussianCS, Identity
 
 ARGS = dict(lip_fa=2.0, lip_f=0.5, noise_radius=0.3, max_loss=10.0, n_train=500, delta=0.05,
             manifold_constant=1.5, intrinsic_dim=3)
@@ -88,3 +88,14 @@ def test_estimate_lipschitz_of_a_linear_model_is_exact():
     assert est["lip_fa"] == pytest.approx(float(torch.linalg.matrix_norm(w @ op.to_dense(), ord=2)), rel=1e-9)
     assert est["upper_f"] == pytest.approx(est["lip_f"], rel=1e-9)
     assert est["upper_fa"] >= est["lip_fa"]
+
+
+def test_estimate_lipschitz_reuses_the_norms_of_an_identity_operator_exactly():
+    torch.manual_seed(0)
+    op = Identity((1, 3, 3)).double()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(9, 9), torch.nn.Tanh(),
+                                torch.nn.Unflatten(1, (1, 3, 3))).double()
+    y = torch.randn(5, 1, 3, 3, dtype=torch.float64)
+    est = estimate_lipschitz(model, op, y, iters=50, ascent_steps=2)
+    assert est["lip_f"] == est["lip_fa"]
+    np.testing.assert_array_equal(est["per_sample_f"], per_sample_norms(model, None, y, iters=50).numpy())

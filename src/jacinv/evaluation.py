@@ -7,7 +7,7 @@ import torch
 
 from .metrics import nmse, psnr, ssim
 from .models import AdjointInput
-from .operators import LinearOperator
+from .operators import Identity, LinearOperator
 from .operators.base import conjugate_gradient
 from .regularizers import jacobian_spectral_norm, l2_distance
 
@@ -46,6 +46,9 @@ def probe_jacobian_norms(model, y: torch.Tensor, operator: LinearOperator, iters
     model.eval()
     out = {}
     for key, op in (("sja", operator), ("sj", None)):
+        if key == "sj" and isinstance(operator, Identity):  # J A = J: the same power iterations again
+            out["probe_mean_sj"], out["probe_max_sj"] = out["probe_mean_sja"], out["probe_max_sja"]
+            continue
         g = torch.Generator().manual_seed(seed)
         norms = jacobian_spectral_norm(model, y, op, iters=iters, generator=g).detach()
         out[f"probe_mean_{key}"], out[f"probe_max_{key}"] = float(norms.mean()), float(norms.max())

@@ -26,49 +26,66 @@ class Experiment:
     model: torch.nn.Module
     data_note: str
     val_set: InverseProblemDataset | None = None
+    test_volumes: torch.Tensor | None = None   # (N_test,) volume index of each test signal (fastMRI), else None
 
 
-def _subsets(x: torch.Tensor, sizes: dict[str, int], seed: int) -> list[torch.Tensor]:
-    """Disjoint random subsets of ``x`` of the given sizes (keys name the config entries)."""
+def _subsets(n: int, sizes: dict[str, int], seed: int) -> list[torch.Tensor]:
+    """Indices of disjoint random subsets of range(n) of the given sizes (keys name the config entries)."""
     total = sum(sizes.values())
-    if total > x.shape[0]:
+    if total > n:
         asked = " + ".join(f"data.{k} ({v})" for k, v in sizes.items())
-        raise ConfigError(f"config key {asked} asks for {total} signals, but only {x.shape[0]} are available")
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+        raise ConfigError(f"config key {asked} asks for {total} signals, but only {n} are available")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     bounds = torch.tensor([0, *sizes.values()]).cumsum(0).tolist()
-    return [x[order[a:b]].contiguous() for a, b in zip(bounds[:-1], bounds[1:])]
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def load_signals(data: dict) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(train, test, description) float tensors (N, C, H, W) in [0, 1]."""
+def load_signals(data: dict) -> tuple[torch.Tensor, torch.Tensor, str, torch.Tensor | None]:
+    """(train, test, description, test volumes): float tensors (N, C, H, W) in [0, 1], and the volume
+    index (N_test,) of each test signal for data that come in volumes (fastMRI), else None."""
     source = data["source"]
     if source == "mnist":
         root = data["root"] or (FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else None)
         if root is not None:
             to_float = lambda a: torch.from_numpy(a).float().div(255.0)[:, None]  # noqa: E731
             return (to_float(load_mnist_images(root, "train")), to_float(load_mnist_images(root, "test")),
-                    f"MNIST-format IDX files in {root}")
+                    f"MNIST-format IDX files in {root}", None)
         if data["fallback"] == "error":
             raise ConfigError("config key 'data.root' is null and Fashion-MNIST is not installed "
                               f"({FASHION_MNIST_DIR}); give data.root or data.fallback=embedded")
         patches = lambda split: embedded_dataset("patches", split, patch_size=28)  # noqa: E731
-        return patches("train"), patches("test"), "embedded natural-image patches (no MNIST files found)"
+        return patches("train"), patches("test"), "embedded natural-image patches (no MNIST files found)", None
     if source == "embedded":
         extra = {"patches": {"patch_size": data["patch_size"]}, "brain": {"downsample": data["downsample"]}}
         kw = extra.get(data["name"], {})
         return (embedded_dataset(data["name"], "train", **kw), embedded_dataset(data["name"], "test", **kw),
-                f"embedded '{data['name']}'")
+                f"embedded '{data['name']}'", None)
     if source == "folder":
         kw = dict(patch_size=data["patch_size"], channels=data["channels"])
         return (folder_patches(data["root"], split="train", **kw), folder_patches(data["root"], split="test", **kw),
-                f"image folder {data['root']}")
+                f"image folder {data['root']}", None)
     if source == "fastmri":
-        ds = FastMRISliceDataset(data["root"], target="kspace", crop=(data["patch_size"],) * 2)
-        targets = [ds[i]["target"] for i in range(len(ds))]
-        images = torch.stack([t / t.max().clamp_min(1e-12) for t in targets])  # each slice scaled to max 1
-        cut = int(0.8 * len(images))
-        return images[:cut], images[cut:], f"fastMRI targets in {data['root']} (k-space simulated from them)"
+        return _fastmri_signals(data["root"], data["patch_size"])
     raise ConfigError(f"config key 'data.source' must be embedded, mnist, folder or fastmri, got {source!r}")
+
+
+def _fastmri_signals(root, size: int) -> tuple[torch.Tensor, torch.Tensor, str, torch.Tensor]:
+    """fastMRI targets (size x size centre crops), each volume divided by its maximum (fastMRI's data
+    range); the last fifth of the volumes (at least one) is the test split, so no volume is on both sides."""
+    ds = FastMRISliceDataset(root, target="kspace", crop=(size, size))
+    n_volumes = len(ds.volumes)
+    if n_volumes < 2:
+        raise ConfigError(f"config key 'data.root' ({root}) holds {n_volumes} fastMRI volume; a train/test split "
+                          "by volume needs at least 2")
+    volume_of = torch.from_numpy(ds.items[:, 0])
+    targets = torch.stack([ds[i]["target"] for i in range(len(ds))])
+    peaks = torch.zeros(n_volumes).scatter_reduce(0, volume_of, targets.amax(dim=(1, 2, 3)), "amax")
+    images = targets / peaks[volume_of].clamp_min(1e-12).view(-1, 1, 1, 1)
+    first_test = n_volumes - max(1, n_volumes // 5)
+    test = volume_of >= first_test
+    note = (f"fastMRI targets in {root}: {first_test} train / {n_volumes - first_test} test volumes "
+            "(k-space simulated from them)")
+    return images[~test], images[test], note, volume_of[test] - first_test
 
 
 def build_noise(cfg: dict):
@@ -104,9 +121,12 @@ def build_experiment(config: dict) -> Experiment:
     import_plugins(config["plugins"])
     seed = config["seed"]
     data = config["data"]
-    train_x, test_x, note = load_signals(data)
-    train_x, val_x = _subsets(train_x, {"n_train": data["n_train"], "n_val": data["n_val"]}, seed)
-    (test_x,) = _subsets(test_x, {"n_test": data["n_test"]}, seed + 1)
+    train_x, test_x, note, test_volumes = load_signals(data)
+    train_x, val_x = (train_x[i] for i in _subsets(len(train_x), {"n_train": data["n_train"], "n_val": data["n_val"]},
+                                                   seed))
+    (test_index,) = _subsets(len(test_x), {"n_test": data["n_test"]}, seed + 1)
+    test_x = test_x[test_index]
+    test_volumes = None if test_volumes is None else test_volumes[test_index]
     op_cfg = config["operator"]
     kwargs = dict(op_cfg["kwargs"])
     if op_cfg["per_rank"]:
@@ -131,7 +151,7 @@ def build_experiment(config: dict) -> Experiment:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'model' ({config['model']['name']!r}) does not fit the operator "
                           f"{type(operator).__name__} {operator.in_shape} -> {operator.out_shape}: {err}") from err
-    return Experiment(operator, train_set, test_set, model, note, val_set)
+    return Experiment(operator, train_set, test_set, model, note, val_set, test_volumes)
 
 
 def build_run_regularizer(config: dict, operator: LinearOperator):

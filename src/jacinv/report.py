@@ -14,27 +14,34 @@ from .metrics import rgb_to_y, shave
 from .operators import BlurDecimate, KSpaceSubsample
 
 
-def _protocol(operator, x: torch.Tensor, pred: torch.Tensor) -> dict[str, np.ndarray]:
+def _protocol(operator, x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-sample metrics under the task's usual protocol.
 
     Super-resolution: PSNR/SSIM after shaving ``factor`` border pixels, on the Y channel for RGB.
-    MRI: data range = the maximum of the test volume (fastMRI's definition; the test set is
-    treated as one volume), SSIM per slice with that range.  Otherwise data range 1.
+    MRI: data range = the maximum of the slice's volume (fastMRI's definition; ``volumes`` (N,)
+    gives each slice's volume), SSIM per slice with that range.  Otherwise data range 1.
     """
     if isinstance(operator, BlurDecimate):
         if x.shape[1] == 3:
             x, pred = rgb_to_y(x), rgb_to_y(pred.clamp(0, 1))
         return image_metrics(shave(x, operator.factor), shave(pred, operator.factor))
     if isinstance(operator, KSpaceSubsample):
-        return image_metrics(x, pred, data_range=float(x.max()))
+        peaks = x.flatten(1).amax(1)
+        volume_peaks = torch.stack([peaks[volumes == v].max() for v in volumes])
+        return image_metrics(x, pred, data_range=volume_peaks.double().numpy())
     return image_metrics(x, pred)
 
 
-def _volume_metrics(x: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
-    """fastMRI's volume-level NMSE and PSNR of the whole test set as one volume."""
-    err = float(((x - pred) ** 2).sum())
-    return {"volume_nmse": err / float((x**2).sum()),
-            "volume_psnr": float(10 * np.log10(float(x.max()) ** 2 / (err / x.numel())))}
+def volume_metrics(x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tensor) -> dict[str, float]:
+    """fastMRI's volume NMSE and PSNR (data range: the volume's maximum) of (N, C, H, W) slices
+    grouped by ``volumes`` (N,), averaged over the volumes."""
+    nmse, psnr = [], []
+    for v in volumes.unique():
+        xv, pv = x[volumes == v].double(), pred[volumes == v].double()
+        err = float(((xv - pv) ** 2).sum())
+        nmse.append(err / float((xv**2).sum()))
+        psnr.append(float(10 * np.log10(float(xv.max()) ** 2 / (err / xv.numel()))))
+    return {"volume_nmse": float(np.mean(nmse)), "volume_psnr": float(np.mean(psnr)), "volumes": len(nmse)}
 
 
 def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05) -> dict:
@@ -51,11 +58,12 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
     train_y, train_x, train_pred = predict(model, exp.train_set, device)
     n_fit = min(32, len(exp.train_set))
     recons = {"network": pred, **baselines(exp.operator, y, train_y[:n_fit], train_x[:n_fit])}
-    per_sample = {name: _protocol(exp.operator, x, r) for name, r in recons.items()}
+    volumes = exp.test_volumes if exp.test_volumes is not None else torch.zeros(len(x), dtype=torch.long)
+    per_sample = {name: _protocol(exp.operator, x, r, volumes) for name, r in recons.items()}
     summary = {name: {k: float(np.nanmean(v)) for k, v in m.items()} for name, m in per_sample.items()}
     if isinstance(exp.operator, KSpaceSubsample):
         for name, r in recons.items():
-            summary[name].update(_volume_metrics(x, r))
+            summary[name].update(volume_metrics(x, r, volumes))
     train_l2 = float(image_metrics(train_x, train_pred)["l2"].mean())
     summary["network"]["train_l2"] = train_l2
     summary["network"]["generalisation_gap"] = abs(summary["network"]["l2"] - train_l2)

@@ -45,8 +45,8 @@ class FastMRISliceDataset(Dataset):
 
     Items are dicts: "kspace" (C, H, W, 2) float32 (C = 1 for single-coil files),
     "target" (1, h, w) float32 (``crop``ped), "fname", "slice", "max" (the volume's
-    'max' attribute, or the target volume's maximum when computed), and "mask" (W,) for
-    test files that carry one.
+    'max' attribute, or this slice's target maximum when the file has none), and "mask" (W,)
+    for test files that carry one.
 
     Args:
         target: "reconstruction_esc" / "reconstruction_rss" (read from the file), or

@@ -98,3 +98,12 @@ def test_refresh_tables_replaces_marked_blocks_only(tmp_path):
     reproduce.refresh_tables(doc, tmp_path)
     assert doc.read_text() == ("text\n<!-- table a.md -->\n| new |\n<!-- end table -->\nmore\n"
                                "<!-- table b.md -->\n(not run yet: b.md)\n<!-- end table -->\n")
+
+
+def test_report_table_lists_every_classical_method_once_per_point():
+    metrics = lambda p: {"psnr": p, "ssim": 0.5, "nmse": 0.1, "volume_nmse": 0.01, "generalisation_gap": 0.2}  # noqa: E731
+    report = {"network": metrics(30.0), "adjoint": metrics(20.0), "tv(mu=0.01)": metrics(25.0)}
+    rows = [{"mri": "4x random", "regularizer": reg, "report": report} for reg in ("none", "sja+sj")]
+    lines = reproduce.report_markdown(rows, "mri").splitlines()[2:]
+    assert [line.split(" | ")[1] for line in lines] == ["adjoint", "tv(mu=0.01)", "none", "sja+sj"]
+    assert "| 25.00 | 0.500 | 0.0100 |" in lines[1]

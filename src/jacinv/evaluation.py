@@ -1,14 +1,11 @@
-"""Evaluation of a trained network: metrics on a data set, Jacobian norms on a probe set,
-classical baselines, and the report behind evaluate.py."""
+"""Evaluation of a trained network: metrics on a data set and Jacobian norms on a probe set."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from .metrics import nmse, psnr, ssim
-from .models import AdjointInput
 from .operators import Identity, LinearOperator
-from .operators.base import conjugate_gradient
 from .regularizers import jacobian_spectral_norm, l2_distance
 
 
@@ -54,19 +51,3 @@ def probe_jacobian_norms(model, y: torch.Tensor, operator: LinearOperator, iters
         out[f"probe_mean_{key}"], out[f"probe_max_{key}"] = float(norms.mean()), float(norms.max())
     model.train(was_training)
     return out
-
-
-def tikhonov(operator: LinearOperator, y: torch.Tensor, mu: float, iters: int = 200) -> torch.Tensor:
-    """argmin ||A x - y||^2 + mu ||x||^2 by conjugate gradients on (A^T A + mu I) x = A^T y."""
-    return conjugate_gradient(lambda p: operator.gram(p) + mu * p, operator.adjoint(y), iters)
-
-
-def baselines(operator: LinearOperator, y: torch.Tensor, train_y: torch.Tensor, train_x: torch.Tensor) -> dict:
-    """Classical reconstructions of y: A^T y / ||A||^2, the pseudo-inverse, and Tikhonov with
-    its weight chosen on (train_y, train_x) from a log grid."""
-    with torch.no_grad():
-        grid = [10.0**k for k in range(-4, 2)]
-        errors = [float(l2_distance(tikhonov(operator, train_y, mu), train_x).mean()) for mu in grid]
-        mu = grid[int(np.argmin(errors))]
-        return {"adjoint": AdjointInput(operator)(y), "pseudo_inverse": operator.pseudo_inverse(y),
-                f"tikhonov(mu={mu:g})": tikhonov(operator, y, mu)}

@@ -8,7 +8,8 @@ import torch
 
 from .checkpoint import CHECKPOINT, load_checkpoint, write_json
 from .config import load_config
-from .evaluation import baselines, image_metrics, predict
+from .classical import baselines
+from .evaluation import image_metrics, predict
 from .experiment import build_experiment
 from .metrics import rgb_to_y, shave
 from .operators import BlurDecimate, KSpaceSubsample

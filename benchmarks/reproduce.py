@@ -97,6 +97,7 @@ STUDIES = {
                 quick=("data.n_train=8", "data.n_test=4", "data.patch_size=32", "model.kwargs={n_blocks: 1, features: 8}")),
 }
 QUICK_KAPPAS = (20.0, 2.0)
+TV = "TV (classical)"                          # the reference row of the CS tables: no network, no training
 
 
 def resolve(overrides: list[str], config: str = "cs") -> dict:
@@ -173,6 +174,18 @@ def run_many(jobs: list[tuple[str, list[str], bool]], workers: int, workdir: Pat
     return results
 
 
+def classical_references(finals: dict, cache: Path, compute: bool) -> dict:
+    """{value: TV results, one per seed of the value's ``none`` runs} (cached ones only without ``compute``)."""
+    out = {}
+    for (value, reg), jobs in finals.items():
+        if reg == "none":
+            runs = [run_tv(overrides, config, cache, compute) for config, overrides, _ in jobs]
+            out[value] = [r for r in runs if r is not None]
+            print(f"TV reference at {value}: " + ", ".join(f"{r['test_psnr']:.2f} dB (mu {r['mu']:g})" for r in out[value]),
+                  flush=True)
+    return {value: runs for value, runs in out.items() if runs}
+
+
 def label(study: Study, value) -> str:
     return value[0] if not study.key else value
 
@@ -235,22 +248,57 @@ def choose(candidates: list[tuple], results: dict[str, dict]) -> tuple[float, li
     return kappa, runs
 
 
-def summarise(name: str, finals: dict, chosen: dict, results: dict) -> list[dict]:
+def summarise(name: str, finals: dict, chosen: dict, results: dict, classical: dict | None = None) -> list[dict]:
+    """One row per (value, regulariser) with the mean and std over the seeds, and a TV row first at each
+    value from ``classical`` ({value: [run_tv results]})."""
     rows = []
     for (value, reg), jobs in finals.items():
         runs = [results[k] for k in (run_key(overrides, config) for config, overrides, _ in jobs) if k in results]
-        if not runs:
-            continue
-        row = {name: value, "regularizer": reg, "kappa": chosen.get((name, value, reg)), "seeds": len(runs),
-               "data": runs[0]["data"], "curves": [r["curve"] for r in runs if "curve" in r]}
-        for metric in METRICS:
-            vals = np.array([r[metric] for r in runs], dtype=float)
-            row[metric], row[metric + "_std"] = float(vals.mean()), float(vals.std())
-        row["psnr_by_seed"] = {_seed(r): r["test_psnr"] for r in runs}
-        if "report" in runs[0]:
-            row["report"] = runs[0]["report"]
-        rows.append(row)
+        if runs:
+            rows.append(_row(name, value, reg, chosen.get((name, value, reg)), runs))
+    for value, runs in (classical or {}).items():
+        rows.append({**_row(name, value, TV, None, runs), "mu_by_seed": {_seed(r): r["mu"] for r in runs}})
+    order = list(dict.fromkeys(value for value, _ in finals))
+    rows.sort(key=lambda r: (order.index(r[name]), r["regularizer"] != TV))  # TV first at each point
     return paired_gains(rows, name)
+
+
+def _row(name: str, value, reg: str, kappa: float | None, runs: list[dict]) -> dict:
+    row = {name: value, "regularizer": reg, "kappa": kappa, "seeds": len(runs), "data": runs[0]["data"],
+           "curves": [r["curve"] for r in runs if "curve" in r]}
+    for metric in METRICS:
+        vals = np.array([r.get(metric, np.nan) for r in runs], dtype=float)
+        row[metric], row[metric + "_std"] = float(vals.mean()), float(vals.std())
+    row["psnr_by_seed"] = {_seed(r): r["test_psnr"] for r in runs}
+    if "report" in runs[0]:
+        row["report"] = runs[0]["report"]
+    return row
+
+
+def run_tv(overrides: list[str], config: str, cache: Path, compute: bool = True) -> dict | None:
+    """TV reconstruction of the test set of the run ``overrides`` describes (its data, operator and noise;
+    nothing trained), the weight chosen from TV_WEIGHTS by the mean l2 loss on its validation split; cached
+    as <run key>-tv.json (with ``compute`` False: the cached result or None)."""
+    from jacinv.classical import TV_WEIGHTS, best_weight, tv_reconstruction
+    from jacinv.evaluation import image_metrics
+    from jacinv.experiment import build_experiment
+
+    cached = cache / f"{run_key(overrides, config)}-tv.json"
+    if cached.exists() or not compute:
+        return json.loads(cached.read_text()) if cached.exists() else None
+    exp = build_experiment(resolve(overrides, config))
+    if exp.val_set is None:
+        raise ValueError(f"run_tv needs a validation split to choose its weight; overrides {overrides} give data.n_val=0")
+    tv = lambda ys, mu: tv_reconstruction(exp.operator, ys, mu)  # noqa: E731
+    measure = lambda ds: ds.measure(torch.arange(len(ds)))  # noqa: E731
+    with torch.no_grad():
+        mu = best_weight(tv, TV_WEIGHTS, measure(exp.val_set), exp.val_set.signals)
+        metrics = image_metrics(exp.test_set.signals, tv(measure(exp.test_set), mu))
+    result = {"overrides": overrides, "config": config, "data": exp.data_note, "mu": mu,
+              **{f"test_{k}": float(np.mean(v)) for k, v in metrics.items()}}
+    cache.mkdir(parents=True, exist_ok=True)
+    write_json(result, cached)
+    return result
 
 
 def _seed(result: dict) -> int:
@@ -278,11 +326,19 @@ def markdown(rows: list[dict], study: str) -> str:
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         kappa = "" if r["kappa"] is None else f"{r['kappa']:g}"
-        lines.append(f"| {r[study]} | {r['regularizer']} | {kappa} | {r['seeds']} | {r['test_psnr']:.2f} ± {r['test_psnr_std']:.2f} | "
-                     f"{r['psnr_gain']:+.2f} ± {r['psnr_gain_std']:.2f} | "
-                     f"{r['test_ssim']:.3f} ± {r['test_ssim_std']:.3f} | {r['ge']:.3f} ± {r['ge_std']:.3f} | "
-                     f"{r['probe_max_sja']:.2f} ± {r['probe_max_sja_std']:.2f} | {r['bound']:.1f} |")
+        if "mu_by_seed" in r:
+            kappa = "mu " + "/".join(f"{mu:g}" for mu in dict.fromkeys(r["mu_by_seed"].values()))
+        lines.append(f"| {r[study]} | {r['regularizer']} | {kappa} | {r['seeds']} | {_pm(r, 'test_psnr', '.2f')} | "
+                     f"{_pm(r, 'psnr_gain', '+.2f')} | {_pm(r, 'test_ssim', '.3f')} | {_pm(r, 'ge', '.3f')} | "
+                     f"{_pm(r, 'probe_max_sja', '.2f')} | {'–' if np.isnan(r['bound']) else format(r['bound'], '.1f')} |")
     return "\n".join(lines)
+
+
+def _pm(row: dict, metric: str, fmt: str) -> str:
+    """'mean ± std' of a row's metric, '–' where the row has none (the TV rows have no GE or Jacobian)."""
+    if np.isnan(row[metric]):
+        return "–"
+    return f"{format(row[metric], fmt)} ± {format(row[metric + '_std'], fmt.lstrip('+'))}"
 
 
 def report_markdown(rows: list[dict], study: str) -> str:
@@ -386,10 +442,13 @@ def main():
     results.update(run_many([j for f in finals.values() for jobs in f.values() for j in jobs], args.jobs,
                             args.workdir, args.cache, train))
 
+    classical = {name: classical_references(finals[name], args.cache, train) for name, study in plan.studies.items()
+                 if study.config == "cs"}
+
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     for name, study in plan.studies.items():
-        rows = summarise(name, finals[name], chosen, results)
+        rows = summarise(name, finals[name], chosen, results, classical.get(name))
         stem = args.out / f"cs_{name}{suffix}" if study.config == "cs" else args.out / f"{name}{suffix}"
         write_json(rows, stem.with_suffix(".json"))
         text = markdown(rows, name)

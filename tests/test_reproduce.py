@@ -69,9 +69,12 @@ def test_reproduce_quick_fills_the_cache_and_reuses_it(tmp_path):
     first = run_quick(tmp_path, "q")
     assert first.returncode == 0, first.stderr[-2000:]
     # 4 values x (none, sja+sj at two kappas); every sja+sj final run is its chosen candidate
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 4 * 3
+    cached = [p.name for p in (tmp_path / "cache").glob("*.json")]
+    assert len([n for n in cached if not n.endswith("-tv.json")]) == 4 * 3
+    assert len([n for n in cached if n.endswith("-tv.json")]) == 4  # the TV reference: one per value and seed
     table = (tmp_path / "out" / "cs_q-quick.md").read_text()
     assert table.count("| sja+sj |") == 4 and (tmp_path / "out" / "cs_q-quick.png").exists()
+    assert table.count("| TV (classical) | mu ") == 4
     tuning = (tmp_path / "out" / "cs_q-quick_tuning.md").read_text()
     assert tuning.count("| sja+sj |") == 4
     second = run_quick(tmp_path, "q", timeout=600)
@@ -84,7 +87,8 @@ def test_reproduce_quick_mri_study_reports_the_zero_filled_baseline(tmp_path):
     done = run_quick(tmp_path, "mri")
     assert done.returncode == 0, done.stderr[-2000:]
     mri = (tmp_path / "out" / "mri-quick.md").read_text()
-    assert mri.count("| adjoint A^T y |") == 4 and mri.count("| sja+sj |") == 2 * 4  # both tables
+    assert mri.count("| adjoint |") == 4 and mri.count("| sja+sj |") == 2 * 4  # both tables
+    assert mri.count("| tv(mu=") == 4
     assert (tmp_path / "out" / "mri-quick_ge.png").exists()
     rows = json.loads((tmp_path / "out" / "mri-quick.json").read_text())
     assert [r["mri"] for r in rows[::2]] == ["4x random", "4x equispaced", "8x random", "8x equispaced"]

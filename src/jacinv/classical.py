@@ -11,6 +11,9 @@ from .operators import LinearOperator
 from .operators.base import conjugate_gradient
 from .regularizers import l2_distance
 
+TIKHONOV_WEIGHTS = tuple(10.0**k for k in range(-4, 2))
+TV_WEIGHTS = tuple(10.0**k for k in range(-4, 1))
+
 
 def tikhonov(operator: LinearOperator, y: torch.Tensor, mu: float, iters: int = 200) -> torch.Tensor:
     """argmin ||A x - y||^2 + mu ||x||^2 by conjugate gradients on (A^T A + mu I) x = A^T y."""
@@ -64,7 +67,7 @@ def tv_reconstruction(operator: LinearOperator, y: torch.Tensor, mu: float, iter
     return x
 
 
-def _best_weight(reconstruct, grid, train_y: torch.Tensor, train_x: torch.Tensor) -> float:
+def best_weight(reconstruct, grid, train_y: torch.Tensor, train_x: torch.Tensor) -> float:
     """The weight of ``grid`` whose reconstructions of train_y are closest (mean l2) to train_x."""
     errors = [float(l2_distance(reconstruct(train_y, mu), train_x).mean()) for mu in grid]
     return grid[int(np.argmin(errors))]
@@ -75,11 +78,11 @@ def baselines(operator: LinearOperator, y: torch.Tensor, train_y: torch.Tensor, 
     total variation, each weight chosen on (train_y, train_x) from a log grid."""
     with torch.no_grad():
         tik = lambda ys, mu: tikhonov(operator, ys, mu)  # noqa: E731
-        mu = _best_weight(tik, [10.0**k for k in range(-4, 2)], train_y, train_x)
+        mu = best_weight(tik, TIKHONOV_WEIGHTS, train_y, train_x)
         out = {"adjoint": AdjointInput(operator)(y), "pseudo_inverse": operator.pseudo_inverse(y),
                f"tikhonov(mu={mu:g})": tik(y, mu)}
         if len(operator.in_shape) == 3 and min(operator.in_shape[1:]) > 1:
             tv = lambda ys, mu: tv_reconstruction(operator, ys, mu)  # noqa: E731
-            mu = _best_weight(tv, [10.0**k for k in range(-4, 1)], train_y, train_x)
+            mu = best_weight(tv, TV_WEIGHTS, train_y, train_x)
             out[f"tv(mu={mu:g})"] = tv(y, mu)
         return out

@@ -43,6 +43,7 @@ def test_the_fine_kappa_grid_adds_only_the_half_decades_to_the_q_runs():
     candidates = plan.candidates()
     keys = lambda jobs: [reproduce.run_key(o, c) for c, o, _ in jobs]  # noqa: E731
     fine, coarse = keys(candidates[("q_fine", 640, "sj")]), keys(candidates[("q", 640, "sj")])
+    assert ("q_fine", 640, "fja+fj") not in candidates
     assert len(fine) == 5 and set(coarse) < set(fine)
     assert [k for c, o, _ in candidates[("q_fine", 640, "sj")] for k in o if k.startswith("regularizer.kappa=")] == [
         "regularizer.kappa=20.0", "regularizer.kappa=6.3", "regularizer.kappa=2.0", "regularizer.kappa=0.63",

@@ -145,7 +145,7 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
 
 
 def run_many(jobs: list[tuple[str, list[str], bool]], workers: int, workdir: Path, cache: Path,
-             train: bool = True) -> dict[str, dict]:
+             train: bool = True, threads: int | None = None) -> dict[str, dict]:
     """{key: result} for every (config, overrides, report) in ``jobs``, training the missing ones ``workers``
     at a time (with ``train`` False: the cached ones only)."""
     keys = {run_key(overrides, config): (config, overrides, report) for config, overrides, report in jobs}
@@ -155,7 +155,7 @@ def run_many(jobs: list[tuple[str, list[str], bool]], workers: int, workdir: Pat
         if todo:
             print(f"{len(results)} runs cached, {len(todo)} missing (not trained: --tables-only)", flush=True)
         return results
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     print(f"{len(results)} runs cached, {len(todo)} to train ({workers} at a time, {threads} thread(s) each)",
           flush=True)
     shared = set.intersection(*(set(keys[k][1]) for k in todo))
@@ -419,6 +419,7 @@ def main():
     parser.add_argument("--study", nargs="+", choices=list(STUDIES), default=["central"])
     parser.add_argument("--seeds", type=int, nargs="+", help="default: each study's (0 1 2 for CS; 0 with --quick)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
+    parser.add_argument("--threads", type=int, help="CPU threads per run (default: cores / jobs)")
     parser.add_argument("--quick", action="store_true",
                         help="two regularisers, two kappas, a few epochs on tiny data (a few minutes)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
@@ -429,18 +430,21 @@ def main():
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(1)
     plan = Plan({name: STUDIES[name] for name in args.study}, args.quick)
     seeds_of = lambda s: args.seeds or ((0,) if args.quick else s.seeds)  # noqa: E731
 
     candidates = plan.candidates()
     train = not args.tables_only
-    results = run_many([j for jobs in candidates.values() for j in jobs], args.jobs, args.workdir, args.cache, train)
+    results = run_many([j for jobs in candidates.values() for j in jobs], args.jobs, args.workdir, args.cache, train,
+                       args.threads)
     chosen = {point: choose(jobs, results)[0] for point, jobs in candidates.items()
               if all(run_key(o, c) in results for c, o, _ in jobs)}
     finals = {name: plan.finals(name, study, chosen, seeds_of(study)) for name, study in plan.studies.items()}
     results.update(run_many([j for f in finals.values() for jobs in f.values() for j in jobs], args.jobs,
-                            args.workdir, args.cache, train))
+                            args.workdir, args.cache, train, args.threads))
 
     classical = {name: classical_references(finals[name], args.cache, train) for name, study in plan.studies.items()
                  if study.config == "cs"}

@@ -97,6 +97,7 @@ STUDIES = {
                 quick=("data.n_train=8", "data.n_test=4", "data.patch_size=32", "model.kwargs={n_blocks: 1, features: 8}")),
 }
 QUICK_KAPPAS = (20.0, 2.0)
+CS_FIGURE_STUDIES = ("central", "q", "m", "eps")  # GE against ||J A||: drawn only when a run covers all four
 TV = "TV (classical)"                          # the reference row of the CS tables: no network, no training
 
 
@@ -470,7 +471,7 @@ def main():
     cs_runs = list({run_key(o, c): results[run_key(o, c)] for name, study in plan.studies.items()
                     if study.config == "cs" for jobs in finals[name].values() for c, o, _ in jobs
                     if run_key(o, c) in results}.values())
-    if len(cs_runs) > 2:
+    if set(CS_FIGURE_STUDIES) <= set(args.study) and len(cs_runs) > 2:  # the scatter covers the whole CS study
         rho = plot_ge_against_jacobian(cs_runs, args.out / f"cs_ge_vs_jacobian{suffix}.png")
         print(f"Spearman correlation of GE and max ||J A|| over {len(cs_runs)} CS runs: {rho:.3f}")
         (args.out / f"cs_ge_vs_jacobian{suffix}.md").write_text(

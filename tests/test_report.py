@@ -74,3 +74,14 @@ def test_evaluate_reports_per_volume_metrics_on_fastmri_data(tmp_path):
     for method in ("network", "adjoint"):
         assert summary[method]["volumes"] == 2
         assert 0 < summary[method]["volume_nmse"] < 10 and np.isfinite(summary[method]["volume_psnr"])
+
+
+def test_report_ge_matches_the_training_ge_on_super_resolution(tmp_path):
+    """The SR protocol shaves borders for PSNR/SSIM; the GE must still be training's (whole images)."""
+    config = load_config(ROOT / "configs" / "sr_x2.yaml", [
+        "data.n_train=8", "data.n_test=4", "data.patch_size=16", "model.kwargs={n_blocks: 1, features: 8}",
+        "noise.radius=0.1", "train.epochs=2", "train.eval_every=1", "train.probe_size=2", "train.probe_iters=3"])
+    history = train(config, tmp_path / "run", progress=False)
+    network = evaluate_run(tmp_path / "run")["summary"]["network"]
+    assert network["generalisation_gap"] == pytest.approx(history[-1]["ge"], rel=1e-5)
+    assert network["test_l2"] == pytest.approx(history[-1]["test_loss"], rel=1e-5)

@@ -412,6 +412,7 @@ def plot_curves(rows: list[dict], study: str, path: Path) -> None:
     axes.flat[0].legend(fontsize=7)
     for ax in list(axes.flat)[len(points):]:
         ax.axis("off")
+    fig.tight_layout()
     save_figure(fig, path)
 
 

@@ -21,8 +21,7 @@ from scipy.optimize import minimize_scalar
 from scipy.spatial import cKDTree
 
 from ._checks import finite_number, positive_int
-from .operators.identity import Identity
-from .regularizers import jacobian_spectral_norm
+from .regularizers import jacobian_spectral_norm, with_and_without_operator
 from .regularizers.products import JacobianProducts
 
 
@@ -212,16 +211,16 @@ def estimate_lipschitz(model, operator, measurements: torch.Tensor, iters: int =
     combinations of the ``top`` worst samples.  These are lower bounds on the suprema (the report
     says so); ``upper_*`` is the product of layer norms where that is a valid upper bound."""
     model.eval()
-    out = {}
-    for key, op in (("fa", operator), ("f", None)):
-        if key == "f" and isinstance(operator, Identity):  # J A = J: the same power iterations again
-            out["lip_f"], out["per_sample_f"] = out["lip_fa"], out["per_sample_fa"]
-            continue
+
+    def lipschitz(op) -> tuple[float, np.ndarray]:
         norms = per_sample_norms(model, op, measurements, iters)
         worst = measurements[norms.topk(min(top, len(norms))).indices]
         hull = _hull_ascent(model, op, worst, ascent_steps, lr, iters) if ascent_steps else 0.0
-        out[f"lip_{key}"] = max(float(norms.max()), hull)
-        out[f"per_sample_{key}"] = norms.numpy()
+        return max(float(norms.max()), hull), norms.numpy()
+
+    out = {}
+    for key, (lip, norms) in with_and_without_operator(lipschitz, operator).items():
+        out[f"lip_{key}"], out[f"per_sample_{key}"] = lip, norms
     lip_upper = product_of_layer_norms(model)
     out["upper_f"] = lip_upper
     out["upper_fa"] = lip_upper * operator.spectral_norm() if lip_upper is not None else None
@@ -259,9 +258,7 @@ def bound_report(model, exp, delta: float, measured_gap: float, run_dir=None, ma
               "covering_kind": f"C_M = {c_m:.4g}, k = {k:.3g} fitted by TwoNN and greedy nets on the training signals"}
     if run_dir is not None:
         y_test = test.measure(torch.arange(min(max_samples, len(test))))
-        test_norms = {"fa": per_sample_norms(model, exp.operator, y_test).numpy()}
-        test_norms["f"] = (test_norms["fa"] if isinstance(exp.operator, Identity)
-                           else per_sample_norms(model, None, y_test).numpy())
+        test_norms = with_and_without_operator(lambda op: per_sample_norms(model, op, y_test).numpy(), exp.operator)
         _bound_figure(report, lips, test_norms, run_dir)
     return report
 

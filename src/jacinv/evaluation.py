@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from .metrics import nmse, psnr, ssim
-from .operators import Identity, LinearOperator
-from .regularizers import jacobian_spectral_norm, l2_distance
+from .operators import LinearOperator
+from .regularizers import jacobian_spectral_norm, l2_distance, with_and_without_operator
 
 
 @torch.no_grad()
@@ -41,13 +41,11 @@ def probe_jacobian_norms(model, y: torch.Tensor, operator: LinearOperator, iters
     """Mean and max over the probe measurements of ||J A||_2 and ||J||_2 (power method lower bounds)."""
     was_training = model.training
     model.eval()
+    norm = lambda op: jacobian_spectral_norm(model, y, op, iters=iters,  # noqa: E731
+                                             generator=torch.Generator().manual_seed(seed)).detach()
     out = {}
-    for key, op in (("sja", operator), ("sj", None)):
-        if key == "sj" and isinstance(operator, Identity):  # J A = J: the same power iterations again
-            out["probe_mean_sj"], out["probe_max_sj"] = out["probe_mean_sja"], out["probe_max_sja"]
-            continue
-        g = torch.Generator().manual_seed(seed)
-        norms = jacobian_spectral_norm(model, y, op, iters=iters, generator=g).detach()
-        out[f"probe_mean_{key}"], out[f"probe_max_{key}"] = float(norms.mean()), float(norms.max())
+    for key, norms in with_and_without_operator(norm, operator).items():
+        name = {"fa": "sja", "f": "sj"}[key]
+        out[f"probe_mean_{name}"], out[f"probe_max_{name}"] = float(norms.mean()), float(norms.max())
     model.train(was_training)
     return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 from ..operators import LinearOperator
 from .baselines import DataGrad, WeightDecay, WeightSpectralNorm, l2_distance
 from .frobenius import FrobeniusJacobianPenalty
-from .norms import jacobian_frobenius_sq, jacobian_spectral_norm, power_iteration
+from .norms import jacobian_frobenius_sq, jacobian_spectral_norm, power_iteration, with_and_without_operator
 from .products import JacobianProducts, refuse_batch_coupling
 from .regularizer import AUTO, Regularizer, auto_weight
 from .spectral import SpectralJacobianPenalty
@@ -69,7 +69,7 @@ def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_
 
 __all__ = [
     "build_regularizer", "Regularizer", "REGULARIZERS", "AUTO", "auto_weight", "jacobian_spectral_norm",
-    "jacobian_frobenius_sq", "power_iteration", "JacobianProducts", "refuse_batch_coupling",
+    "jacobian_frobenius_sq", "power_iteration", "with_and_without_operator", "JacobianProducts", "refuse_batch_coupling",
     "SpectralJacobianPenalty", "FrobeniusJacobianPenalty", "WeightDecay", "WeightSpectralNorm", "DataGrad",
     "l2_distance",
 ]

@@ -6,7 +6,7 @@ import math
 import torch
 
 from .._checks import choice, positive_int
-from ..operators import LinearOperator
+from ..operators import Identity, LinearOperator
 from .products import JacobianProducts, refuse_batch_coupling
 
 PROJECTIONS = ("gaussian", "sphere", "rademacher")
@@ -48,6 +48,13 @@ def power_iteration(products: JacobianProducts, operators: list, vectors: list, 
         sigmas = [per_sample_norm(w).sqrt() for w in ws]
         vectors = [normalise(w) for w in ws]
     return vectors, sigmas
+
+
+def with_and_without_operator(compute, operator: LinearOperator | None) -> dict:
+    """{"fa": compute(operator), "f": compute(None)}: a quantity for J(y) A and for J(y); for an identity
+    operator J A = J, so it is computed once."""
+    fa = compute(operator)
+    return {"fa": fa, "f": fa if isinstance(operator, Identity) else compute(None)}
 
 
 def random_unit_vectors(shape, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -12,6 +12,7 @@ from . import distributed
 from .config import ConfigError
 from .datasets import (FASHION_MNIST_DIR, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
                        folder_patches, load_mnist_images)
+from .metrics import volume_maxima
 from .models import build_model, check_model
 from .noise import BoundedNoise, GaussianNoise
 from .operators import LinearOperator, build_operator
@@ -79,8 +80,7 @@ def _fastmri_signals(root, size: int) -> tuple[torch.Tensor, torch.Tensor, str, 
                           "by volume needs at least 2")
     volume_of = torch.from_numpy(ds.items[:, 0])
     targets = torch.stack([ds[i]["target"] for i in range(len(ds))])
-    peaks = torch.zeros(n_volumes).scatter_reduce(0, volume_of, targets.amax(dim=(1, 2, 3)), "amax")
-    images = targets / peaks[volume_of].clamp_min(1e-12).view(-1, 1, 1, 1)
+    images = targets / volume_maxima(targets, volume_of).clamp_min(1e-12).view(-1, 1, 1, 1)
     first_test = n_volumes - max(1, n_volumes // 5)
     test = volume_of >= first_test
     note = (f"fastMRI targets in {root}: {first_test} train / {n_volumes - first_test} test volumes "

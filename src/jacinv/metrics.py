@@ -10,6 +10,13 @@ import torch
 from skimage.metrics import structural_similarity
 
 
+def volume_maxima(x: torch.Tensor, volumes: torch.Tensor) -> torch.Tensor:
+    """(N,) the maximum of the volume each of the N slices x (N, ...) belongs to (``volumes`` (N,) indices)."""
+    peaks = x.flatten(1).amax(1)
+    per_volume = peaks.new_zeros(int(volumes.max()) + 1).scatter_reduce(0, volumes, peaks, "amax", include_self=False)
+    return per_volume[volumes]
+
+
 def _np(t) -> np.ndarray:
     return t.detach().cpu().double().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, dtype=np.float64)
 

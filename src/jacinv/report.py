@@ -11,7 +11,7 @@ from .config import load_config
 from .classical import baselines
 from .evaluation import image_metrics, predict
 from .experiment import build_experiment
-from .metrics import rgb_to_y, shave
+from .metrics import rgb_to_y, shave, volume_maxima
 from .operators import BlurDecimate, KSpaceSubsample
 
 
@@ -27,9 +27,7 @@ def _protocol(operator, x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tens
             x, pred = rgb_to_y(x), rgb_to_y(pred.clamp(0, 1))
         return image_metrics(shave(x, operator.factor), shave(pred, operator.factor))
     if isinstance(operator, KSpaceSubsample):
-        peaks = x.flatten(1).amax(1)
-        volume_peaks = torch.stack([peaks[volumes == v].max() for v in volumes])
-        return image_metrics(x, pred, data_range=volume_peaks.double().numpy())
+        return image_metrics(x, pred, data_range=volume_maxima(x, volumes).double().numpy())
     return image_metrics(x, pred)
 
 

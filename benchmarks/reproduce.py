@@ -285,8 +285,10 @@ def run_tv(overrides: list[str], config: str, cache: Path, compute: bool = True)
     from jacinv.experiment import build_experiment
 
     cached = cache / f"{run_key(overrides, config)}-tv.json"
-    if cached.exists() or not compute:
-        return json.loads(cached.read_text()) if cached.exists() else None
+    if cached.exists():
+        return json.loads(cached.read_text())
+    if not compute:
+        return None
     exp = build_experiment(resolve(overrides, config))
     if exp.val_set is None:
         raise ValueError(f"run_tv needs a validation split to choose its weight; overrides {overrides} give data.n_val=0")

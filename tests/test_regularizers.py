@@ -8,6 +8,7 @@ from jacinv.operators import BlurDecimate, GaussianCS, Identity
 from jacinv.regularizers import (REGULARIZERS, SpectralJacobianPenalty, auto_weight, build_regularizer,
                                  jacobian_frobenius_sq, jacobian_spectral_norm)
 
+from jacobians import exact_jacobians, grads
 
 
 @pytest.fixture(autouse=True)
@@ -27,18 +28,6 @@ def small_net(q=8, side=4, width=20, seed=0):
 def conv_net(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 1, 3, padding=1))
-
-
-def grads(value, params):
-    """Parameter gradients, zeros for parameters the value does not depend on (e.g. the last bias)."""
-    return [torch.zeros_like(p) if g is None else g
-            for p, g in zip(params, torch.autograd.grad(value, params, retain_graph=True, allow_unused=True))]
-
-
-def exact_jacobians(f, y):
-    """(B, out_dim, in_dim) Jacobians, differentiable with respect to f's parameters."""
-    return torch.stack([torch.autograd.functional.jacobian(lambda t: f(t[None]).reshape(-1), yi, create_graph=True)
-                        .reshape(-1, yi.numel()) for yi in y])
 
 
 @pytest.fixture

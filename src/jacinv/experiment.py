@@ -13,7 +13,7 @@ from .config import ConfigError
 from .datasets import (FASHION_MNIST_DIR, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
                        folder_patches, load_mnist_images)
 from .metrics import volume_maxima
-from .models import build_model, check_model
+from .models import build_model
 from .noise import BoundedNoise, GaussianNoise
 from .operators import LinearOperator, build_operator
 from .regularizers import build_regularizer
@@ -147,7 +147,6 @@ def build_experiment(config: dict) -> Experiment:
     torch.manual_seed(seed)
     try:
         model = build_model(config["model"]["name"], operator, **config["model"]["kwargs"])
-        check_model(model, operator)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'model' ({config['model']['name']!r}) does not fit the operator "
                           f"{type(operator).__name__} {operator.in_shape} -> {operator.out_shape}: {err}") from err

@@ -62,6 +62,10 @@ class KSpaceSubsample(LinearOperator):
         """The mask as (W, 1) weights broadcasting over (..., H, W, 2)."""
         return self.mask.to(dtype=like.dtype, device=like.device)[:, None]
 
+    def apply_mask(self, k: torch.Tensor) -> torch.Tensor:
+        """M k: k-space (B, *out_shape) with the unsampled columns set to zero."""
+        return k * self._weights(k)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.complex_input:
             x = torch.stack((x, torch.zeros_like(x)), dim=-1)

@@ -1,0 +1,68 @@
+"""End-to-end variational network for single-coil Cartesian MRI (after fastMRI's VarNet).
+
+Each cascade updates the k-space estimate k (B, C, H, W, 2), starting from k_0 = y:
+
+    k <- k - eta_t M (k - y) - F R_t(F^-1 k)
+
+with M the operator's column mask, F the centred orthonormal FFT, eta_t >= 0 a learned
+data-consistency weight and R_t a U-Net on the complex image (real and imaginary parts as
+channels), normalised per sample as fastMRI's NormUnet does.  The output is F^-1 k: the
+complex image, or its real part for an operator on real images.  Single-coil: no
+sensitivity maps.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._checks import positive_int
+from ..operators import KSpaceSubsample, LinearOperator
+from ..operators.fourier import fft2c, ifft2c
+from .inputs import ChannelsToComplex, ComplexToChannels
+from .unet import UNet
+
+
+class NormUNet(nn.Module):
+    """U-Net on a complex image (B, C, H, W, 2): real and imaginary parts as 2C channels, each
+    standardised by its per-sample mean and standard deviation, restored after the U-Net."""
+
+    def __init__(self, coils: int, chans: int, num_pool_layers: int):
+        super().__init__()
+        self.to_channels, self.to_complex = ComplexToChannels(), ChannelsToComplex()
+        self.unet = UNet(2 * coils, 2 * coils, chans=chans, num_pool_layers=num_pool_layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        dims = (1, 2, 3)  # per sample, real and imaginary parts apart
+        mean = image.mean(dims, keepdim=True)
+        std = image.std(dims, keepdim=True).clamp_min(1e-6)
+        return self.to_complex(self.unet(self.to_channels((image - mean) / std))) * std + mean
+
+
+class VarNet(nn.Module):
+    """``cascades`` k-space cascades, each with its own U-Net (``chans`` channels at the top,
+    ``num_pool_layers`` poolings) and data-consistency weight (initialised at 1).
+    Parameters with the defaults (8 cascades, chans 8, 3 pools, 1 coil): 8 x 120,354 + 8 = 962,840.
+    """
+
+    def __init__(self, operator: LinearOperator, cascades: int = 8, chans: int = 8, num_pool_layers: int = 3):
+        super().__init__()
+        if not isinstance(operator, KSpaceSubsample):
+            raise ValueError(f"model 'varnet' needs a k-space operator (KSpaceSubsample, operator name 'kspace'); "
+                             f"got {type(operator).__name__} {operator.in_shape} -> {operator.out_shape}")
+        positive_int(cascades, "cascades")
+        positive_int(num_pool_layers, "num_pool_layers")
+        height, width = operator.in_shape[1:3]
+        if min(height, width) < 2 ** num_pool_layers:
+            raise ValueError(f"image ({height}, {width}) is too small for num_pool_layers={num_pool_layers}: "
+                             f"VarNet's U-Nets need H, W >= {2 ** num_pool_layers}; lower num_pool_layers")
+        self.operator = operator
+        coils = operator.in_shape[0]
+        self.refiners = nn.ModuleList([NormUNet(coils, chans, num_pool_layers) for _ in range(cascades)])
+        self.dc_weights = nn.Parameter(torch.ones(cascades))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        k = y
+        for dc_weight, refine in zip(self.dc_weights, self.refiners):
+            k = k - dc_weight * self.operator.apply_mask(k - y) - fft2c(refine(ifft2c(k)))
+        image = ifft2c(k)
+        return image if self.operator.complex_input else image[..., 0]

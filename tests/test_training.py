@@ -23,6 +23,12 @@ TINY = {
     "mri_8x": ["data.n_train=8", "data.n_test=4", "data.downsample=4", "model.kwargs={chans: 4, num_pool_layers: 2}",
                "train.batch_size=4"],
     "denoise": ["data.n_train=20", "data.n_test=10", "data.patch_size=20", "model.kwargs={depth: 3, features: 8}"],
+    "cs_unrolled": ["data.n_train=40", "data.n_val=0", "data.n_test=20", "train.batch_size=20",
+                    "model.kwargs={iterations: 2, depth: 3, features: 8}"],
+    "sr_x2_unrolled": ["data.n_train=16", "data.n_val=0", "data.n_test=8", "data.patch_size=32",
+                       "model.kwargs={iterations: 2, depth: 3, features: 8}"],
+    "mri_4x_varnet": ["data.n_train=8", "data.n_val=0", "data.n_test=4", "data.downsample=4", "train.batch_size=4",
+                      "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}"],
 }
 COMMON = ["train.epochs=2", "train.eval_every=1", "train.probe_size=2", "train.probe_iters=3",
           "data.fallback=embedded"]
@@ -30,6 +36,10 @@ COMMON = ["train.epochs=2", "train.eval_every=1", "train.probe_size=2", "train.p
 
 def tiny_config(name, *extra):
     return load_config(ROOT / "configs" / f"{name}.yaml", [*TINY[name], *COMMON, *extra])
+
+
+def test_every_shipped_config_is_covered():
+    assert {p.stem for p in (ROOT / "configs").glob("*.yaml")} == set(TINY)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

@@ -149,6 +149,14 @@ def test_a_plugin_operator_trains_from_the_config(tmp_path):
     assert len(history) == 2 and history[-1]["probe_max_sja"] > 0
 
 
+def test_a_plugin_network_trains_from_the_config_twice_in_one_process(tmp_path):
+    overrides = [f"plugins=[{ROOT / 'examples' / 'networks.py'}]", "model.name=landweber",
+                 "model.kwargs={iterations: 3}", "data.n_train=20", "data.n_test=10", "train.batch_size=10", *COMMON]
+    first = train(load_config(None, overrides), tmp_path / "a", progress=False)
+    second = train(load_config(None, overrides), tmp_path / "b", progress=False)  # the file is imported once
+    assert first[-1]["test_psnr"] == second[-1]["test_psnr"] and first[-1]["test_psnr"] > 0
+
+
 def test_missing_plugin_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"config key 'plugins': cannot import 'nowhere.py'"):
         train(load_config(None, ["plugins=[nowhere.py]", *COMMON]), tmp_path / "run", progress=False)

@@ -1,8 +1,10 @@
 """Assemble an experiment from its configuration: signals, operator, noise, data sets, model."""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,16 +102,21 @@ def build_noise(cfg: dict):
 
 
 def import_plugins(plugins: list) -> None:
-    """Import each plug-in (a module name, or a path to a .py file) so its operators get registered."""
+    """Import each plug-in (a module name, or a path to a .py file) so its operators and models get
+    registered; a file is executed once per process (as a module named after its resolved path)."""
     for entry in plugins:
         try:
             if str(entry).endswith(".py"):
-                path = Path(entry)
-                spec = importlib.util.spec_from_file_location(path.stem, path)
+                path = Path(entry).resolve()
+                name = f"jacinv_plugin_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+                if name in sys.modules:
+                    continue
+                spec = importlib.util.spec_from_file_location(name, path)
                 if spec is None or not path.is_file():
-                    raise FileNotFoundError(f"no such file {path}")
+                    raise FileNotFoundError(f"no such file {entry}")
                 module = importlib.util.module_from_spec(spec)
                 spec.loader.exec_module(module)
+                sys.modules[name] = module
             else:
                 importlib.import_module(entry)
         except (ImportError, FileNotFoundError) as err:

@@ -131,7 +131,7 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     evaluated = [r for r in history if "test_psnr" in r]
     last = evaluated[-1]
     exp = build_experiment(resolved)
-    exp.model.load_state_dict(load_checkpoint(workdir / key / CHECKPOINT)["model"])
+    exp.model.load_state_dict(load_checkpoint(workdir / key / CHECKPOINT)[0]["model"])
     exp.model.eval()
     bound = bound_report(exp.model, exp, delta=0.05, measured_gap=last["ge"])
     result = {"overrides": overrides, "config": config, "data": exp.data_note, "seconds": time.perf_counter() - t0,

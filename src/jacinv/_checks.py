@@ -57,15 +57,21 @@ def batched_tensor(x, shape: tuple[int, ...], name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, {_fmt(shape)}), got {type(x).__name__}")
     if x.is_complex():
         raise TypeError(f"{name} must be real (complex data uses a trailing dimension of size 2), got {x.dtype}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}; convert it first, e.g. "
+                        f"x.float() (and scale integer images to [0, 1])")
     if tuple(x.shape[1:]) != tuple(shape) or x.dim() != len(shape) + 1:
         raise ValueError(f"{name} must have shape (B, {_fmt(shape)}), got {tuple(x.shape)}")
     return x
 
 
 def finite_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} contains {bad} non-finite values (NaN or inf); expected finite values")
+    """Check that ``x`` holds no NaN or inf; the error counts them and names the first one's index."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{name} contains {int(bad.sum())} non-finite values (NaN or inf), the first at index "
+                         f"{first[0] if len(first) == 1 else first}; expected finite values")
     return x
 
 

@@ -6,21 +6,55 @@ import json
 import os
 from pathlib import Path
 
+import warnings
+
 import torch
+
+from .errors import UserError
 
 CHECKPOINT = "checkpoint_last.pt"
 
 
+class DamagedCheckpoint(UserError, ValueError):
+    """A checkpoint file that cannot be read (truncated, corrupted, not a checkpoint)."""
+
+
+def previous(path: Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: checkpoint_last.pt -> checkpoint_prev.pt."""
+    return path.with_name(path.name.replace("_last", "_prev") if "_last" in path.name else f"{path.stem}_prev{path.suffix}")
+
+
 def atomic_torch_save(obj, path: Path) -> None:
+    """Write ``obj`` to ``path`` through a temporary file; the file it replaces becomes ``previous(path)``."""
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     torch.save(obj, tmp)
+    if path.exists():
+        path.replace(previous(path))
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path) -> dict:
+def _read(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError ... for damaged files
+        raise DamagedCheckpoint(f"checkpoint {path} is damaged and cannot be read ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:200]})") from err
+
+
+def load_checkpoint(path: Path, fallback: bool = False) -> tuple[dict, Path]:
+    """(state, the file it came from).  With ``fallback`` a damaged ``path`` falls back to
+    ``previous(path)`` (one save earlier) with a warning; without, or when both are damaged,
+    a DamagedCheckpoint names the file."""
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; expected a run directory written by train.py")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return _read(path), path
+    except DamagedCheckpoint as err:
+        prev = previous(path)
+        if not (fallback and prev.is_file()):
+            raise
+        warnings.warn(f"{err}; falling back to the previous checkpoint {prev}", stacklevel=2)
+        return _read(prev), prev
 
 
 def write_json(obj, path: Path) -> None:

@@ -4,12 +4,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import traceback
 from pathlib import Path
 
 import yaml
 
 from .checkpoint import write_csv
 from .config import ConfigError, load_config, parse_override
+from .errors import UserError
+
+USER_ERRORS = (UserError, FileNotFoundError)
+
+
+def report_user_error(err: Exception, debug: bool) -> int:
+    """Print one ``error:`` line (the traceback too with --debug) and return exit status 2."""
+    if debug:
+        traceback.print_exception(err)
+    print(f"error: {err}", file=sys.stderr)
+    return 2
 
 
 def _fresh_dir(base: Path) -> Path:
@@ -35,7 +47,7 @@ def _sweep_grid(specs: list[str]) -> list[list[str]]:
 
 def train_main(argv=None) -> int:
     from .plots import plot_sweep
-    from .training import NonFiniteLoss, summary_table, train
+    from .training import summary_table, train
 
     parser = argparse.ArgumentParser(prog="train.py", description="Train a reconstruction network (see README).")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. train.epochs=5")
@@ -46,7 +58,10 @@ def train_main(argv=None) -> int:
                         help="run the grid of values (repeat for a product) and write one table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--stop-after", type=int, metavar="N", help="train N epochs, then exit (resume later)")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = parser.parse_args(argv)
+    if args.stop_after is not None and args.stop_after < 1:
+        parser.error(f"--stop-after must be a positive number of epochs, got {args.stop_after}")
     progress = False if args.no_progress else None
     try:
         if args.resume:
@@ -78,9 +93,8 @@ def train_main(argv=None) -> int:
         plot_sweep(table, sweep_dir / "sweep.png")
         print(f"sweep table: {sweep_dir / 'sweep.csv'}, figure: {sweep_dir / 'sweep.png'}")
         return 0
-    except (ConfigError, FileNotFoundError, NonFiniteLoss) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_user_error(err, args.debug)
 
 
 def evaluate_main(argv=None) -> int:
@@ -91,12 +105,14 @@ def evaluate_main(argv=None) -> int:
     parser.add_argument("--bound", action="store_true", help="also compute the generalisation bound")
     parser.add_argument("--delta", type=float, default=0.05, help="confidence parameter of the bound")
     parser.add_argument("data_overrides", nargs="*", help="config overrides for the evaluation data, e.g. data.n_test=500")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = parser.parse_args(argv)
+    if not 0.0 < args.delta < 1.0:
+        parser.error(f"--delta must lie in (0, 1), got {args.delta}")
     try:
         report = evaluate_run(args.run_dir, overrides=args.data_overrides, bound=args.bound, delta=args.delta)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return report_user_error(err, args.debug)
     print(yaml.safe_dump(report["summary"], sort_keys=False).strip())
     print(f"\nreport: {args.run_dir / 'report.json'}, figures: {args.run_dir / 'report.png'}")
     return 0

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
+
 DEFAULTS: dict = {
     "name": "cs",
     "seed": 0,
@@ -46,7 +48,7 @@ DEFAULTS: dict = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad configuration key or value; the message names the key."""
 
 
@@ -106,7 +108,10 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=5")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
     out: dict = {}
     node = out
     parts = key.strip().split(".")
@@ -132,7 +137,10 @@ def load_config(path=None, overrides=()) -> dict:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
         config = _merge(config, loaded)
@@ -140,6 +148,13 @@ def load_config(path=None, overrides=()) -> dict:
     for text in overrides:
         update = _combine(update, parse_override(text))
     return _merge(config, update) if update else config
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """'<problem> at line L, column C' of a YAML error (1-based)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(err, 'problem', None) or err}{where}"
 
 
 def dump_config(config: dict, path) -> None:

@@ -6,6 +6,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .config import ConfigError
+
 
 def world() -> tuple[int, int]:
     """(rank, world size) of this process; (0, 1) outside torchrun."""
@@ -14,8 +16,23 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, naming the config key."""
+    if device in ("auto", "cpu"):
+        return
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"config key 'train.device' is {device!r}, but no CUDA GPU is available here; "
+                          "use train.device=auto or cpu")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"config key 'train.device' is {device!r}, but this machine has "
+                          f"{torch.cuda.device_count()} GPU(s)")
+
+
 def setup(device: str = "auto") -> torch.device:
     """Initialise the process group under torchrun (nccl on GPUs, gloo on CPUs) and pick the device."""
+    check_device(device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
     if distributed and not dist.is_initialized():

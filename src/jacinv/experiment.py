@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from ._checks import finite_number, positive_int
 from .config import ConfigError
 from .datasets import (FASHION_MNIST_DIR, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
                        folder_patches, load_mnist_images)
@@ -92,13 +93,42 @@ def _fastmri_signals(root, size: int) -> tuple[torch.Tensor, torch.Tensor, str, 
 
 def build_noise(cfg: dict):
     kind = cfg["kind"]
-    if kind == "bounded":
-        return BoundedNoise(cfg["radius"], cfg["mode"])
-    if kind == "gaussian":
-        return GaussianNoise(cfg["sigma"])
+    try:
+        if kind == "bounded":
+            return BoundedNoise(cfg["radius"], cfg["mode"])
+        if kind == "gaussian":
+            return GaussianNoise(cfg["sigma"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key 'noise' (kind {kind!r}): {err}") from err
     if kind == "none":
         return None
     raise ConfigError(f"config key 'noise.kind' must be bounded, gaussian or none, got {kind!r}")
+
+
+def check_keys(config: dict) -> None:
+    """The scalar keys every run uses, checked before any data is read."""
+    data = config["data"]
+    checks = [("seed", config["seed"], 0), ("data.n_train", data["n_train"], 1), ("data.n_val", data["n_val"], 0),
+              ("data.n_test", data["n_test"], 1), ("data.patch_size", data["patch_size"], 1),
+              ("data.downsample", data["downsample"], 1)]
+    try:
+        for key, value, minimum in checks:
+            positive_int(value, f"config key {key!r}", minimum=minimum)
+        if data["channels"] not in (1, 3):
+            raise ValueError(f"config key 'data.channels' must be 1 or 3, got {data['channels']!r}")
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def load_data(data: dict):
+    """:func:`load_signals`, with every error about the files reported as a ConfigError naming data.source."""
+    try:
+        return load_signals(data)
+    except ConfigError:
+        raise
+    except (ValueError, OSError) as err:
+        where = f" ({data['root']})" if data["root"] else ""
+        raise ConfigError(f"config key 'data' (source {data['source']!r}{where}): {err}") from err
 
 
 def import_plugins(plugins: list) -> None:
@@ -126,9 +156,10 @@ def import_plugins(plugins: list) -> None:
 def build_experiment(config: dict) -> Experiment:
     """Everything a run needs; fails before training on any inconsistency, naming the key."""
     import_plugins(config["plugins"])
+    check_keys(config)
     seed = config["seed"]
     data = config["data"]
-    train_x, test_x, note, test_volumes = load_signals(data)
+    train_x, test_x, note, test_volumes = load_data(data)
     train_x, val_x = (train_x[i] for i in _subsets(len(train_x), {"n_train": data["n_train"], "n_val": data["n_val"]},
                                                    seed))
     (test_index,) = _subsets(len(test_x), {"n_test": data["n_test"]}, seed + 1)

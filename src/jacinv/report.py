@@ -47,7 +47,7 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
     """Evaluate the last checkpoint of ``run_dir``; writes report.json and report.png there."""
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.yaml", overrides)
-    state = load_checkpoint(run_dir / CHECKPOINT)
+    state, _ = load_checkpoint(run_dir / CHECKPOINT, fallback=True)
     exp = build_experiment(config)
     model = exp.model
     model.load_state_dict(state["model"])

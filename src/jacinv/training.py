@@ -17,16 +17,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
-from ._checks import positive_int
-from .checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint, write_csv, write_json
+from ._checks import finite_number, positive_int
+from .checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint, previous, write_csv, write_json
 from .config import ConfigError, dump_config
+from .errors import UserError
 from .evaluation import evaluate_split, probe_jacobian_norms
 from .experiment import build_experiment, build_run_regularizer
 from .plots import plot_training
 from .regularizers import l2_distance
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError, RuntimeError):
     """The loss became NaN or inf; the run directory keeps the last good checkpoint."""
 
 
@@ -72,11 +73,12 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
     tc = config["train"]
     device = distributed.setup(tc["device"])
     rank, world_size = distributed.world()
-    for key in ("epochs", "batch_size", "eval_every", "checkpoint_every"):
-        try:
+    try:
+        for key in ("epochs", "batch_size", "eval_every", "checkpoint_every", "probe_size", "probe_iters"):
             positive_int(tc[key], f"config key 'train.{key}'")
-        except (TypeError, ValueError) as err:
-            raise ConfigError(str(err)) from None
+        finite_number(tc["lr"], "config key 'train.lr'", low=0.0, low_open=True)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
     if tc["threads"]:
         torch.set_num_threads(tc["threads"])
     progress = sys.stderr.isatty() if progress is None else progress
@@ -91,12 +93,12 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
     ckpt_path = run_dir / CHECKPOINT
     reg_path = run_dir / f"regularizer_rank{rank}.pt"
     if resume:
-        state = load_checkpoint(ckpt_path)
+        state, source = load_checkpoint(ckpt_path, fallback=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
-        reg.load_state_dict(load_checkpoint(reg_path))
+        reg.load_state_dict(load_checkpoint(reg_path if source == ckpt_path else previous(reg_path))[0])
         history, start = state["history"], state["epoch"] + 1
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)

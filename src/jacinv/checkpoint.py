@@ -37,8 +37,9 @@ def _read(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError ... for damaged files
-        raise DamagedCheckpoint(f"checkpoint {path} is damaged and cannot be read ({type(err).__name__}: "
-                                f"{str(err).splitlines()[0][:200]})") from err
+        detail = str(err).splitlines()[0].split(". ")[0][:160] if str(err) else ""
+        raise DamagedCheckpoint(f"checkpoint {path} is damaged and cannot be read "
+                                f"({type(err).__name__}{': ' + detail if detail else ''})") from err
 
 
 def load_checkpoint(path: Path, fallback: bool = False) -> tuple[dict, Path]:

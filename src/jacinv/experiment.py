@@ -127,7 +127,7 @@ def load_data(data: dict):
     except ConfigError:
         raise
     except (ValueError, OSError) as err:
-        where = f" ({data['root']})" if data["root"] else ""
+        where = f", root {data['root']}" if data["root"] else ""
         raise ConfigError(f"config key 'data' (source {data['source']!r}{where}): {err}") from err
 
 

@@ -273,12 +273,15 @@ def _bound_figure(report: dict, lips: dict, test_norms: dict, run_dir) -> None:
     values = list(report["terms"].values()) + [report["total"], report["measured_gap"]]
     axes[0].bar(names, values, color=["C0", "C1", "C2", "C3", "k"])
     axes[0].set_yscale("log")
+    axes[0].set_ylabel("l2 loss units")
     axes[0].set_title(f"Theorem 3 terms (gamma = {report['gamma']:.3g})")
     axes[0].tick_params(axis="x", labelrotation=30)
     for ax, key, label in ((axes[1], "fa", "||J(y) A||"), (axes[2], "f", "||J(y)||")):
         ax.hist(lips[f"per_sample_{key}"], bins=30, alpha=0.6, label="train")
         ax.hist(test_norms[key], bins=30, alpha=0.6, label="test")
-        ax.axvline(lips[f"lip_{key}"], color="k", ls="--", label="estimate of sup")
+        ax.axvline(lips[f"lip_{key}"], color="k", ls="--", label="lower estimate of the sup (L in the bound)")
         ax.set_title(f"{label} per sample")
+        ax.set_xlabel(f"{label} (power method)")
+        ax.set_ylabel("samples")
         ax.legend(fontsize=7)
     save_figure(fig, Path(run_dir) / "bound.png")

@@ -73,16 +73,23 @@ def best_weight(reconstruct, grid, train_y: torch.Tensor, train_x: torch.Tensor)
     return grid[int(np.argmin(errors))]
 
 
+def weighted_name(method: str, weight: float, grid) -> str:
+    """"tv(mu=0.01)"; ", grid edge" is added when the weight is the grid's smallest or largest, where a
+    wider grid might have done better."""
+    edge = ", grid edge" if weight in (min(grid), max(grid)) else ""
+    return f"{method}(mu={weight:g}{edge})"
+
+
 def baselines(operator: LinearOperator, y: torch.Tensor, train_y: torch.Tensor, train_x: torch.Tensor) -> dict:
     """Classical reconstructions of y: A^T y / ||A||^2, the pseudo-inverse, Tikhonov and (for images)
-    total variation, each weight chosen on (train_y, train_x) from a log grid."""
+    total variation, each weight chosen on (train_y, train_x) from a log grid (see ``weighted_name``)."""
     with torch.no_grad():
         tik = lambda ys, mu: tikhonov(operator, ys, mu)  # noqa: E731
         mu = best_weight(tik, TIKHONOV_WEIGHTS, train_y, train_x)
         out = {"adjoint": AdjointInput(operator)(y), "pseudo_inverse": operator.pseudo_inverse(y),
-               f"tikhonov(mu={mu:g})": tik(y, mu)}
+               weighted_name("tikhonov", mu, TIKHONOV_WEIGHTS): tik(y, mu)}
         if len(operator.in_shape) == 3 and min(operator.in_shape[1:]) > 1:
             tv = lambda ys, mu: tv_reconstruction(operator, ys, mu)  # noqa: E731
             mu = best_weight(tv, TV_WEIGHTS, train_y, train_x)
-            out[f"tv(mu={mu:g})"] = tv(y, mu)
+            out[weighted_name("tv", mu, TV_WEIGHTS)] = tv(y, mu)
         return out

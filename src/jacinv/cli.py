@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import traceback
 from pathlib import Path
 
-import yaml
-
+from . import distributed
 from .checkpoint import write_csv
 from .config import ConfigError, load_config, parse_override
 from .errors import UserError
@@ -45,6 +45,20 @@ def _sweep_grid(specs: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*axes)]
 
 
+def _say(text: str) -> None:
+    """Print on rank 0 only (one copy of the output under torchrun, which sets RANK)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text)
+
+
+def _run_dir(args, config: dict, suffix: str = "") -> Path:
+    """--run-dir, else a fresh out_dir/name[-N], chosen by rank 0 under torchrun."""
+    if args.run_dir:
+        return args.run_dir
+    distributed.setup(config["train"]["device"])
+    return distributed.from_rank0(lambda: _fresh_dir(Path(config["out_dir"]) / f"{config['name']}{suffix}"))
+
+
 def train_main(argv=None) -> int:
     from .plots import plot_sweep
     from .training import summary_table, train
@@ -67,17 +81,17 @@ def train_main(argv=None) -> int:
         if args.resume:
             config = load_config(args.resume / "config.yaml", args.overrides)
             history = train(config, args.resume, resume=True, progress=progress, stop_after=args.stop_after)
-            print(summary_table(history))
+            _say(summary_table(history))
             return 0
         config = load_config(args.config, args.overrides)
         if not args.sweep:
-            run_dir = args.run_dir or _fresh_dir(Path(config["out_dir"]) / config["name"])
+            run_dir = _run_dir(args, config)
             history = train(config, run_dir, progress=progress, stop_after=args.stop_after)
-            print(summary_table(history))
-            print(f"\nrun directory: {run_dir}  (figures: curves.png, reconstructions.png; "
-                  f"evaluate with: python evaluate.py {run_dir})")
+            _say(summary_table(history))
+            _say(f"\nrun directory: {run_dir}  (figures: curves.png, reconstructions.png; "
+                 f"evaluate with: python evaluate.py {run_dir})")
             return 0
-        sweep_dir = args.run_dir or _fresh_dir(Path(config["out_dir"]) / f"{config['name']}-sweep")
+        sweep_dir = _run_dir(args, config, "-sweep")
         table = []
         for combo in _sweep_grid(args.sweep):
             run_config = load_config(args.config, [*args.overrides, *combo])
@@ -88,17 +102,17 @@ def train_main(argv=None) -> int:
                           **{k: last[k] for k in ("test_psnr", "test_ssim", "train_loss", "test_loss", "ge",
                                                   "probe_max_sja", "probe_max_sj", "val_loss", "val_psnr")
                              if k in last}})
-            print(f"{label}: " + ", ".join(f"{k} {v:.4f}" for k, v in table[-1].items() if isinstance(v, float)))
+            _say(f"{label}: " + ", ".join(f"{k} {v:.4f}" for k, v in table[-1].items() if isinstance(v, float)))
         write_csv(table, sweep_dir / "sweep.csv")
         plot_sweep(table, sweep_dir / "sweep.png")
-        print(f"sweep table: {sweep_dir / 'sweep.csv'}, figure: {sweep_dir / 'sweep.png'}")
+        _say(f"sweep table: {sweep_dir / 'sweep.csv'}, figure: {sweep_dir / 'sweep.png'}")
         return 0
     except USER_ERRORS as err:
         return report_user_error(err, args.debug)
 
 
 def evaluate_main(argv=None) -> int:
-    from .report import evaluate_run
+    from .report import evaluate_run, report_table
 
     parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a trained run (see README).")
     parser.add_argument("run_dir", type=Path)
@@ -113,6 +127,6 @@ def evaluate_main(argv=None) -> int:
         report = evaluate_run(args.run_dir, overrides=args.data_overrides, bound=args.bound, delta=args.delta)
     except USER_ERRORS as err:
         return report_user_error(err, args.debug)
-    print(yaml.safe_dump(report["summary"], sort_keys=False).strip())
+    print(report_table(report))
     print(f"\nreport: {args.run_dir / 'report.json'}, figures: {args.run_dir / 'report.png'}")
     return 0

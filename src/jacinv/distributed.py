@@ -45,6 +45,17 @@ def setup(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def from_rank0(compute):
+    """``compute()`` evaluated on rank 0 only and sent to every rank (e.g. a fresh run directory, so
+    no rank can pick another); plain ``compute()`` outside torchrun."""
+    rank, size = world()
+    if size == 1:
+        return compute()
+    box = [compute() if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -32,19 +32,20 @@ def plot_training(history: list[dict], model, exp, run_dir: Path, device, n_samp
     """curves.png (losses, GE, PSNR, Jacobian norms per epoch) and reconstructions.png."""
     rows = [r for r in history if "test_loss" in r]
     if rows:
-        ep = [r["epoch"] for r in rows]
+        ep = [r["epoch"] + 1 for r in rows]
+        marker = "o" if len(rows) < 12 else None  # a single evaluated epoch still shows
         fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
-        axes[0].plot(ep, [r["train_loss"] for r in rows], label="train")
-        axes[0].plot(ep, [r["test_loss"] for r in rows], label="test")
+        axes[0].plot(ep, [r["train_loss"] for r in rows], marker=marker, label="train")
+        axes[0].plot(ep, [r["test_loss"] for r in rows], marker=marker, label="test")
         axes[0].set_title("l2 loss ||f(y) - x||")
         axes[0].legend()
-        axes[1].plot(ep, [r["ge"] for r in rows], color="C3")
+        axes[1].plot(ep, [r["ge"] for r in rows], marker=marker, color="C3")
         axes[1].set_title("generalisation gap |test - train|")
-        axes[2].plot(ep, [r["test_psnr"] for r in rows], color="C2")
+        axes[2].plot(ep, [r["test_psnr"] for r in rows], marker=marker, color="C2")
         axes[2].set_title("test PSNR (dB)")
         for key, label in (("sja", "||J A||"), ("sj", "||J||")):
-            axes[3].plot(ep, [r[f"probe_max_{key}"] for r in rows], label=f"max {label}")
-            axes[3].plot(ep, [r[f"probe_mean_{key}"] for r in rows], "--", label=f"mean {label}")
+            axes[3].plot(ep, [r[f"probe_max_{key}"] for r in rows], marker=marker, label=f"max {label}")
+            axes[3].plot(ep, [r[f"probe_mean_{key}"] for r in rows], "--", marker=marker, label=f"mean {label}")
         axes[3].set_title("Jacobian norms on the probe set")
         axes[3].legend(fontsize=7)
         for ax in axes:

@@ -20,6 +20,7 @@ from . import distributed
 from ._checks import finite_number, positive_int
 from .checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint, previous, write_csv, write_json
 from .config import ConfigError, dump_config
+from .console import epoch_line, startup_block
 from .errors import UserError
 from .evaluation import evaluate_split, probe_jacobian_norms
 from .experiment import build_experiment, build_run_regularizer
@@ -104,6 +105,9 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, run_dir / "config.yaml")
     net = DistributedDataParallel(model) if world_size > 1 else model
+    if rank == 0:
+        print(f"{'resuming' if resume else 'training'} {config['name']} from epoch {start + 1}\n"
+              f"{startup_block(config, exp, reg, device, run_dir)}", flush=True)
 
     probe_y = exp.test_set.measure(torch.arange(min(tc["probe_size"], len(exp.test_set)))).to(device)
     end = tc["epochs"] if stop_after is None else min(tc["epochs"], start + stop_after)
@@ -146,6 +150,8 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
                 row.update({"val_loss": val_m["l2"], "val_psnr": val_m["psnr"], "val_ssim": val_m["ssim"]})
             row.update(probe_jacobian_norms(model, probe_y, operator, tc["probe_iters"], config["seed"]))
             epochs.set_postfix(test_psnr=f"{row['test_psnr']:.2f}", ge=f"{row['ge']:.4f}")
+            if not progress:
+                print(epoch_line(row, tc["epochs"]), flush=True)
         history.append(row)
         if (epoch + 1) % tc["checkpoint_every"] != 0 and epoch + 1 != end:
             continue

@@ -310,3 +310,20 @@ def test_register_model_bad_arguments(args, error, match):
 def test_unknown_model_name_lists_the_registered_ones():
     with pytest.raises(ValueError, match=r"model name must be one of \[.*'modl'.*'unrolled', 'varnet'.*got 'resnet'"):
         build_model("resnet", Identity((1, 8, 8)))
+
+
+def test_checkpoints_do_not_carry_the_operator():
+    """A net trained with a 4x mask, loaded into the same net built for an 8x mask, keeps the 8x mask:
+    operators are rebuilt from the configuration, never restored from a model's state."""
+    op4 = KSpaceSubsample((1, 16, 16), acceleration=4, center_fraction=0.125, seed=0)
+    op8 = KSpaceSubsample((1, 16, 16), acceleration=8, center_fraction=0.0625, seed=0)
+    for name in ("varnet", "unrolled", "unet"):
+        kwargs = {"unet": {"chans": 4, "num_pool_layers": 2}}.get(name, SMALL.get(name, {}))
+        state = build_model(name, op4, **kwargs).state_dict()
+        assert not any("mask" in key for key in state), name
+        model = build_model(name, op8, **kwargs)
+        model.load_state_dict(state)
+        assert torch.equal(model.operator.mask if name != "unet" else model.pre.operator.mask, op8.mask)
+    old_style = {**state, "pre.operator.mask": op4.mask}  # checkpoints of earlier versions carried it
+    model.load_state_dict(old_style)
+    assert torch.equal(model.pre.operator.mask, op8.mask)

@@ -102,7 +102,7 @@ class InverseProblemDataset(Dataset):
         h = hashlib.sha256()
         h.update(repr((self.operator, self.noise, self.seed, tuple(self.signals.shape))).encode())
         h.update(self.signals.numpy().tobytes())
-        for name, buf in sorted(self.operator.state_dict().items()):
+        for name, buf in sorted(self.operator.named_buffers()):
             h.update(name.encode())
             h.update(buf.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()

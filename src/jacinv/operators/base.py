@@ -184,6 +184,17 @@ class LinearOperator(nn.Module):
             dtype=np.float64,
         )
 
+    # ------------------------------------------------------------ state
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """Nothing: an operator is rebuilt from its configuration (its matrix, mask or PSF from the
+        seed), so the models and regularisers that hold one never save it, and a checkpoint can be
+        evaluated with another operator (e.g. another acceleration) without overriding it."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Nothing to load; entries under this prefix (checkpoints written before operators stopped
+        saving their buffers) are ignored."""
+
     def _device(self) -> torch.device:
         for t in self.buffers():
             return t.device

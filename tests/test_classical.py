@@ -72,3 +72,11 @@ def test_baselines_add_tv_for_images_only():
 def test_tv_rejects_signals_that_are_not_images():
     with pytest.raises(ValueError, match=r"operator.in_shape must be \(C, H, W\), got \(16,\)"):
         tv_reconstruction(GaussianCS((16,), 10, seed=0), torch.zeros(1, 10), mu=0.1)
+
+
+def test_a_weight_at_the_edge_of_its_grid_is_flagged():
+    from jacinv.classical import TV_WEIGHTS, weighted_name
+
+    assert weighted_name("tv", min(TV_WEIGHTS), TV_WEIGHTS) == f"tv(mu={min(TV_WEIGHTS):g}, grid edge)"
+    assert weighted_name("tv", max(TV_WEIGHTS), TV_WEIGHTS).endswith(", grid edge)")
+    assert weighted_name("tv", 0.01, TV_WEIGHTS) == "tv(mu=0.01)"

@@ -129,16 +129,42 @@ def test_sweep_writes_one_table(tmp_path):
 
 
 def test_distributed_training_with_two_gloo_processes(tmp_path):
-    overrides = [*TINY["cs"], *COMMON]
+    """Two ranks: one run directory (chosen by rank 0, no --run-dir), one copy of the output."""
+    overrides = [*TINY["cs"], *COMMON, f"out_dir={tmp_path}"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "cs.yaml"), *overrides,
-           "--run-dir", str(tmp_path / "ddp"), "--no-progress"]
+           str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "cs.yaml"), *overrides, "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    history = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert [p.name for p in tmp_path.iterdir()] == ["cs"]
+    history = json.loads((tmp_path / "cs" / "metrics.json").read_text())
     assert len(history) == 2 and "test_psnr" in history[-1]
-    assert (tmp_path / "ddp" / "regularizer_rank0.pt").exists() and (tmp_path / "ddp" / "regularizer_rank1.pt").exists()
+    assert (tmp_path / "cs" / "regularizer_rank0.pt").exists() and (tmp_path / "cs" / "regularizer_rank1.pt").exists()
+    assert proc.stdout.count("run directory") == 2  # the start-up block and the closing line, once each
+    assert proc.stdout.count("epoch 2/2") == 1
+
+
+def test_console_shows_the_data_used_and_one_line_per_evaluated_epoch(tmp_path, capsys):
+    config = tiny_config("cs", "data.root=null", "data.fallback=embedded", "train.epochs=3", "train.eval_every=2")
+    train(config, tmp_path / "run", progress=False)
+    out = capsys.readouterr().out
+    assert re.search(r"data +(MNIST-format IDX files in \S+|embedded natural-image patches \(no MNIST files found\)): "
+                     r"40 train / 0 val / 20 test signals of shape \(1, 28, 28\)", out), out
+    assert re.search(r"operator +GaussianCS \(1, 28, 28\) -> \(160,\), \|\|A\|\| = [\d.]+ \(exact\)", out)
+    assert re.search(r"model +fc, [\d,]+ parameters", out) and "run directory" in out
+    assert re.search(r"regulariser +sja\+sj, lambda_ja auto, lambda_j auto \(seed Algorithm 4, kappa 20\)", out)
+    assert [line.split("  ")[0] for line in out.splitlines() if line.startswith("epoch ")] == ["epoch 2/3", "epoch 3/3"]
+
+
+def test_evaluate_prints_a_method_by_metric_table(tmp_path, capsys):
+    train(tiny_config("cs"), tmp_path / "run", progress=False)
+    capsys.readouterr()
+    assert evaluate_main([str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.match(r"method +PSNR \(dB\) +SSIM +NMSE$", lines[0]), lines[0]
+    names = [line.split()[0] for line in lines[1:6]]
+    assert names[:3] == ["network", "adjoint", "pseudo_inverse"] and names[3].startswith("tikhonov(mu=")
+    assert any(line.startswith("generalisation gap") for line in lines)
 
 
 def test_a_plugin_operator_trains_from_the_config(tmp_path):

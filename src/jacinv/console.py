@@ -23,7 +23,8 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir)
     reg_text = reg["name"] + "".join(f", {w} {reg[w]}" for w in weights)
     if any(reg[w] == "auto" for w in weights):
         reg_text += f" (seed Algorithm 4, kappa {reg['kappa']:g})"
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    n = torch.get_num_threads()
+    threads = f", {n} thread{'' if n == 1 else 's'}" if device.type == "cpu" else ""
     rows = [("data", f"{exp.data_note}: {counts}"),
             ("operator", f"{type(op).__name__} {tuple(op.in_shape)} -> {tuple(op.out_shape)}, {norm}"),
             ("noise", f"{noise_text} ({noise['noise_mode']} draws)"),

@@ -46,7 +46,8 @@ def test_fixed_preprocessing_is_not_trained():
     ("fc", KSpaceSubsample((1, 8, 8)), None),
     ("unet", KSpaceSubsample((1, 24, 24)), r"image \(24, 24\) is too small for num_pool_layers=4"),
     ("unet", BlurDecimate((1, 8, 8), 2), r"model 'unet' needs a k-space operator"),
-    ("resnet", Identity((1, 8, 8)), r"model name must be one of \['fc', 'dncnn', 'edsr', 'wdsr', 'unet'\]"),
+    ("resnet", Identity((1, 8, 8)),
+     r"model name must be one of \['dncnn', 'edsr', 'fc', .*'modl', .*'unet', 'unrolled', 'varnet', 'wdsr'\], got 'resnet'"),
 ])
 def test_model_operator_mismatch(name, op, match):
     if match is None:  # fc takes any operator

@@ -274,6 +274,7 @@ CLI_CASES = [
     ("model argument that does not exist", ["model.kwargs={depth: 3}"], r"config key 'model' \('fc'\).*unexpected keyword argument 'depth'"),
     ("unknown regulariser", ["regularizer.name=sjx"], r"config key 'regularizer': unknown regularizer name 'sjx'"),
     ("negative penalty weight", ["regularizer.lambda_ja=-1"], r"config key 'regularizer': lambda for 'sja' must be a finite number"),
+    ("lazy penalty every 0 steps", ["regularizer.every=0"], r"config key 'regularizer': every must be an int >= 1, got 0"),
     ("unknown regulariser option", ["regularizer.options={iter: 3}"], r"unknown option\(s\) \['iter'\] for regularizer 'sja\+sj'"),
     ("missing plug-in", ["plugins=[nowhere.py]"], r"config key 'plugins': cannot import 'nowhere.py'"),
     # files

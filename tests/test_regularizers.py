@@ -236,3 +236,48 @@ def test_auto_weight_without_loss_is_refused(cs_problem):
     f, op, y = cs_problem
     with pytest.raises(ValueError, match="'auto', which needs loss="):
         build_regularizer("sja", operator=op)(f, y)
+
+
+class _Counting(nn.Module):
+    """Wraps a net and counts its forward calls."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, y):
+        self.calls += 1
+        return self.net(y)
+
+
+def test_lazy_regularisation_evaluates_every_kth_step_with_weight_times_k(cs_problem):
+    f, op, y = cs_problem
+    eager = build_regularizer("sja+sj", operator=op, lambda_ja=0.3, lambda_j=0.2)
+    lazy = build_regularizer("sja+sj", operator=op, lambda_ja=0.3, lambda_j=0.2, every=3)
+    counted = _Counting(f)
+    values = [lazy(counted, y) for _ in range(6)]
+    expected = 3 * eager(f, y)
+    torch.testing.assert_close(values[0], expected, rtol=1e-12, atol=0)
+    assert [float(v) for v in values[1:3]] == [0.0, 0.0] and float(values[3]) > 0 and float(values[4]) == 0.0
+    calls_on_first_step = counted.calls // 2
+    assert counted.calls == 2 * calls_on_first_step  # off steps never ran the network
+    assert lazy.last_stats["lambda_sja"] == pytest.approx(0.9)
+    lazy.eval()  # evaluation always computes the penalty, unscaled, and leaves the cycle alone
+    assert float(lazy(f, y)) > 0 and lazy.last_stats["lambda_sja"] == pytest.approx(0.3)
+    assert float(lazy(f, y)) > 0 and int(lazy.calls) == 6
+
+
+def test_lazy_regularisation_cycle_survives_a_checkpoint(cs_problem):
+    f, op, y = cs_problem
+    reg = build_regularizer("sj", lambda_j=1.0, every=2)
+    reg(f, y)
+    clone = build_regularizer("sj", lambda_j=1.0, every=2)
+    clone.load_state_dict(reg.state_dict())
+    assert float(clone(f, y)) == 0.0 and float(clone(f, y)) > 0.0
+    old_state = {k: v for k, v in reg.state_dict().items() if k != "calls"}  # saved before `every` existed
+    build_regularizer("sj", lambda_j=1.0).load_state_dict(old_state)
+
+
+def test_every_must_be_a_positive_int():
+    with pytest.raises(ValueError, match="every must be an int >= 1, got 0"):
+        build_regularizer("sj", every=0)

@@ -62,6 +62,14 @@ def test_every_config_trains_resumes_and_evaluates(name, tmp_path):
     assert (tmp_path / "full" / "report.png").exists()
 
 
+def test_lazy_penalty_resumes_to_the_same_numbers(tmp_path):
+    config = tiny_config("cs", "regularizer.every=3", "train.epochs=3")
+    full = train(config, tmp_path / "full", progress=False)
+    train(config, tmp_path / "part", progress=False, stop_after=2)
+    resumed = train(load_config(tmp_path / "part" / "config.yaml"), tmp_path / "part", resume=True, progress=False)
+    assert resumed[-1]["test_loss"] == full[-1]["test_loss"]
+
+
 def test_epochs_without_evaluation_are_recorded(tmp_path):
     history = train(tiny_config("cs", "train.epochs=3", "train.eval_every=2"), tmp_path / "run", progress=False)
     assert ["test_psnr" in r for r in history] == [False, True, True]  # every 2nd epoch and the last

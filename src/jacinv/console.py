@@ -23,6 +23,8 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir)
     reg_text = reg["name"] + "".join(f", {w} {reg[w]}" for w in weights)
     if any(reg[w] == "auto" for w in weights):
         reg_text += f" (seed Algorithm 4, kappa {reg['kappa']:g})"
+    if reg["every"] > 1 and reg["name"] != "none":
+        reg_text += f", evaluated every {reg['every']} steps with weights x {reg['every']}"
     n = torch.get_num_threads()
     threads = f", {n} thread{'' if n == 1 else 's'}" if device.type == "cpu" else ""
     rows = [("data", f"{exp.data_note}: {counts}"),

@@ -35,8 +35,11 @@ _FROBENIUS_OPTIONS = ("n_projections", "projection", "seed")
 
 
 def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_ja=AUTO, lambda_j=AUTO,
-                      weight=AUTO, kappa: float = 20.0, **options) -> Regularizer:
+                      weight=AUTO, kappa: float = 20.0, every: int = 1, **options) -> Regularizer:
     """Build the regulariser ``name`` (see the module docstring).
+
+    ``every`` = k > 1 evaluates the penalty on every k-th training step only, with its weights
+    multiplied by k (lazy regularisation; see ``Regularizer``).
 
     ``operator`` (A) is required by the model-aware names (sja, fja, ...).  ``options``
     tune the estimators: spectral (iters, cold_iters, candidates, refresh, store_dtype,
@@ -50,7 +53,7 @@ def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for regularizer {name!r}; expected a subset of {list(allowed)}")
     if name == "none":
-        return Regularizer(name, [], {}, kappa)
+        return Regularizer(name, [], {}, kappa, every)
     if name in _JACOBIAN_TARGETS:
         term_names = _JACOBIAN_TARGETS[name]
         if any(t.endswith("ja") for t in term_names) and not isinstance(operator, LinearOperator):
@@ -59,12 +62,12 @@ def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_
         targets = {t: (operator if t.endswith("ja") else None) for t in term_names}
         weights = {t: (lambda_ja if t.endswith("ja") else lambda_j) for t in term_names}
         penalty = (SpectralJacobianPenalty if name[0] == "s" else FrobeniusJacobianPenalty)(targets, **options)
-        return Regularizer(name, [penalty], weights, kappa)
+        return Regularizer(name, [penalty], weights, kappa, every)
     if name == "spectreg":
         penalty = FrobeniusJacobianPenalty({"spectreg": None}, n_projections=1, reduction="mean", **options)
-        return Regularizer(name, [penalty], {"spectreg": weight}, kappa)
+        return Regularizer(name, [penalty], {"spectreg": weight}, kappa, every)
     term = {"wd": WeightDecay, "sw": WeightSpectralNorm, "datagrad": DataGrad}[name](**options)
-    return Regularizer(name, [term], {name: weight}, kappa)
+    return Regularizer(name, [term], {name: weight}, kappa, every)
 
 
 __all__ = [

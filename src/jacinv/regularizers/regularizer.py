@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import finite_number
+from .._checks import finite_number, positive_int
 from .products import refuse_batch_coupling
 
 AUTO = "auto"
@@ -30,13 +30,19 @@ class Regularizer(nn.Module):
         terms: modules returning ({term: differentiable scalar}, {stat: tensor}).
         weights: {term: float or "auto"}; "auto" needs ``loss`` (the minibatch fidelity).
         kappa: the divisor of Algorithm 4.
+        every: lazy regularisation: in train mode the penalty is evaluated on every ``every``-th call
+            only, with its weights multiplied by ``every`` (the same penalty on average); the other
+            calls return a zero penalty without touching the network.  Eval mode always evaluates.
 
-    After a call, ``last_stats`` holds per-sample estimates (B,) per term, the
-    penalty values and the weights used ("lambda_<term>").
+    After an evaluated call, ``last_stats`` holds per-sample estimates (B,) per term, the
+    penalty values and the weights used ("lambda_<term>", including the factor ``every``).
     """
 
-    def __init__(self, name: str, terms: list[nn.Module], weights: dict[str, float | str], kappa: float = 20.0):
+    def __init__(self, name: str, terms: list[nn.Module], weights: dict[str, float | str], kappa: float = 20.0,
+                 every: int = 1):
         super().__init__()
+        self.every = positive_int(every, "every")
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))  # train-mode calls so far
         self.name = name
         self.terms = nn.ModuleList(terms)
         for term, w in weights.items():
@@ -49,6 +55,13 @@ class Regularizer(nn.Module):
     def forward(self, f, y: torch.Tensor, x: torch.Tensor | None = None, index: torch.Tensor | None = None,
                 loss: torch.Tensor | float | None = None) -> torch.Tensor:
         refuse_batch_coupling(f)
+        scale = 1
+        if self.training and self.terms:
+            due = int(self.calls) % self.every == 0
+            self.calls += 1
+            if not due:
+                return y.new_zeros(())
+            scale = self.every
         total = y.new_zeros(())
         stats: dict = {}
         for term in self.terms:
@@ -61,7 +74,11 @@ class Regularizer(nn.Module):
                         raise ValueError(f"lambda for {name!r} is 'auto', which needs loss= (the minibatch fidelity loss)")
                     weight = auto_weight(float(torch.as_tensor(loss).detach()), float(value.detach()), self.kappa)
                 stats[f"penalty_{name}"] = float(value.detach())
-                stats[f"lambda_{name}"] = float(weight)
-                total = total + weight * value
+                stats[f"lambda_{name}"] = float(weight) * scale
+                total = total + weight * scale * value
         self.last_stats = stats
         return total
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "calls", self.calls.clone())  # states saved before `every` existed
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

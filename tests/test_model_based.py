@@ -330,20 +330,18 @@ def test_checkpoints_do_not_carry_the_operator():
 
 
 @pytest.mark.slow
-def test_a_short_unrolled_run_beats_total_variation(tmp_path):
-    """The headline claim at small scale: 40 epochs of `unrolled` on embedded patches (q = 160, eps = 0.3)
-    beat evaluate.py's TV row by more than 1 dB on the same test set."""
+def test_a_short_varnet_run_beats_total_variation(tmp_path):
+    """The headline claim at small scale: 30 epochs of `mri_4x_varnet` (about 2 minutes) beat
+    evaluate.py's TV row by more than 1 dB on the same test slices."""
     import json
+    from pathlib import Path
 
     from jacinv.cli import evaluate_main, train_main
 
-    from pathlib import Path
-
     run = tmp_path / "run"
-    config = Path(__file__).resolve().parents[1] / "configs" / "cs_unrolled.yaml"
-    assert train_main(["--config", str(config), "data.root=null", "data.fallback=embedded",
-                       "data.source=embedded", "data.n_train=300", "data.n_val=0", "data.n_test=100",
-                       "regularizer.name=none", "train.epochs=40", "--run-dir", str(run), "--no-progress"]) == 0
+    config = Path(__file__).resolve().parents[1] / "configs" / "mri_4x_varnet.yaml"
+    assert train_main(["--config", str(config), "train.epochs=30", "train.eval_every=30", "--run-dir", str(run),
+                       "--no-progress"]) == 0
     assert evaluate_main([str(run)]) == 0
     summary = json.loads((run / "report.json").read_text())["summary"]
     tv = next(v for k, v in summary.items() if k.startswith("tv("))

@@ -160,7 +160,7 @@ def test_console_shows_the_data_used_and_one_line_per_evaluated_epoch(tmp_path, 
                      r"40 train / 0 val / 20 test signals of shape \(1, 28, 28\)", out), out
     assert re.search(r"operator +GaussianCS \(1, 28, 28\) -> \(160,\), \|\|A\|\| = [\d.]+ \(exact\)", out)
     assert re.search(r"model +fc, [\d,]+ parameters", out) and "run directory" in out
-    assert re.search(r"regulariser +sja\+sj, lambda_ja auto, lambda_j auto \(seed Algorithm 4, kappa 20\)", out)
+    assert re.search(r"regulariser +sja\+sj, lambda_sja auto, lambda_sj auto \(seed Algorithm 4, kappa 20\)", out)
     assert [line.split("  ")[0] for line in out.splitlines() if line.startswith("epoch ")] == ["epoch 2/3", "epoch 3/3"]
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -21,7 +20,8 @@ class DamagedCheckpoint(UserError, ValueError):
 
 def previous(path: Path) -> Path:
     """Where the checkpoint before ``path`` is kept: checkpoint_last.pt -> checkpoint_prev.pt."""
-    return path.with_name(path.name.replace("_last", "_prev") if "_last" in path.name else f"{path.stem}_prev{path.suffix}")
+    name = path.name.replace("_last", "_prev") if "_last" in path.name else f"{path.stem}_prev{path.suffix}"
+    return path.with_name(name)
 
 
 def atomic_torch_save(obj, path: Path) -> None:

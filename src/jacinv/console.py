@@ -16,15 +16,11 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir)
     noise_text = {"bounded": f"uniform {'on the l2 sphere' if noise['mode'] == 'sphere' else 'in the l2 ball'} "
                              f"of radius {noise['radius']:g}",
                   "gaussian": f"Gaussian, sigma {noise['sigma']:g}", "none": "none"}.get(noise["kind"], noise["kind"])
-    reg = config["regularizer"]
-    weights = {"sj": ("lambda_j",), "sja": ("lambda_ja",), "sja+sj": ("lambda_ja", "lambda_j"),
-               "fj": ("lambda_j",), "fja": ("lambda_ja",), "fja+fj": ("lambda_ja", "lambda_j")}.get(
-        reg["name"], () if reg["name"] == "none" else ("weight",))
-    reg_text = reg["name"] + "".join(f", {w} {reg[w]}" for w in weights)
-    if any(reg[w] == "auto" for w in weights):
-        reg_text += f" (seed Algorithm 4, kappa {reg['kappa']:g})"
-    if reg["every"] > 1 and reg["name"] != "none":
-        reg_text += f", evaluated every {reg['every']} steps with weights x {reg['every']}"
+    reg_text = regularizer.name + "".join(f", lambda_{term} {weight}" for term, weight in regularizer.weights.items())
+    if "auto" in regularizer.weights.values():
+        reg_text += f" (seed Algorithm 4, kappa {regularizer.kappa:g})"
+    if regularizer.every > 1 and regularizer.terms:
+        reg_text += f", evaluated every {regularizer.every} steps with weights x {regularizer.every}"
     n = torch.get_num_threads()
     threads = f", {n} thread{'' if n == 1 else 's'}" if device.type == "cpu" else ""
     rows = [("data", f"{exp.data_note}: {counts}"),
@@ -40,7 +36,8 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir)
 
 
 def epoch_line(row: dict, epochs: int) -> str:
-    """'epoch 10/200  train 2.31  test PSNR 21.20 dB  GE 0.041  max||JA|| 3.20  5.1 s' for an evaluated epoch."""
+    """'epoch 10/200  train loss 2.3100  test PSNR 21.20 dB  GE 0.0410  max||JA|| 3.200  5.1 s' (val PSNR too
+    when there is a validation split; only the loss and time for an epoch that was not evaluated)."""
     parts = [f"epoch {row['epoch'] + 1}/{epochs}", f"train loss {row['train_loss_running']:.4f}"]
     if "test_psnr" in row:
         parts += [f"test PSNR {row['test_psnr']:.2f} dB", f"GE {row['ge']:.4f}", f"max||JA|| {row['probe_max_sja']:.3f}"]

@@ -365,6 +365,15 @@ def test_damaged_checkpoint_falls_back_one_epoch_and_says_so(trained_run, capsys
     assert [row["epoch"] for row in history] == [0, 1, 2]  # epoch 1 trained again from epoch 0's checkpoint
 
 
+def test_a_save_interrupted_between_its_renames_resumes_from_the_previous_checkpoint(trained_run):
+    (trained_run / "checkpoint_last.pt").unlink()  # killed after moving it to checkpoint_prev.pt
+    with pytest.warns(UserWarning, match=r"no checkpoint at .*checkpoint_last.pt; falling back to the previous "
+                                         r"checkpoint .*checkpoint_prev.pt"):
+        assert train_main(["--resume", str(trained_run), "train.epochs=3", "--no-progress"]) == 0
+    history = __import__("json").loads((trained_run / "metrics.json").read_text())
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+
+
 @pytest.mark.parametrize("command", ["resume", "evaluate"])
 def test_damaged_checkpoints_without_a_fallback_are_named(trained_run, command, capsys):
     damage(trained_run / "checkpoint_last.pt")

@@ -43,15 +43,18 @@ def _read(path: Path) -> dict:
 
 
 def load_checkpoint(path: Path, fallback: bool = False) -> tuple[dict, Path]:
-    """(state, the file it came from).  With ``fallback`` a damaged ``path`` falls back to
-    ``previous(path)`` (one save earlier) with a warning; without, or when both are damaged,
-    a DamagedCheckpoint names the file."""
+    """(state, the file it came from).  With ``fallback`` a damaged or missing ``path`` falls back to
+    ``previous(path)`` (one save earlier; a save interrupted between its two renames leaves only that)
+    with a warning; without, or when both are unusable, the error names the file."""
+    prev = previous(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; expected a run directory written by train.py")
+        if not (fallback and prev.is_file()):
+            raise FileNotFoundError(f"no checkpoint at {path}; expected a run directory written by train.py")
+        warnings.warn(f"no checkpoint at {path}; falling back to the previous checkpoint {prev}", stacklevel=2)
+        return _read(prev), prev
     try:
         return _read(path), path
     except DamagedCheckpoint as err:
-        prev = previous(path)
         if not (fallback and prev.is_file()):
             raise
         warnings.warn(f"{err}; falling back to the previous checkpoint {prev}", stacklevel=2)

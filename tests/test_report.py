@@ -56,8 +56,9 @@ def test_fastmri_split_is_by_volume_and_each_volume_is_scaled_to_one(tmp_path):
     assert "8 train / 2 test volumes" in exp.data_note
     assert exp.test_volumes is not None and set(exp.test_volumes.tolist()) <= {0, 1}
     for v in (0, 1):  # all 4 test slices: the test volumes are the brightest, yet each peaks at 1
-        assert float(exp.test_set.signals[exp.test_volumes == v].max()) == pytest.approx(1.0)
-    assert float(exp.train_set.signals.max()) <= 1.0
+        test_x = exp.test_set.targets(torch.arange(len(exp.test_set)))
+        assert float(test_x[exp.test_volumes == v].max()) == pytest.approx(1.0)
+    assert float(exp.train_set.targets(torch.arange(len(exp.train_set))).max()) <= 1.0
 
 
 def test_fastmri_needs_two_volumes(tmp_path):

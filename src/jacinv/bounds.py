@@ -230,6 +230,7 @@ def estimate_lipschitz(model, operator, measurements: torch.Tensor, iters: int =
 
 def bound_report(model, exp, delta: float, measured_gap: float, run_dir=None, max_samples: int = 512) -> dict:
     """Every ingredient of Theorem 3 for a trained run, the bound, and (with ``run_dir``) bound.png."""
+    from .evaluation import batches
     from .noise import BoundedNoise, GaussianNoise
     from .regularizers import l2_distance
 
@@ -247,10 +248,10 @@ def bound_report(model, exp, delta: float, measured_gap: float, run_dir=None, ma
     else:
         eps, eps_note = 0.0, "noise-free"
     with torch.no_grad():
-        losses = torch.cat([l2_distance(model(ds.measure(torch.arange(k, min(len(ds), k + 256)))),
-                                        ds.signals[k: k + 256]) for ds in (train, test) for k in range(0, len(ds), 256)])
+        losses = torch.cat([l2_distance(model(y), x) for ds in (train, test)
+                            for y, x in (ds.pairs(index) for index in batches(ds, 256))])
     max_loss = float(losses.max())
-    c_m, k = fit_manifold(train.signals[:2000].numpy())
+    c_m, k = fit_manifold(train.targets(torch.arange(min(2000, len(train)))).numpy())
     bound = generalization_bound(lips["lip_fa"], lips["lip_f"], eps, max_loss, len(train), delta, c_m, k)
     report = {**bound.as_dict(), "measured_gap": measured_gap, "noise_note": eps_note,
               "lipschitz_kind": lips["kind"], "upper_fa": lips["upper_fa"], "upper_f": lips["upper_f"],

@@ -16,8 +16,13 @@ DEFAULTS: dict = {
         "source": "embedded",     # embedded | mnist | folder | fastmri
         "name": "patches",        # embedded: patches | digits | brain
         "root": None,             # mnist / folder / fastmri directory
+        "train_root": None,       # fastmri: separate train / validation / test folders (instead of root)
+        "val_root": None,
+        "test_root": None,
+        "kspace": "simulated",    # fastmri: simulated (y = A x + n from the targets) | measured (the files' k-space)
+        "target": "auto",         # fastmri: auto | reconstruction_esc | reconstruction_rss | kspace
         "fallback": "embedded",   # when root is missing: embedded, or "error"
-        "n_train": 500,
+        "n_train": 500,           # fastmri: null = every slice
         "n_val": 0,               # validation signals, drawn from the training pool, disjoint from n_train
         "n_test": 200,
         "patch_size": 28,
@@ -156,6 +161,19 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     return f"{getattr(err, 'problem', None) or err}{where}"
+
+
+PATH_KEYS = ("root", "train_root", "val_root", "test_root")
+
+
+def with_absolute_paths(config: dict) -> dict:
+    """A copy whose data folders and .py plug-ins are absolute paths, so a saved run resumes from anywhere."""
+    out = copy.deepcopy(config)
+    for key in PATH_KEYS:
+        if out["data"][key] is not None:
+            out["data"][key] = str(Path(out["data"][key]).expanduser().resolve())
+    out["plugins"] = [str(Path(p).resolve()) if str(p).endswith(".py") else p for p in out["plugins"]]
+    return out
 
 
 def dump_config(config: dict, path) -> None:

@@ -9,17 +9,23 @@ from .operators import LinearOperator
 from .regularizers import jacobian_spectral_norm, l2_distance, with_and_without_operator
 
 
-@torch.no_grad()
-def predict(model, dataset, device, batch_size: int = 64):
-    """(y, x, x_hat) over the whole data set, on the CPU."""
-    ys, xs, preds = [], [], []
+def batches(dataset, batch_size: int = 64):
+    """Index tensors (B,) covering the data set in order."""
     for start in range(0, len(dataset), batch_size):
-        index = torch.arange(start, min(len(dataset), start + batch_size))
-        y = dataset.measure(index)
-        ys.append(y)
-        xs.append(dataset.signals[index])
+        yield torch.arange(start, min(len(dataset), start + batch_size))
+
+
+@torch.no_grad()
+def predict(model, dataset, device, batch_size: int = 64, keep_y: bool = True):
+    """(y, x, x_hat) over the whole data set, on the CPU (y is None unless ``keep_y``)."""
+    ys, xs, preds = [], [], []
+    for index in batches(dataset, batch_size):
+        y, x = dataset.pairs(index)
+        if keep_y:
+            ys.append(y)
+        xs.append(x)
         preds.append(model(y.to(device)).cpu())
-    return torch.cat(ys), torch.cat(xs), torch.cat(preds)
+    return (torch.cat(ys) if keep_y else None), torch.cat(xs), torch.cat(preds)
 
 
 def image_metrics(x: torch.Tensor, pred: torch.Tensor, data_range=1.0) -> dict[str, np.ndarray]:
@@ -32,17 +38,27 @@ def evaluate_split(model, dataset, device) -> dict[str, float]:
     """Means over the data set of the per-sample metrics (signals in [0, 1]: data range 1)."""
     was_training = model.training
     model.eval()
-    _, x, pred = predict(model, dataset, device)
+    per_sample: dict[str, list] = {}
+    with torch.no_grad():
+        for index in batches(dataset):  # a batch at a time: memory does not grow with the data set
+            y, x = dataset.pairs(index)
+            for k, v in image_metrics(x, model(y.to(device)).cpu()).items():
+                per_sample.setdefault(k, []).append(v)
     model.train(was_training)
-    return {k: float(v.mean()) for k, v in image_metrics(x, pred).items()}
+    return {k: float(np.concatenate(v).mean()) for k, v in per_sample.items()}
 
 
 def probe_jacobian_norms(model, y: torch.Tensor, operator: LinearOperator, iters: int, seed: int) -> dict:
-    """Mean and max over the probe measurements of ||J A||_2 and ||J||_2 (power method lower bounds)."""
+    """Mean and max over the probe measurements of ||J A||_2 and ||J||_2 (power method lower bounds);
+    ||J A|| is NaN ("n/a") for operators whose mask differs per measurement (measured k-space)."""
     was_training = model.training
     model.eval()
-    norm = lambda op: jacobian_spectral_norm(model, y, op, iters=iters,  # noqa: E731
-                                             generator=torch.Generator().manual_seed(seed)).detach()
+
+    def norm(op):
+        if getattr(op, "per_measurement_mask", False):
+            return torch.full((y.shape[0],), float("nan"))
+        return jacobian_spectral_norm(model, y, op, iters=iters, generator=torch.Generator().manual_seed(seed)).detach()
+
     out = {}
     for key, norms in with_and_without_operator(norm, operator).items():
         name = {"fa": "sja", "f": "sj"}[key]

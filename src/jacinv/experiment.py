@@ -8,14 +8,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import distributed
-from ._checks import finite_number, positive_int
+from ._checks import choice, finite_number, positive_int
 from .config import ConfigError
-from .datasets import (FASHION_MNIST_DIR, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
-                       folder_patches, load_mnist_images)
-from .metrics import volume_maxima
+from .datasets import (FASHION_MNIST_DIR, KSPACE_MODES, FastMRIPairs, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
+                       folder_patches, kspace_operator, load_mnist_images)
+from .datasets.fastmri import TARGETS
 from .models import build_model
 from .noise import BoundedNoise, GaussianNoise
 from .operators import LinearOperator, build_operator
@@ -33,12 +34,14 @@ class Experiment:
     test_volumes: torch.Tensor | None = None   # (N_test,) volume index of each test signal (fastMRI), else None
 
 
-def _subsets(n: int, sizes: dict[str, int], seed: int) -> list[torch.Tensor]:
-    """Indices of disjoint random subsets of range(n) of the given sizes (keys name the config entries)."""
-    total = sum(sizes.values())
+def _subsets(n: int, sizes: dict[str, int | None], seed: int) -> list[torch.Tensor]:
+    """Indices of disjoint random subsets of range(n) of the given sizes (keys name the config entries);
+    one size may be None: all the signals the others leave."""
+    total = sum(v for v in sizes.values() if v is not None)
     if total > n:
-        asked = " + ".join(f"data.{k} ({v})" for k, v in sizes.items())
+        asked = " + ".join(f"data.{k} ({v})" for k, v in sizes.items() if v is not None)
         raise ConfigError(f"config key {asked} asks for {total} signals, but only {n} are available")
+    sizes = {k: (n - total if v is None else v) for k, v in sizes.items()}
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     bounds = torch.tensor([0, *sizes.values()]).cumsum(0).tolist()
     return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -68,27 +71,7 @@ def load_signals(data: dict) -> tuple[torch.Tensor, torch.Tensor, str, torch.Ten
         kw = dict(patch_size=data["patch_size"], channels=data["channels"])
         return (folder_patches(data["root"], split="train", **kw), folder_patches(data["root"], split="test", **kw),
                 f"image folder {data['root']}", None)
-    if source == "fastmri":
-        return _fastmri_signals(data["root"], data["patch_size"])
     raise ConfigError(f"config key 'data.source' must be embedded, mnist, folder or fastmri, got {source!r}")
-
-
-def _fastmri_signals(root, size: int) -> tuple[torch.Tensor, torch.Tensor, str, torch.Tensor]:
-    """fastMRI targets (size x size centre crops), each volume divided by its maximum (fastMRI's data
-    range); the last fifth of the volumes (at least one) is the test split, so no volume is on both sides."""
-    ds = FastMRISliceDataset(root, target="kspace", crop=(size, size))
-    n_volumes = len(ds.volumes)
-    if n_volumes < 2:
-        raise ConfigError(f"config key 'data.root' ({root}) holds {n_volumes} fastMRI volume; a train/test split "
-                          "by volume needs at least 2")
-    volume_of = torch.from_numpy(ds.items[:, 0])
-    targets = torch.stack([ds[i]["target"] for i in range(len(ds))])
-    images = targets / volume_maxima(targets, volume_of).clamp_min(1e-12).view(-1, 1, 1, 1)
-    first_test = n_volumes - max(1, n_volumes // 5)
-    test = volume_of >= first_test
-    note = (f"fastMRI targets in {root}: {first_test} train / {n_volumes - first_test} test volumes "
-            "(k-space simulated from them)")
-    return images[~test], images[test], note, volume_of[test] - first_test
 
 
 def build_noise(cfg: dict):
@@ -113,7 +96,12 @@ def check_keys(config: dict) -> None:
               ("data.downsample", data["downsample"], 1)]
     try:
         for key, value, minimum in checks:
+            if value is None and key in ("data.n_train", "data.n_test") and data["source"] == "fastmri":
+                continue  # all the slices there are
             positive_int(value, f"config key {key!r}", minimum=minimum)
+        if data["source"] == "fastmri":
+            choice(data["kspace"], "config key 'data.kspace'", KSPACE_MODES)
+            choice(data["target"], "config key 'data.target'", ("auto", *TARGETS))
         if data["channels"] not in (1, 3):
             raise ValueError(f"config key 'data.channels' must be 1 or 3, got {data['channels']!r}")
     except (TypeError, ValueError) as err:
@@ -153,12 +141,86 @@ def import_plugins(plugins: list) -> None:
             raise ConfigError(f"config key 'plugins': cannot import {entry!r}: {err}") from err
 
 
+def _fastmri_folders(data: dict) -> tuple[FastMRISliceDataset, FastMRISliceDataset | None, FastMRISliceDataset,
+                                           list, list]:
+    """(train pool, validation folder or None, test source, train-pool slice positions, test positions):
+    data.train_root / val_root / test_root, or one data.root whose last fifth of volumes is the test split."""
+    read = lambda root: FastMRISliceDataset(root, target=data["target"], crop=(data["patch_size"],) * 2)  # noqa: E731
+    if data["train_root"] is not None or data["test_root"] is not None:
+        missing = [k for k in ("train_root", "test_root") if data[k] is None]
+        if missing:
+            raise ConfigError(f"config key 'data.{missing[0]}' is needed beside data.train_root / data.test_root "
+                              "(separate folders name both; data.val_root is optional)")
+        train, test = read(data["train_root"]), read(data["test_root"])
+        val = read(data["val_root"]) if data["val_root"] is not None else None
+        return train, val, test, list(range(len(train))), list(range(len(test)))
+    if data["val_root"] is not None:
+        raise ConfigError("config key 'data.val_root' needs data.train_root and data.test_root")
+    pool = read(data["root"])
+    n_volumes = len(pool.volumes)
+    if n_volumes < 2:
+        raise ConfigError(f"config key 'data.root' ({data['root']}) holds {n_volumes} fastMRI volume; a train/test "
+                          "split by volume needs at least 2 (or give data.train_root and data.test_root)")
+    first_test = n_volumes - max(1, n_volumes // 5)
+    test = pool.items[:, 0] >= first_test
+    return pool, None, pool, np.flatnonzero(~test).tolist(), np.flatnonzero(test).tolist()
+
+
+def _fastmri_sets(config: dict):
+    """(operator, train, val, test, note) for data.source=fastmri, read lazily (see ``FastMRIPairs``)."""
+    data, op_cfg, seed = config["data"], config["operator"], config["seed"]
+    if op_cfg["name"] != "kspace":
+        raise ConfigError(f"config key 'operator.name' must be 'kspace' for fastMRI data, got {op_cfg['name']!r}")
+    train_pool, val_folder, test_folder, train_items, test_items = _fastmri_folders(data)
+    kspace = data["kspace"]
+    operator = kspace_operator(train_pool, kspace, data["patch_size"],
+                               op_cfg["kwargs"] if kspace == "simulated" else {})
+    mask = {"acceleration": 4.0, "center_fraction": 0.08, "pattern": "random", "seed": 0}
+    if kspace == "measured":
+        unknown = sorted(set(op_cfg["kwargs"]) - set(mask))
+        if unknown:
+            raise ConfigError(f"config key 'operator.kwargs' {unknown}: measured k-space takes only {sorted(mask)} "
+                              "(one mask per volume, drawn from its file name)")
+        mask.update(op_cfg["kwargs"])
+    noise = build_noise(config["noise"])
+    if kspace == "measured" and noise is not None:
+        raise ConfigError(f"config key 'noise.kind' must be none for measured k-space (the files carry their own "
+                          f"noise), got {config['noise']['kind']!r}")
+
+    def pairs(folder, items, sizes: dict, s: int) -> list[FastMRIPairs]:
+        """Random subsets of ``items`` of the sizes asked, each in file order, as data sets."""
+        return [FastMRIPairs(folder, sorted(items[int(i)] for i in part), operator, kspace, mask, noise, s + k)
+                for k, part in zip((0, 20_000), _subsets(len(items), sizes, s))]
+
+    if val_folder is None:
+        train_set, val_set = pairs(train_pool, train_items, {"n_train": data["n_train"], "n_val": data["n_val"]}, seed)
+    else:
+        (train_set,) = pairs(train_pool, train_items, {"n_train": data["n_train"]}, seed)
+        (val_set,) = pairs(val_folder, list(range(len(val_folder))), {"n_val": data["n_val"]}, seed + 2)
+    (test_set,) = pairs(test_folder, test_items, {"n_test": data["n_test"]}, seed + 10_000)
+    folders = [data[k] for k in ("train_root", "val_root", "test_root") if data[k]] or [data["root"]]
+    how = "measured k-space, a mask per volume" if kspace == "measured" else "k-space simulated from the targets"
+    count = lambda folder, items: len(np.unique(folder.items[items, 0]))  # noqa: E731
+    note = (f"fastMRI {how}, targets {train_pool.target}, from {', '.join(map(str, folders))} "
+            f"({count(train_pool, train_items)} train / {count(test_folder, test_items)} test volumes)")
+    return operator, train_set, val_set if len(val_set) else None, test_set, note
+
+
 def build_experiment(config: dict) -> Experiment:
     """Everything a run needs; fails before training on any inconsistency, naming the key."""
     import_plugins(config["plugins"])
     check_keys(config)
     seed = config["seed"]
     data = config["data"]
+    if data["source"] == "fastmri":
+        try:
+            operator, train_set, val_set, test_set, note = _fastmri_sets(config)
+        except (TypeError, ValueError, OSError) as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"config key 'data' (source 'fastmri'): {err}") from err
+        return Experiment(operator, train_set, test_set, _build_model(config, operator), note, val_set,
+                          test_set.volumes)
     train_x, test_x, note, test_volumes = load_data(data)
     train_x, val_x = (train_x[i] for i in _subsets(len(train_x), {"n_train": data["n_train"], "n_val": data["n_val"]},
                                                    seed))
@@ -182,17 +244,23 @@ def build_experiment(config: dict) -> Experiment:
     test_set = InverseProblemDataset(test_x, operator, noise, seed=seed + 10_000, noise_mode="fixed")
     val_set = (InverseProblemDataset(val_x, operator, noise, seed=seed + 20_000, noise_mode="fixed")
                if len(val_x) else None)
-    torch.manual_seed(seed)
+    return Experiment(operator, train_set, test_set, _build_model(config, operator), note, val_set, test_volumes)
+
+
+def _build_model(config: dict, operator: LinearOperator) -> torch.nn.Module:
+    torch.manual_seed(config["seed"])
     try:
-        model = build_model(config["model"]["name"], operator, **config["model"]["kwargs"])
+        return build_model(config["model"]["name"], operator, **config["model"]["kwargs"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'model' ({config['model']['name']!r}) does not fit the operator "
                           f"{type(operator).__name__} {operator.in_shape} -> {operator.out_shape}: {err}") from err
-    return Experiment(operator, train_set, test_set, model, note, val_set, test_volumes)
 
 
 def build_run_regularizer(config: dict, operator: LinearOperator):
     cfg = config["regularizer"]
+    if getattr(operator, "per_measurement_mask", False) and "ja" in cfg["name"]:
+        raise ConfigError(f"config key 'regularizer.name' {cfg['name']!r} penalises J A, but measured k-space has one "
+                          "mask per volume, not one A; use none, wd, sw, sj, fj, datagrad or spectreg")
     try:
         return build_regularizer(cfg["name"], operator=operator, lambda_ja=cfg["lambda_ja"], lambda_j=cfg["lambda_j"],
                                  weight=cfg["weight"], kappa=cfg["kappa"], every=cfg["every"], **cfg["options"])

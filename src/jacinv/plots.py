@@ -52,8 +52,7 @@ def plot_training(history: list[dict], model, exp, run_dir: Path, device, n_samp
             ax.set_xlabel("epoch")
         save_figure(fig, run_dir / "curves.png")
     index = torch.arange(min(n_samples, len(exp.test_set)))
-    y = exp.test_set.measure(index)
-    x = exp.test_set.signals[index]
+    y, x = exp.test_set.pairs(index)
     model.eval()
     with torch.no_grad():
         pred = model(y.to(device)).cpu()

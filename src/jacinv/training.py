@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from ._checks import finite_number, positive_int
 from .checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint, previous, write_csv, write_json
-from .config import ConfigError, dump_config
+from .config import ConfigError, dump_config, with_absolute_paths
 from .console import epoch_line, startup_block
 from .errors import UserError
 from .evaluation import evaluate_split, probe_jacobian_norms
@@ -103,7 +103,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
         history, start = state["history"], state["epoch"] + 1
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(config, run_dir / "config.yaml")
+        dump_config(with_absolute_paths(config), run_dir / "config.yaml")
     net = DistributedDataParallel(model) if world_size > 1 else model
     if rank == 0:
         print(f"{'resuming' if resume else 'training'} {config['name']} from epoch {start + 1}\n"

@@ -3,8 +3,10 @@
 from .embedded import EMBEDDED, embedded_dataset
 from .fastmri import FastMRISliceDataset, center_crop
 from .folder import folder_patches, list_images
+from .mri_pairs import KSPACE_MODES, FastMRIPairs, kspace_operator
 from .idx import FASHION_MNIST_DIR, find_idx, load_idx, load_mnist_images
 from .paired import InverseProblemDataset
 
 __all__ = ["load_idx", "find_idx", "load_mnist_images", "FASHION_MNIST_DIR", "embedded_dataset", "EMBEDDED",
-           "folder_patches", "list_images", "FastMRISliceDataset", "center_crop", "InverseProblemDataset"]
+           "folder_patches", "list_images", "FastMRISliceDataset", "center_crop", "InverseProblemDataset",
+           "FastMRIPairs", "kspace_operator", "KSPACE_MODES"]

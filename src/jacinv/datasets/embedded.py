@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .._checks import choice, positive_int
+from ..operators.mri import center_crop
 
 EMBEDDED = ("patches", "digits", "brain")
 # scikit-image sample images, split by source image (greyscale versions of colour ones)
@@ -82,8 +83,6 @@ def mni152_slices(split: str, step: int = 1, crop=(224, 192), downsample: int = 
         chosen = sorted(test)
     else:
         chosen = [k for k in z.tolist() if k not in test and k - 1 not in test and k + 1 not in test]
-    from .fastmri import center_crop
-
     slices = center_crop(torch.from_numpy(np.ascontiguousarray(axial[chosen[::positive_int(step, "step")]])),
                          tuple(crop))[:, None]
     factor = positive_int(downsample, "downsample")

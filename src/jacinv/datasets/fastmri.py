@@ -1,6 +1,7 @@
 """fastMRI HDF5 volumes, read lazily one slice at a time (single-coil and multi-coil)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -13,19 +14,10 @@ from torch.utils.data import Dataset
 
 from .._checks import choice
 from ..operators.fourier import complex_abs, ifft2c
+from ..operators.mri import center_crop
 
 TARGETS = ("reconstruction_esc", "reconstruction_rss", "kspace")
 INDEX_FILE = ".jacinv_fastmri_index.json"
-
-
-def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Crop the last two dims of ``x`` to ``shape`` around the centre."""
-    h, w = x.shape[-2:]
-    ch, cw = shape
-    if ch > h or cw > w:
-        raise ValueError(f"crop {shape} is larger than the image ({h}, {w})")
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top: top + ch, left: left + cw]
 
 
 def _volume_info(path: Path) -> dict:
@@ -45,16 +37,18 @@ class FastMRISliceDataset(Dataset):
 
     Items are dicts: "kspace" (C, H, W, 2) float32 (C = 1 for single-coil files),
     "target" (1, h, w) float32 (``crop``ped), "fname", "slice", "max" (the volume's
-    'max' attribute, or this slice's target maximum when the file has none), and "mask" (W,)
-    for test files that carry one.
+    'max' attribute, or the maximum of its targets when the file has none), and "mask" (W,)
+    for files that carry one (challenge and test files: their k-space is already undersampled).
 
     Args:
-        target: "reconstruction_esc" / "reconstruction_rss" (read from the file), or
-            "kspace" (root-sum-of-squares of the inverse FFT of the fully sampled k-space).
+        target: "reconstruction_esc" / "reconstruction_rss" (read from the file), "kspace"
+            (root-sum-of-squares of the inverse FFT of the fully sampled k-space), or "auto" (the
+            first of those every file holds).
         crop: (h, w) centre crop of the target.
-        index_file: where the metadata cache lives (default ``root/.jacinv_fastmri_index.json``);
-            it is reused for files whose size and mtime are unchanged, so a directory of
-            thousands of volumes indexes once.
+        index_file: where the metadata cache lives (default ``root/.jacinv_fastmri_index.json``, or
+            for a read-only folder ``$XDG_CACHE_HOME/jacinv/fastmri/<hash of root>.json``); it is
+            reused for files whose size and mtime are unchanged, so a folder of thousands of
+            volumes indexes once.
         skip_corrupt: skip unreadable files with a warning instead of failing.
     """
 
@@ -63,24 +57,35 @@ class FastMRISliceDataset(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"fastMRI directory {self.root} does not exist")
-        self.target = choice(target, "target", TARGETS)
+        self.target = choice(target, "target", ("auto", *TARGETS))
         self.crop = tuple(crop)
         files = sorted(self.root.glob("*.h5"))
         if not files:
             raise ValueError(f"fastMRI directory {self.root} holds no .h5 files")
-        self.volumes = self._index(files, Path(index_file) if index_file else self.root / INDEX_FILE, skip_corrupt)
+        self.volumes = self._index(files, Path(index_file) if index_file else None, skip_corrupt)
+        if self.target == "auto":
+            self.target = next((t for t in TARGETS[:2] if all(t in v["keys"] for v in self.volumes)), "kspace")
         self.items = np.array([(v, s) for v, info in enumerate(self.volumes) for s in range(info["slices"])],
                               dtype=np.int64).reshape(-1, 2)
         self._handles: dict[str, h5py.File] = {}
+        self._maxima: dict[int, float] = {}
         self._pid = None
 
-    def _index(self, files, index_file: Path, skip_corrupt: bool) -> list[dict]:
+    def _index_files(self) -> list[Path]:
+        """Where the index may live: in the data folder, else (read-only folders) in the user's cache."""
+        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        key = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
+        return [self.root / INDEX_FILE, cache_home / "jacinv" / "fastmri" / f"{key}.json"]
+
+    def _index(self, files, index_file: Path | None, skip_corrupt: bool) -> list[dict]:
+        places = [index_file] if index_file is not None else self._index_files()
         cache = {}
-        if index_file.exists():
+        for place in places:
             try:
-                cache = json.loads(index_file.read_text())
+                cache = json.loads(place.read_text())
+                break
             except (OSError, ValueError):
-                cache = {}
+                continue
         volumes, changed = [], False
         for path in files:
             entry = cache.get(path.name)
@@ -94,19 +99,22 @@ class FastMRISliceDataset(Dataset):
                     warnings.warn(f"skipping {path}: {err}", stacklevel=3)
                     continue
                 cache[path.name], changed = entry, True
-            if self.target != "kspace" and self.target not in entry["keys"]:
+            if self.target not in ("kspace", "auto") and self.target not in entry["keys"]:
                 raise ValueError(f"fastMRI file {path} has no {self.target!r} dataset (a test file?); "
                                  "use target='kspace' to compute targets from the k-space")
             volumes.append({"fname": path.name, **entry})
         if not volumes:
             raise ValueError(f"no readable fastMRI files under {self.root}")
         if changed:
-            tmp = index_file.with_suffix(".tmp")
-            try:
-                tmp.write_text(json.dumps(cache))
-                tmp.replace(index_file)
-            except OSError:
-                pass  # a read-only data directory: index again next time
+            for place in places:
+                try:
+                    place.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = place.with_suffix(f".tmp{os.getpid()}")
+                    tmp.write_text(json.dumps(cache))
+                    tmp.replace(place)
+                    break
+                except OSError:
+                    continue  # a read-only data folder: the user's cache next
         return volumes
 
     def __len__(self) -> int:
@@ -120,6 +128,24 @@ class FastMRISliceDataset(Dataset):
             self._handles[fname] = h5py.File(self.root / fname, "r")
         return self._handles[fname]
 
+    def _target(self, fh: h5py.File, kspace: torch.Tensor, s: int) -> torch.Tensor:
+        """(1, h, w) target of slice s: the file's reconstruction, or the RSS of F^-1 kspace; centre-cropped."""
+        if self.target == "kspace":
+            return center_crop(complex_abs(ifft2c(kspace)).pow(2).sum(0).sqrt(), self.crop)[None]
+        return center_crop(torch.from_numpy(np.asarray(fh[self.target][s], dtype=np.float32)), self.crop)[None]
+
+    def volume_max(self, v: int) -> float:
+        """The maximum of volume v's targets: the file's 'max' attribute, else computed once (all its slices)."""
+        info = self.volumes[v]
+        if "max" in info["attrs"]:
+            return float(info["attrs"]["max"])
+        if v not in self._maxima:
+            fh = self._file(info["fname"])
+            kspace = torch.view_as_real(torch.from_numpy(np.asarray(fh["kspace"][()]).astype(np.complex64)))
+            kspace = kspace if kspace.dim() == 5 else kspace[:, None]
+            self._maxima[v] = max(float(self._target(fh, kspace[s], s).max()) for s in range(info["slices"]))
+        return self._maxima[v]
+
     def __getitem__(self, i: int) -> dict:
         v, s = (int(t) for t in self.items[i])
         info = self.volumes[v]
@@ -128,13 +154,8 @@ class FastMRISliceDataset(Dataset):
         if k.ndim == 2:
             k = k[None]
         kspace = torch.view_as_real(torch.from_numpy(k.astype(np.complex64)))
-        if self.target == "kspace":
-            target = center_crop(complex_abs(ifft2c(kspace)).pow(2).sum(0).sqrt(), self.crop)[None]
-            max_value = info["attrs"].get("max", float(target.max()))
-        else:
-            target = center_crop(torch.from_numpy(np.asarray(fh[self.target][s], dtype=np.float32)), self.crop)[None]
-            max_value = info["attrs"].get("max", float(target.max()))
-        item = {"kspace": kspace, "target": target, "fname": info["fname"], "slice": s, "max": float(max_value)}
+        target = self._target(fh, kspace, s)
+        item = {"kspace": kspace, "target": target, "fname": info["fname"], "slice": s, "max": self.volume_max(v)}
         if "mask" in fh:
             item["mask"] = torch.from_numpy(np.asarray(fh["mask"], dtype=bool))
         return item

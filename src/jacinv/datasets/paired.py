@@ -86,6 +86,14 @@ class InverseProblemDataset(Dataset):
             self._memo_filled[missing] = True
         return self._memo_y[index]
 
+    def targets(self, index: torch.Tensor) -> torch.Tensor:
+        """x of the items ``index`` (B,), (B, *operator.in_shape)."""
+        return self.signals[index]
+
+    def pairs(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, x) of the items ``index`` (B,)."""
+        return self.measure(index), self.signals[index]
+
     def _simulate(self, index: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.operator(self.signals[index]) + self._noise(index)

@@ -69,15 +69,15 @@ def _unet(operator: LinearOperator, input: str = "adjoint", **kwargs) -> nn.Modu
         raise ValueError(f"model 'unet' needs a k-space operator with out_shape (C, H, W, 2); got {out}")
     mode = choice(input, "input", ("adjoint", "magnitude"))
     pools = kwargs.get("num_pool_layers", 4)
-    if min(out[1], out[2]) < 2 ** (pools + 1):
-        raise ValueError(f"image {out[1:3]} is too small for num_pool_layers={pools}: the U-Net needs "
+    if min(operator.in_shape[1:3]) < 2 ** (pools + 1):
+        raise ValueError(f"image {operator.in_shape[1:3]} is too small for num_pool_layers={pools}: the U-Net needs "
                          f"H, W >= {2 ** (pools + 1)}; lower num_pool_layers")
     complex_image = len(operator.in_shape) == 4
     coils = out[0]
     if mode == "magnitude":
         if complex_image:
             raise ValueError("input='magnitude' needs a real-image operator; this one reconstructs complex images")
-        return Reconstructor(UNet(coils, coils, **kwargs), pre=ZeroFilledMagnitude())
+        return Reconstructor(UNet(coils, coils, **kwargs), pre=ZeroFilledMagnitude(operator.in_shape[1:3]))
     if complex_image:
         pre = nn.Sequential(AdjointInput(operator), ComplexToChannels())
         return Reconstructor(UNet(2 * coils, 2 * coils, **kwargs), pre=pre, post=ChannelsToComplex())

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..operators import LinearOperator
 from ..operators.fourier import complex_abs, ifft2c
+from ..operators.mri import center_crop
 
 
 class AdjointInput(nn.Module):
@@ -40,10 +41,16 @@ class ChannelsToComplex(nn.Module):
 
 
 class ZeroFilledMagnitude(nn.Module):
-    """y -> |F^-1 y|, the zero-filled magnitude image, (B, C, H, W, 2) -> (B, C, H, W)."""
+    """y -> |F^-1 y| centre-cropped to ``crop`` (h, w) (default: no crop), the zero-filled magnitude
+    image, (B, C, H, W, 2) -> (B, C, h, w)."""
+
+    def __init__(self, crop: tuple[int, int] | None = None):
+        super().__init__()
+        self.crop = crop
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return complex_abs(ifft2c(y))
+        image = complex_abs(ifft2c(y))
+        return image if self.crop is None else center_crop(image, self.crop)
 
 
 class Reconstructor(nn.Module):

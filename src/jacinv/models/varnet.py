@@ -4,10 +4,12 @@ Each cascade updates the k-space estimate k (B, C, H, W, 2), starting from k_0 =
 
     k <- k - eta_t M (k - y) - F R_t(F^-1 k)
 
-with M the operator's column mask, F the centred orthonormal FFT, eta_t >= 0 a learned
+with M the column mask of y (the operator's, or each measurement's own for measured k-space),
+F the centred orthonormal FFT, eta_t >= 0 a learned
 data-consistency weight and R_t a U-Net on the complex image (real and imaginary parts as
-channels), normalised per sample as fastMRI's NormUnet does.  The output is F^-1 k: the
-complex image, or its real part for an operator on real images.  Single-coil: no
+channels), normalised per sample as fastMRI's NormUnet does.  The output is the operator's
+``image(k)``: F^-1 k (complex images), its real part (real images), or for measured k-space the
+magnitude of its centre crop to the target grid (fastMRI's output).  Single-coil: no
 sensitivity maps.
 """
 from __future__ import annotations
@@ -51,18 +53,17 @@ class VarNet(nn.Module):
                              f"got {type(operator).__name__} {operator.in_shape} -> {operator.out_shape}")
         positive_int(cascades, "cascades")
         positive_int(num_pool_layers, "num_pool_layers")
-        height, width = operator.in_shape[1:3]
+        height, width = operator.out_shape[1:3]
         if min(height, width) < 2 ** num_pool_layers:
             raise ValueError(f"image ({height}, {width}) is too small for num_pool_layers={num_pool_layers}: "
                              f"VarNet's U-Nets need H, W >= {2 ** num_pool_layers}; lower num_pool_layers")
         self.operator = operator
-        coils = operator.in_shape[0]
+        coils = operator.out_shape[0]
         self.refiners = nn.ModuleList([NormUNet(coils, chans, num_pool_layers) for _ in range(cascades)])
         self.dc_weights = nn.Parameter(torch.ones(cascades))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         k = y
         for dc_weight, refine in zip(self.dc_weights, self.refiners):
-            k = k - dc_weight * self.operator.apply_mask(k - y) - fft2c(refine(ifft2c(k)))
-        image = ifft2c(k)
-        return image if self.operator.complex_input else image[..., 0]
+            k = k - dc_weight * self.operator.apply_mask(k - y, y) - fft2c(refine(ifft2c(k)))
+        return self.operator.image(k)

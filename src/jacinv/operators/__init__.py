@@ -6,7 +6,7 @@ from .fourier import complex_abs, fft2c, ifft2c
 from .identity import Identity
 from .masks import make_mask
 from .matrix import GaussianCS, MatrixOperator
-from .mri import KSpaceSubsample
+from .mri import KSpaceSubsample, MeasuredKSpace, sampled_columns
 from .registry import build_operator, register_operator, registered_operators
 
 register_operator("gaussian_cs")(GaussianCS)
@@ -16,7 +16,7 @@ register_operator("identity")(Identity)
 register_operator("matrix")(MatrixOperator)
 
 __all__ = [
-    "LinearOperator", "ComposedOperator", "GaussianCS", "BlurDecimate", "KSpaceSubsample", "Identity",
+    "LinearOperator", "ComposedOperator", "GaussianCS", "BlurDecimate", "KSpaceSubsample", "MeasuredKSpace", "sampled_columns", "Identity",
     "MatrixOperator", "register_operator", "build_operator", "registered_operators", "check_adjoint",
     "make_mask", "fft2c", "ifft2c", "complex_abs",
 ]

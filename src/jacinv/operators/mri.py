@@ -7,8 +7,18 @@ import torch
 
 from .._checks import as_shape
 from .base import LinearOperator
-from .fourier import fft2c, ifft2c
+from .fourier import complex_abs, fft2c, ifft2c
 from .masks import make_mask
+
+
+def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Crop the last two dims of ``x`` to ``shape`` around the centre."""
+    h, w = x.shape[-2:]
+    ch, cw = shape
+    if ch > h or cw > w:
+        raise ValueError(f"crop {shape} is larger than the image ({h}, {w})")
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[..., top: top + ch, left: left + cw]
 
 
 def mirror_columns(width: int) -> torch.Tensor:
@@ -62,9 +72,15 @@ class KSpaceSubsample(LinearOperator):
         """The mask as (W, 1) weights broadcasting over (..., H, W, 2)."""
         return self.mask.to(dtype=like.dtype, device=like.device)[:, None]
 
-    def apply_mask(self, k: torch.Tensor) -> torch.Tensor:
-        """M k: k-space (B, *out_shape) with the unsampled columns set to zero."""
+    def apply_mask(self, k: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """M k: k-space (B, *out_shape) with the unsampled columns set to zero (``y``, the measurement,
+        matters only to operators whose mask differs per measurement)."""
         return k * self._weights(k)
+
+    def image(self, k: torch.Tensor) -> torch.Tensor:
+        """The image of a full k-space estimate k (B, *out_shape): F^-1 k, or its real part for real images."""
+        image = ifft2c(k)
+        return image if self.complex_input else image[..., 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.complex_input:
@@ -92,3 +108,73 @@ class KSpaceSubsample(LinearOperator):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, pattern={self.pattern!r}, "
                 f"sampled={int(self.mask.sum())}/{self.mask.numel()} columns")
+
+
+def sampled_columns(y: torch.Tensor) -> torch.Tensor:
+    """(B, W) bool: the k-space columns of y (B, C, H, W, 2) holding any non-zero value (the sampled ones
+    of a masked measurement)."""
+    return y.detach().ne(0).any(-1).any(-2).any(1)
+
+
+class MeasuredKSpace(KSpaceSubsample):
+    """Measured Cartesian k-space whose sampling differs from measurement to measurement (fastMRI:
+    one mask per volume), for targets on a smaller image grid than the acquisition.
+
+    Shapes: x (B, C, h, w) real target images (fastMRI's 320 x 320 crop); y (B, C, H, W, 2) the
+    acquired k-space grid (kspace_shape = (H, W), e.g. 640 x 368), unsampled columns zero.
+
+    A = F P: P places the target at the centre of the (H, W) grid (zeros around), F is the centred
+    orthonormal FFT; ``adjoint`` is the real part of the centre crop of F^-1 y.  The mask of a
+    measurement is read from the measurement itself (``mask_of``: its non-zero columns), so every
+    volume keeps its own; the operator's own ``mask`` samples every column, and ||A|| = 1 exactly.
+    """
+
+    per_measurement_mask = True
+
+    def __init__(self, in_shape, kspace_shape):
+        in_shape = as_shape(in_shape, "in_shape")
+        kspace_shape = as_shape(kspace_shape, "kspace_shape")
+        if len(in_shape) != 3 or len(kspace_shape) != 2:
+            raise ValueError(f"in_shape must be (C, h, w) and kspace_shape (H, W); got {in_shape} and {kspace_shape}")
+        if in_shape[1] > kspace_shape[0] or in_shape[2] > kspace_shape[1]:
+            raise ValueError(f"the target grid {in_shape[1:]} must fit inside kspace_shape {kspace_shape}")
+        channels = in_shape[0]
+        super().__init__((channels, *kspace_shape), mask=torch.ones(kspace_shape[1], dtype=torch.bool))
+        self.pattern = "measured"
+        self.in_shape = in_shape
+        self.kspace_shape = kspace_shape
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        (h, w), (big_h, big_w) = self.in_shape[1:], self.kspace_shape
+        top, left = (big_h - h) // 2, (big_w - w) // 2
+        return torch.nn.functional.pad(x, (left, big_w - w - left, top, big_h - h - top))
+
+    def mask_of(self, y: torch.Tensor) -> torch.Tensor:
+        """The sampling of each measurement as weights (B, 1, 1, W, 1) broadcasting over y."""
+        return sampled_columns(y).to(y.dtype)[:, None, None, :, None]
+
+    def apply_mask(self, k: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """M_y k: k-space (B, *out_shape) with the columns that y did not sample set to zero."""
+        if y is None:
+            raise ValueError("MeasuredKSpace.apply_mask needs y, the measurement whose columns to keep")
+        return k * self.mask_of(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = self._pad(x)
+        return fft2c(torch.stack((padded, torch.zeros_like(padded)), dim=-1))
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return center_crop(ifft2c(y)[..., 0], self.in_shape[1:])
+
+    def image(self, k: torch.Tensor) -> torch.Tensor:
+        """The magnitude of the centre crop of F^-1 k, (B, C, H, W, 2) -> (B, C, h, w)."""
+        return center_crop(complex_abs(ifft2c(k)), self.in_shape[1:])
+
+    def pseudo_inverse(self, y: torch.Tensor, iters: int = 200, tol: float = 1e-10) -> torch.Tensor:
+        return self.adjoint(y)  # A^T A = P^T Re(F^-1 F) P = I on real targets
+
+    def spectral_norm(self) -> float:
+        return 1.0
+
+    def extra_repr(self) -> str:
+        return f"in_shape={self.in_shape}, kspace_shape={self.kspace_shape}, masks read from each measurement"

@@ -1,0 +1,127 @@
+"""(y, x, index) items of fastMRI slices, read from disk one slice at a time.
+
+Two physics, named by ``kspace``:
+  "simulated"  y = A x + n from the target x (the seed's experiments): one operator, one mask
+  "measured"   y = the file's own k-space, undersampled by the volume's mask (drawn from the
+               file name, as fastMRI's validation masks are, or the file's own 'mask')
+Targets and measurements of a volume are divided by the volume's maximum, so targets lie in
+[0, 1] and y stays A x-consistent.  Memory does not grow with the number of files.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .._checks import choice
+from ..operators import KSpaceSubsample, LinearOperator, MeasuredKSpace, make_mask
+from .fastmri import FastMRISliceDataset
+from .paired import _seed_for
+
+KSPACE_MODES = ("simulated", "measured")
+
+
+class FastMRIPairs(Dataset):
+    """Items (y, x, index) of the slices ``items`` (positions in ``slices``) of a fastMRI folder.
+
+    Args:
+        slices: the folder's lazy slice reader.
+        items: (N,) positions in ``slices`` of this data set's slices.
+        operator: A; a ``MeasuredKSpace`` for measured k-space (its masks come from the data).
+        kspace: "simulated" or "measured" (module doc).
+        mask: (acceleration, center_fraction, pattern, seed) of the per-volume masks (measured).
+        noise, seed: simulated noise, drawn from (seed, item) as ``InverseProblemDataset`` does.
+    """
+
+    def __init__(self, slices: FastMRISliceDataset, items, operator: LinearOperator, kspace: str = "simulated",
+                 mask: dict | None = None, noise=None, seed: int = 0):
+        self.slices = slices
+        self.items = torch.as_tensor(np.asarray(items), dtype=torch.long)
+        self.operator = operator
+        self.kspace = choice(kspace, "kspace", KSPACE_MODES)
+        if self.kspace == "measured":
+            if not isinstance(operator, MeasuredKSpace):
+                raise TypeError(f"measured k-space needs a MeasuredKSpace operator, got {type(operator).__name__}")
+            if noise is not None:
+                raise ValueError("measured k-space carries its own noise; expected noise None (noise.kind: none)")
+        elif isinstance(operator, MeasuredKSpace):
+            raise TypeError("simulated k-space needs an operator with a fixed mask, got MeasuredKSpace")
+        self.mask = dict(mask or {})
+        self.noise, self.seed = noise, seed
+        self._masks: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Measurements are the same every epoch (fixed noise, fixed masks per volume)."""
+
+    @property
+    def volumes(self) -> torch.Tensor:
+        """(N,) the volume of each item, numbered 0, 1, ... in order of first appearance."""
+        volume_of = self.slices.items[self.items.numpy(), 0]
+        _, first, inverse = np.unique(volume_of, return_index=True, return_inverse=True)
+        return torch.from_numpy(np.argsort(np.argsort(first))[inverse])
+
+    def slice_keys(self) -> list[tuple[str, int]]:
+        """(file name, slice number) of each item."""
+        return [(self.slices.volumes[v]["fname"], int(s)) for v, s in self.slices.items[self.items.numpy()]]
+
+    def volume_mask(self, fname: str, width: int) -> torch.Tensor:
+        """(width,) bool: the sampling of a volume whose file has no mask, seeded by its name."""
+        if fname not in self._masks:
+            m = self.mask
+            self._masks[fname] = make_mask(m["pattern"], width, m["acceleration"], m["center_fraction"], m["seed"],
+                                           key=fname)
+        return self._masks[fname]
+
+    def _pair(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        item = self.slices[int(self.items[i])]
+        scale = 1.0 / max(item["max"], 1e-12)
+        x = item["target"] * scale
+        if self.kspace == "simulated":
+            with torch.no_grad():
+                y = self.operator(x[None])[0]
+            if self.noise is not None:
+                y = y + self.noise.sample((1, *y.shape), seed=_seed_for(self.seed, i))[0]
+            return y, x
+        kspace = item["kspace"] * scale
+        mask = item.get("mask")
+        if mask is None:
+            mask = self.volume_mask(item["fname"], kspace.shape[-2])
+        return kspace * mask.to(kspace.dtype)[:, None], x
+
+    def __getitem__(self, i: int):
+        y, x = self._pair(i)
+        return y, x, torch.tensor(i)
+
+    def measure(self, index: torch.Tensor) -> torch.Tensor:
+        """y of the items ``index`` (B,), (B, *operator.out_shape)."""
+        return torch.stack([self._pair(int(i))[0] for i in index])
+
+    def targets(self, index: torch.Tensor) -> torch.Tensor:
+        """x of the items ``index`` (B,), (B, *operator.in_shape)."""
+        return torch.stack([self._pair(int(i))[1] for i in index])
+
+    def pairs(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, x) of the items ``index`` (B,), read once."""
+        ys, xs = zip(*(self._pair(int(i)) for i in index))
+        return torch.stack(ys), torch.stack(xs)
+
+
+def kspace_operator(slices: FastMRISliceDataset, kspace: str, crop: int, op_kwargs: dict) -> LinearOperator:
+    """The operator of a fastMRI run: KSpaceSubsample on the (crop x crop) targets (simulated), or
+    MeasuredKSpace from the targets to the files' k-space grid, which every file must share (measured)."""
+    if choice(kspace, "kspace", KSPACE_MODES) == "simulated":
+        return KSpaceSubsample((1, crop, crop), **op_kwargs)
+    shapes: dict[tuple, list[str]] = {}
+    for info in slices.volumes:
+        shapes.setdefault(tuple(info["kspace_shape"][1:]), []).append(info["fname"])
+    if len(shapes) > 1:
+        listing = "; ".join(f"{shape}: {len(names)} file(s), e.g. {names[0]}" for shape, names in shapes.items())
+        raise ValueError(f"measured k-space needs one k-space shape per run, found {listing}; "
+                         "keep files of one shape together (or use data.kspace=simulated)")
+    (shape,) = shapes
+    if len(shape) != 2:
+        raise ValueError(f"measured k-space is single-coil (slices, H, W); {shapes[shape][0]} has coils {shape[:-2]}")
+    return MeasuredKSpace((1, crop, crop), shape)

@@ -42,7 +42,7 @@ def test_tv_reconstruction_reaches_the_minimum_of_its_objective():
     y = op(truth) + 0.05 * torch.randn(1, 15, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     mu = 0.05
     objective = lambda x: 0.5 * float((op(x) - y).pow(2).sum()) + mu * float(total_variation(x).sum())  # noqa: E731
-    x_pd = tv_reconstruction(op, y, mu, iters=5000)
+    x_pd = tv_reconstruction(op, y, mu, iters=5000, tol=0.0)
 
     def smoothed(v):  # the same objective with |g| -> sqrt(|g|^2 + 1e-12), for a box-constrained quasi-Newton
         x = torch.tensor(v, dtype=torch.float64).view(1, 1, 5, 5).requires_grad_()
@@ -80,3 +80,28 @@ def test_a_weight_at_the_edge_of_its_grid_is_flagged():
     assert weighted_name("tv", min(TV_WEIGHTS), TV_WEIGHTS) == f"tv(mu={min(TV_WEIGHTS):g}, grid edge)"
     assert weighted_name("tv", max(TV_WEIGHTS), TV_WEIGHTS).endswith(", grid edge)")
     assert weighted_name("tv", 0.01, TV_WEIGHTS) == "tv(mu=0.01)"
+
+
+def fake_reconstruct(best_exponent: float):
+    """A reconstruction whose mean l2 error is (log10 mu - best_exponent)^2 + 1 (train_x is zero)."""
+    return lambda ys, mu: torch.full((ys.shape[0], 1), (np.log10(mu) - best_exponent) ** 2 + 1.0)
+
+
+@pytest.mark.parametrize("best, chosen, edge", [(-2.2, -2.0, False), (-2.4, -2.5, False), (-5.3, -5.5, False),
+                                                (0.8, 1.0, False), (-9.0, -6.5, True)])
+def test_weight_search_widens_at_the_edge_then_refines(best, chosen, edge):
+    from jacinv.classical import search_weight, weighted_name
+
+    zeros = torch.zeros(3, 1)
+    weight, grid = search_weight(fake_reconstruct(best), zeros, zeros, decades=(-4, 0), extend=2)
+    assert np.log10(weight) == pytest.approx(chosen)
+    assert grid == tuple(sorted(grid)) and len(grid) <= 5 + 2 + 2
+    assert weighted_name("tv", weight, grid).endswith(", grid edge)") is edge
+
+
+def test_tv_stops_early_at_its_tolerance_without_changing_the_result():
+    op = GaussianCS((1, 6, 6), 30, seed=0).double()
+    y = op(torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    full = tv_reconstruction(op, y, 0.01, iters=3000, tol=0.0)
+    early = tv_reconstruction(op, y, 0.01, iters=3000, tol=1e-7)
+    assert float((early - full).abs().max()) < 1e-4

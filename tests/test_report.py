@@ -72,7 +72,7 @@ def test_evaluate_reports_per_volume_metrics_on_fastmri_data(tmp_path):
     write_volumes(tmp_path / "data", n_volumes=10)
     train(fastmri_config(tmp_path / "data", "train.epochs=1"), tmp_path / "run", progress=False)
     summary = evaluate_run(tmp_path / "run")["summary"]
-    for method in ("network", "adjoint"):
+    for method in ("network", "zero_filled_real", "zero_filled_magnitude"):
         assert summary[method]["volumes"] == 2
         assert 0 < summary[method]["volume_nmse"] < 10 and np.isfinite(summary[method]["volume_psnr"])
 

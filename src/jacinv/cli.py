@@ -119,14 +119,19 @@ def evaluate_main(argv=None) -> int:
     parser.add_argument("--bound", action="store_true", help="also compute the generalisation bound")
     parser.add_argument("--delta", type=float, default=0.05, help="confidence parameter of the bound")
     parser.add_argument("data_overrides", nargs="*", help="config overrides for the evaluation data, e.g. data.n_test=500")
+    parser.add_argument("--save-reconstructions", type=Path, metavar="DIR",
+                        help="write one HDF5 file per test volume ('reconstruction', fastMRI's submission format)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = parser.parse_args(argv)
     if not 0.0 < args.delta < 1.0:
         parser.error(f"--delta must lie in (0, 1), got {args.delta}")
     try:
-        report = evaluate_run(args.run_dir, overrides=args.data_overrides, bound=args.bound, delta=args.delta)
+        report = evaluate_run(args.run_dir, overrides=args.data_overrides, bound=args.bound, delta=args.delta,
+                              save_reconstructions=args.save_reconstructions)
     except USER_ERRORS as err:
         return report_user_error(err, args.debug)
     print(report_table(report))
     print(f"\nreport: {args.run_dir / 'report.json'}, figures: {args.run_dir / 'report.png'}")
+    if args.save_reconstructions:
+        print(f"reconstructions: {len(report['reconstructions'])} volume file(s) in {args.save_reconstructions}")
     return 0

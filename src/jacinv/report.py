@@ -1,17 +1,20 @@
 """evaluate.py: metrics of a trained run next to classical baselines, a JSON report and a figure page."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import h5py
 
 import numpy as np
 import torch
 
 from .checkpoint import CHECKPOINT, load_checkpoint, write_json
-from .config import load_config
-from .classical import baselines
-from .evaluation import image_metrics, predict
+from .classical import fit_weights, reconstructions
+from .config import ConfigError, load_config
+from .evaluation import batches, evaluate_split, image_metrics
 from .experiment import build_experiment
-from .metrics import rgb_to_y, shave, volume_maxima
+from .metrics import rgb_to_y, shave, ssim, volume_maxima
 from .operators import BlurDecimate, KSpaceSubsample
 
 
@@ -31,20 +34,85 @@ def _protocol(operator, x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tens
     return image_metrics(x, pred)
 
 
+class VolumeMetrics:
+    """fastMRI's volume metrics, accumulated slice batch by slice batch: per volume, NMSE
+    ||x - p||^2 / ||x||^2, PSNR 10 log10(max(x)^2 / MSE) and SSIM (slice mean, data range max(x)),
+    then averaged over the volumes.  Memory: a few numbers per volume."""
+
+    def __init__(self):
+        self.sums: dict[int, np.ndarray] = {}  # volume -> [err^2, x^2, values, max, ssim sum, slices]
+
+    def add(self, x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tensor, ssim_values: np.ndarray) -> None:
+        for k, v in enumerate(volumes.tolist()):
+            xv, pv = x[k].double(), pred[k].double()
+            row = self.sums.setdefault(v, np.array([0.0, 0.0, 0.0, -np.inf, 0.0, 0.0]))
+            row += [float(((xv - pv) ** 2).sum()), float((xv**2).sum()), xv.numel(), 0.0, ssim_values[k], 1.0]
+            row[3] = max(row[3], float(xv.max()))
+
+    def result(self) -> dict[str, float]:
+        err, energy, count, peak, ssim_sum, slices = np.array(list(self.sums.values())).T
+        return {"volume_nmse": float(np.mean(err / energy)),
+                "volume_psnr": float(np.mean(10 * np.log10(peak**2 / (err / count)))),
+                "volume_ssim": float(np.mean(ssim_sum / slices)), "volumes": len(self.sums)}
+
+
 def volume_metrics(x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tensor) -> dict[str, float]:
-    """fastMRI's volume NMSE and PSNR (data range: the volume's maximum) of (N, C, H, W) slices
-    grouped by ``volumes`` (N,), averaged over the volumes."""
-    nmse, psnr = [], []
-    for v in volumes.unique():
-        xv, pv = x[volumes == v].double(), pred[volumes == v].double()
-        err = float(((xv - pv) ** 2).sum())
-        nmse.append(err / float((xv**2).sum()))
-        psnr.append(float(10 * np.log10(float(xv.max()) ** 2 / (err / xv.numel()))))
-    return {"volume_nmse": float(np.mean(nmse)), "volume_psnr": float(np.mean(psnr)), "volumes": len(nmse)}
+    """fastMRI's volume NMSE, PSNR and SSIM of (N, C, H, W) slices grouped by ``volumes`` (N,),
+    averaged over the volumes (see ``VolumeMetrics``)."""
+    acc = VolumeMetrics()
+    acc.add(x, pred, volumes, ssim(x, pred, data_range=volume_maxima(x, volumes).double().numpy()))
+    return acc.result()
 
 
-def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05) -> dict:
-    """Evaluate the last checkpoint of ``run_dir``; writes report.json and report.png there."""
+class ReconstructionWriter:
+    """fastMRI's submission format: one HDF5 file per volume (named after its source file, else
+    volume<k>.h5) holding 'reconstruction' (slices, h, w) in the units of the source targets (the
+    normalised prediction times the volume's maximum)."""
+
+    def __init__(self, folder, dataset):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.names, self.scales = None, None
+        if hasattr(dataset, "slice_keys"):
+            self.names = [fname for fname, _ in dataset.slice_keys()]
+            self.scales = [dataset.slices.volume_max(int(dataset.slices.items[int(i), 0])) for i in dataset.items]
+        self.pending: dict[str, list] = {}
+        self.written: list[Path] = []
+
+    def add(self, index: torch.Tensor, pred: torch.Tensor, volumes: torch.Tensor) -> None:
+        for i, p, v in zip(index.tolist(), pred, volumes.tolist()):
+            name = self.names[i] if self.names else f"volume{v:03d}.h5"
+            if self.pending and name not in self.pending:
+                self.flush()
+            self.pending.setdefault(name, []).append((p[0] * (self.scales[i] if self.scales else 1.0)).numpy())
+
+    def flush(self) -> None:
+        for name, slices in self.pending.items():
+            path = self.folder / name
+            with h5py.File(path, "w") as fh:
+                fh.create_dataset("reconstruction", data=np.stack(slices).astype(np.float32))
+            self.written.append(path)
+        self.pending = {}
+
+
+def _weights(operator, train_set, config: dict, run_dir: Path, n_fit: int = 32) -> dict:
+    """The baselines' weights, fitted on the first ``n_fit`` training pairs; cached in the run
+    (baseline_weights.json, keyed by the data, operator, noise and seed settings)."""
+    key = json.dumps({k: config[k] for k in ("data", "operator", "noise", "seed")}, sort_keys=True) + f"|{n_fit}"
+    cache = run_dir / "baseline_weights.json"
+    stored = json.loads(cache.read_text()) if cache.exists() else {}
+    if key not in stored:
+        train_y, train_x = train_set.pairs(torch.arange(min(n_fit, len(train_set))))
+        stored[key] = {name: [mu, list(grid)] for name, (mu, grid) in fit_weights(operator, train_y, train_x).items()}
+        write_json(stored, cache)
+    return {name: (mu, tuple(grid)) for name, (mu, grid) in stored[key].items()}
+
+
+def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05,
+                 save_reconstructions=None, batch_size: int = 16) -> dict:
+    """Evaluate the last checkpoint of ``run_dir``; writes report.json and report.png there (and with
+    ``save_reconstructions`` one HDF5 file per test volume in that folder).  The test set is read a
+    batch at a time, so memory does not grow with it."""
     run_dir = Path(run_dir)
     config = load_config(run_dir / "config.yaml", overrides)
     state, _ = load_checkpoint(run_dir / CHECKPOINT, fallback=True)
@@ -53,21 +121,43 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
     model.load_state_dict(state["model"])
     model.eval()
     device = torch.device("cpu")
-    y, x, pred = predict(model, exp.test_set, device)
-    train_y, train_x, train_pred = predict(model, exp.train_set, device)
-    n_fit = min(32, len(exp.train_set))
-    recons = {"network": pred, **baselines(exp.operator, y, train_y[:n_fit], train_x[:n_fit])}
-    volumes = exp.test_volumes if exp.test_volumes is not None else torch.zeros(len(x), dtype=torch.long)
-    per_sample = {name: _protocol(exp.operator, x, r, volumes) for name, r in recons.items()}
+    if bound and getattr(exp.operator, "per_measurement_mask", False):
+        raise ConfigError("--bound needs one operator A for every sample; measured k-space has a mask per volume")
+    weights = _weights(exp.operator, exp.train_set, config, run_dir)
+    mri = isinstance(exp.operator, KSpaceSubsample)
+    all_volumes = exp.test_volumes if exp.test_volumes is not None else torch.zeros(len(exp.test_set), dtype=torch.long)
+    writer = ReconstructionWriter(save_reconstructions, exp.test_set) if save_reconstructions else None
+    per_sample: dict[str, dict[str, list]] = {}
+    by_volume: dict[str, VolumeMetrics] = {}
+    shown = None
+    with torch.no_grad():
+        for index in batches(exp.test_set, batch_size):
+            y, x = exp.test_set.pairs(index)
+            volumes = all_volumes[index]
+            recons = {"network": model(y.to(device)).cpu(), **reconstructions(exp.operator, y, weights)}
+            for name, r in recons.items():
+                metrics = _protocol(exp.operator, x, r, volumes)
+                for k, v in metrics.items():
+                    per_sample.setdefault(name, {}).setdefault(k, []).append(v)
+                if mri:
+                    by_volume.setdefault(name, VolumeMetrics()).add(x, r, volumes, metrics["ssim"])
+            if writer is not None:
+                writer.add(index, recons["network"], volumes)
+            if shown is None:
+                shown = (x[:3], {name: r[:3] for name, r in recons.items()})
+    if writer is not None:
+        writer.flush()
+    per_sample = {name: {k: np.concatenate(v) for k, v in m.items()} for name, m in per_sample.items()}
     summary = {name: {k: float(np.nanmean(v)) for k, v in m.items()} for name, m in per_sample.items()}
-    if isinstance(exp.operator, KSpaceSubsample):
-        for name, r in recons.items():
-            summary[name].update(volume_metrics(x, r, volumes))
+    for name, acc in by_volume.items():
+        summary[name].update(acc.result())
     # GE as training measures it: l2 losses of whole signals (the task protocol may shave SR borders)
-    test_l2, train_l2 = (float(image_metrics(a, b)["l2"].mean()) for a, b in ((x, pred), (train_x, train_pred)))
+    test_l2, train_l2 = (evaluate_split(model, ds, device)["l2"] for ds in (exp.test_set, exp.train_set))
     summary["network"].update(test_l2=test_l2, train_l2=train_l2, generalisation_gap=abs(test_l2 - train_l2))
     report = {"run_dir": str(run_dir), "epoch": state["epoch"], "data": exp.data_note,
               "summary": summary, "per_sample_psnr": {k: v["psnr"].tolist() for k, v in per_sample.items()}}
+    if writer is not None:
+        report["reconstructions"] = [str(p) for p in writer.written]
     if bound:
         from .bounds import bound_report
 
@@ -75,25 +165,36 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
                                        run_dir=run_dir)
         report["summary"]["bound"] = {k: report["bound"][k] for k in ("total", "gamma", "vacuous", "measured_gap")}
     write_json(report, run_dir / "report.json")
-    _figure(x, recons, per_sample, run_dir / "report.png")
+    _figure(*shown, per_sample, run_dir / "report.png")
     return report
 
 
-METRIC_COLUMNS = (("psnr", "PSNR (dB)", ".2f"), ("ssim", "SSIM", ".3f"), ("nmse", "NMSE", ".4f"),
-                  ("volume_psnr", "PSNR per volume (dB)", ".2f"), ("volume_nmse", "NMSE per volume", ".4f"))
+VOLUME_COLUMNS = (("volume_psnr", "PSNR (dB)", ".2f"), ("volume_ssim", "SSIM", ".4f"), ("volume_nmse", "NMSE", ".4f"))
+METRIC_COLUMNS = (("psnr", "PSNR (dB)", ".2f"), ("ssim", "SSIM", ".3f"), ("nmse", "NMSE", ".4f"))
 
 
-def report_table(report: dict) -> str:
-    """The network beside the classical baselines, one row per method and one column per metric,
-    then the generalisation gap (and the bound when computed)."""
-    summary = {k: v for k, v in report["summary"].items() if k != "bound"}
-    columns = [c for c in METRIC_COLUMNS if any(c[0] in m for m in summary.values())]
+def _table(summary: dict, columns) -> list[str]:
+    """Rows of ``summary`` {method: metrics}, one column per (key, title, format) present."""
+    columns = [c for c in columns if any(c[0] in m for m in summary.values())]
     width = max(len(name) for name in summary)
     lines = [f"{'method':<{width}}  " + "  ".join(f"{title:>{max(len(title), 8)}}" for _, title, _ in columns)]
     for name, metrics in summary.items():
         cells = [f"{metrics[key]:>{max(len(title), 8)}{fmt}}" if key in metrics else " " * max(len(title), 8)
                  for key, title, fmt in columns]
         lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    return lines
+
+
+def report_table(report: dict) -> str:
+    """The network beside the classical baselines, one row per method and one column per metric
+    (for MRI fastMRI's volume metrics first, then slice means), then the generalisation gap (and the
+    bound when computed)."""
+    summary = {k: v for k, v in report["summary"].items() if k != "bound"}
+    lines = []
+    if "volumes" in summary["network"]:
+        lines += [f"per volume, fastMRI's definitions (mean over {summary['network']['volumes']} volumes):",
+                  *_table(summary, VOLUME_COLUMNS), "", "per slice (mean over slices):"]
+    lines += _table(summary, METRIC_COLUMNS)
     net = summary["network"]
     lines.append(f"\ngeneralisation gap |test l2 - train l2| = |{net['test_l2']:.4f} - {net['train_l2']:.4f}| "
                  f"= {net['generalisation_gap']:.4f}")

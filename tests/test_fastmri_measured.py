@@ -1,0 +1,128 @@
+"""fastMRI run the fastMRI way: separate folders, measured k-space with a mask per volume (or the
+file's own), targets from the files, volume metrics and exported reconstructions."""
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from fastmri_files import CROP, SHAPE, write_folders
+from jacinv.config import ConfigError, load_config
+from jacinv.datasets import FastMRISliceDataset
+from jacinv.experiment import build_experiment, build_run_regularizer
+from jacinv.operators import MeasuredKSpace, check_adjoint, make_mask
+from jacinv.report import evaluate_run
+from jacinv.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measured_config(folders: dict, *extra: str) -> dict:
+    return load_config(ROOT / "configs" / "mri_4x_varnet.yaml", [
+        "data.source=fastmri", f"data.train_root={folders['train']}", f"data.val_root={folders['val']}",
+        f"data.test_root={folders['test']}", "data.kspace=measured", f"data.patch_size={CROP}", "data.n_train=null",
+        "data.n_val=2", "data.n_test=null", "noise.kind=none", "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}",
+        "regularizer.name=sj", "train.batch_size=4", "train.probe_size=2", "train.probe_iters=3", "train.eval_every=1",
+        *extra])
+
+
+def test_measured_kspace_operator_is_exact():
+    op = MeasuredKSpace((1, 8, 6), (16, 12)).double()
+    assert check_adjoint(op) < 1e-12
+    x = torch.rand(2, 1, 8, 6, dtype=torch.float64)
+    torch.testing.assert_close(op.adjoint(op(x)), x)  # A^T A = I: ||A|| = 1
+    assert op.spectral_norm() == 1.0
+    y = op(x) * make_mask("random", 12, 4, 0.1, seed=0).double()[:, None]
+    torch.testing.assert_close(op.mask_of(y)[:, 0, 0, :, 0].bool(), (y != 0).any(-1).any(-2).any(1))
+
+
+def test_measured_items_use_each_volumes_mask_and_the_files_own(tmp_path):
+    folders = write_folders(tmp_path, n_train=3)
+    exp = build_experiment(measured_config(folders, "data.n_train=6"))
+    assert "measured k-space" in exp.data_note and len(exp.val_set) == 2 and len(exp.test_set) == 6
+    masks = {}
+    for i, (fname, s) in enumerate(exp.train_set.slice_keys()):
+        y, x, index = exp.train_set[i]
+        assert y.shape == (1, *SHAPE, 2) and x.shape == (1, CROP, CROP) and int(index) == i
+        masks.setdefault(fname, []).append((y != 0).any(-1).any(-2)[0])
+    for fname, per_slice in masks.items():  # one mask per volume, drawn from the file name
+        expected = make_mask("random", SHAPE[1], 4, 0.08, 0, key=fname)
+        assert all(torch.equal(m, expected) for m in per_slice)
+    test_names = [k[0] for k in exp.test_set.slice_keys()]
+    own = [i for i, name in enumerate(test_names) if name == "test001.h5"]
+    with h5py.File(folders["test"] / "test001.h5") as fh:
+        file_mask = torch.from_numpy(fh["mask"][()])
+    y = exp.test_set.measure(torch.tensor(own))
+    assert torch.equal((y != 0).any(-1).any(-2).any(0)[0], file_mask)
+    # targets are the file's reconstruction divided by the volume's max
+    with h5py.File(folders["test"] / "test001.h5") as fh:
+        expected_x = torch.from_numpy(fh["reconstruction_esc"][0] / fh.attrs["max"]).float()
+    torch.testing.assert_close(exp.test_set.targets(torch.tensor(own[:1]))[0, 0], expected_x)
+
+
+def test_measured_kspace_refuses_model_aware_penalties_and_noise(tmp_path):
+    folders = write_folders(tmp_path, n_train=2)
+    exp = build_experiment(measured_config(folders))
+    with pytest.raises(ConfigError, match=r"'regularizer.name' 'sja\+sj' penalises J A.*mask per volume"):
+        build_run_regularizer(measured_config(folders, "regularizer.name=sja+sj"), exp.operator)
+    with pytest.raises(ConfigError, match=r"'noise.kind' must be none for measured k-space"):
+        build_experiment(measured_config(folders, "noise.kind=bounded"))
+    with pytest.raises(ConfigError, match=r"'data.test_root' is needed"):
+        build_experiment(measured_config(folders, "data.test_root=null"))
+
+
+def test_measured_kspace_needs_one_kspace_shape(tmp_path):
+    folders = write_folders(tmp_path, n_train=2)
+    with h5py.File(folders["train"] / "odd.h5", "w") as fh:
+        fh["kspace"] = np.ones((2, 32, 20), dtype=np.complex64)
+        fh["reconstruction_esc"] = np.ones((2, CROP, CROP), dtype=np.float32)
+    with pytest.raises(ConfigError, match=r"one k-space shape per run, found \(32, 20\): 1 file\(s\), e.g. odd.h5; \(32, 24\): 2 file"):
+        build_experiment(measured_config(folders))
+
+
+def test_a_read_only_data_folder_keeps_its_index_in_the_user_cache(tmp_path, monkeypatch):
+    folders = write_folders(tmp_path, n_train=2)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_text = Path.write_text
+
+    def read_only_data(path, *args, **kwargs):  # chmod does not stop root, so refuse writes here
+        if path.parent == folders["train"]:
+            raise PermissionError(f"read-only folder: {path}")
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only_data)
+    FastMRISliceDataset(folders["train"])
+    assert not any(folders["train"].glob(".jacinv*"))
+    (cached,) = (tmp_path / "cache" / "jacinv" / "fastmri").glob("*.json")
+    stamp = cached.stat().st_mtime_ns
+    assert len(FastMRISliceDataset(folders["train"])) == 6
+    assert cached.stat().st_mtime_ns == stamp  # reused, nothing re-indexed
+
+
+def fastmri_volume_metrics(gt: np.ndarray, pred: np.ndarray) -> dict:
+    """fastMRI's evaluate.py definitions for one volume (slices, h, w)."""
+    maxval = gt.max()
+    return {"nmse": np.linalg.norm(gt - pred) ** 2 / np.linalg.norm(gt) ** 2,
+            "psnr": 10 * np.log10(maxval**2 / np.mean((gt - pred) ** 2)),
+            "ssim": np.mean([structural_similarity(g, p, data_range=maxval, win_size=7) for g, p in zip(gt, pred)])}
+
+
+def test_measured_fastmri_trains_evaluates_and_exports_what_fastmri_scores(tmp_path):
+    folders = write_folders(tmp_path / "data", n_train=6)
+    config = measured_config(folders, "train.epochs=20", "train.eval_every=5")
+    train(config, tmp_path / "run", progress=False)
+    assert str(folders["train"].resolve()) in (tmp_path / "run" / "config.yaml").read_text()
+    report = evaluate_run(tmp_path / "run", save_reconstructions=tmp_path / "recon")
+    summary = report["summary"]
+    assert sorted(p.name for p in (tmp_path / "recon").glob("*.h5")) == ["test000.h5", "test001.h5"]
+    scores = []
+    for path in sorted((tmp_path / "recon").glob("*.h5")):
+        with h5py.File(path) as rec, h5py.File(folders["test"] / path.name) as src:
+            scores.append(fastmri_volume_metrics(src["reconstruction_esc"][()].astype(np.float64),
+                                                 rec["reconstruction"][()].astype(np.float64)))
+    for key in ("nmse", "psnr", "ssim"):
+        assert summary["network"][f"volume_{key}"] == pytest.approx(np.mean([s[key] for s in scores]), rel=1e-6)
+    # trained VarNet beats fastMRI's zero-filled baseline on these volumes
+    assert summary["network"]["volume_psnr"] > summary["zero_filled_magnitude"]["volume_psnr"] + 1.0

@@ -126,3 +126,13 @@ def test_measured_fastmri_trains_evaluates_and_exports_what_fastmri_scores(tmp_p
         assert summary["network"][f"volume_{key}"] == pytest.approx(np.mean([s[key] for s in scores]), rel=1e-6)
     # trained VarNet beats fastMRI's zero-filled baseline on these volumes
     assert summary["network"]["volume_psnr"] > summary["zero_filled_magnitude"]["volume_psnr"] + 1.0
+
+
+def test_only_a_few_files_stay_open(tmp_path):
+    from jacinv.datasets.fastmri import OPEN_FILES
+
+    folders = write_folders(tmp_path, n_train=OPEN_FILES + 3)
+    ds = FastMRISliceDataset(folders["train"])
+    firsts = [ds[i]["target"] for i in range(0, len(ds), 3)]  # the first slice of every file
+    assert len(ds._handles) == OPEN_FILES
+    torch.testing.assert_close(ds[0]["target"], firsts[0])  # a closed file reopens

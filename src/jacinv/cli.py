@@ -119,6 +119,8 @@ def evaluate_main(argv=None) -> int:
     parser.add_argument("--bound", action="store_true", help="also compute the generalisation bound")
     parser.add_argument("--delta", type=float, default=0.05, help="confidence parameter of the bound")
     parser.add_argument("data_overrides", nargs="*", help="config overrides for the evaluation data, e.g. data.n_test=500")
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="super-resolution: score whole images of DIR (no split) beside bicubic and TV")
     parser.add_argument("--save-reconstructions", type=Path, metavar="DIR",
                         help="write one HDF5 file per test volume ('reconstruction', fastMRI's submission format)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
@@ -126,6 +128,14 @@ def evaluate_main(argv=None) -> int:
     if not 0.0 < args.delta < 1.0:
         parser.error(f"--delta must lie in (0, 1), got {args.delta}")
     try:
+        if args.images:
+            from .sr_images import evaluate_images, images_table
+
+            report = evaluate_images(args.run_dir, args.images, overrides=args.data_overrides,
+                                     progress=sys.stderr.isatty())
+            print(images_table(report))
+            print(f"\nreport: {args.run_dir / 'images_report.json'}, figure: {args.run_dir / 'images_report.png'}")
+            return 0
         report = evaluate_run(args.run_dir, overrides=args.data_overrides, bound=args.bound, delta=args.delta,
                               save_reconstructions=args.save_reconstructions)
     except USER_ERRORS as err:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import h5py
@@ -18,6 +19,7 @@ from ..operators.mri import center_crop
 
 TARGETS = ("reconstruction_esc", "reconstruction_rss", "kspace")
 INDEX_FILE = ".jacinv_fastmri_index.json"
+OPEN_FILES = 8  # HDF5 handles kept open per process
 
 
 def _volume_info(path: Path) -> dict:
@@ -67,7 +69,7 @@ class FastMRISliceDataset(Dataset):
             self.target = next((t for t in TARGETS[:2] if all(t in v["keys"] for v in self.volumes)), "kspace")
         self.items = np.array([(v, s) for v, info in enumerate(self.volumes) for s in range(info["slices"])],
                               dtype=np.int64).reshape(-1, 2)
-        self._handles: dict[str, h5py.File] = {}
+        self._handles: OrderedDict[str, h5py.File] = OrderedDict()
         self._maxima: dict[int, float] = {}
         self._pid = None
 
@@ -121,10 +123,15 @@ class FastMRISliceDataset(Dataset):
         return len(self.items)
 
     def _file(self, fname: str) -> h5py.File:
-        """An open handle per worker process (reopened after a fork)."""
+        """An open handle per worker process (reopened after a fork); the ``OPEN_FILES`` most recently
+        used stay open, so memory (HDF5 chunk caches) does not grow with the number of files."""
         if self._pid != os.getpid():
-            self._handles, self._pid = {}, os.getpid()
-        if fname not in self._handles:
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        if fname in self._handles:
+            self._handles.move_to_end(fname)
+        else:
+            if len(self._handles) >= OPEN_FILES:
+                self._handles.popitem(last=False)[1].close()
             self._handles[fname] = h5py.File(self.root / fname, "r")
         return self._handles[fname]
 

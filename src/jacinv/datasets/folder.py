@@ -10,6 +10,7 @@ import torch
 from .._checks import choice, positive_int
 from .embedded import grid_patches
 
+BT601_LUMA = (0.299, 0.587, 0.114)  # Y' = 0.299 R + 0.587 G + 0.114 B
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -25,8 +26,8 @@ def list_images(root) -> list[Path]:
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
-    """(C, H, W) float32 in [0, 1]; ``channels`` 1 (luminance) or 3 (RGB)."""
-    from skimage import color, io, util
+    """(C, H, W) float32 in [0, 1]; ``channels`` 1 (BT.601 luma Y' of colour images) or 3 (RGB)."""
+    from skimage import io, util
 
     try:
         img = io.imread(path)
@@ -38,7 +39,7 @@ def read_image(path: Path, channels: int) -> np.ndarray:
         raise ValueError(f"image file {path} has shape {img.shape}; expected (H, W) or (H, W, 3)")
     img = util.img_as_float32(img)
     if channels == 1:
-        img = color.rgb2gray(img) if img.ndim == 3 else img
+        img = img @ np.array(BT601_LUMA, dtype=img.dtype) if img.ndim == 3 else img
         return img[None].astype(np.float32)
     img = np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
     return np.moveaxis(img, -1, 0).astype(np.float32)

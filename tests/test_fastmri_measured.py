@@ -132,7 +132,7 @@ def test_only_a_few_files_stay_open(tmp_path):
     from jacinv.datasets.fastmri import OPEN_FILES
 
     folders = write_folders(tmp_path, n_train=OPEN_FILES + 3)
-    ds = FastMRISliceDataset(folders["train"])
+    ds = FastMRISliceDataset(folders["train"], crop=(CROP, CROP))
     firsts = [ds[i]["target"] for i in range(0, len(ds), 3)]  # the first slice of every file
     assert len(ds._handles) == OPEN_FILES
     torch.testing.assert_close(ds[0]["target"], firsts[0])  # a closed file reopens

@@ -136,3 +136,17 @@ def test_only_a_few_files_stay_open(tmp_path):
     firsts = [ds[i]["target"] for i in range(0, len(ds), 3)]  # the first slice of every file
     assert len(ds._handles) == OPEN_FILES
     torch.testing.assert_close(ds[0]["target"], firsts[0])  # a closed file reopens
+
+
+def test_the_start_up_block_warns_when_the_warm_start_store_is_large(tmp_path):
+    from jacinv.console import startup_block
+    from jacinv.regularizers import build_regularizer
+
+    folders = write_folders(tmp_path, n_train=2)
+    exp = build_experiment(measured_config(folders))
+    reg = build_regularizer("sj", store_dtype=torch.float16)
+    per_sample = 2 * 1 * SHAPE[0] * SHAPE[1] * 2  # float16 bytes of one k-space vector
+    assert reg.terms[0].store_bytes(len(exp.train_set), exp.operator.out_shape) == len(exp.train_set) * per_sample
+    assert "warm-start store" not in startup_block(measured_config(folders), exp, reg, torch.device("cpu"), tmp_path)
+    exp.train_set.items = exp.train_set.items.repeat(2**30 // (len(exp.train_set) * per_sample) + 1)
+    assert "GiB of memory" in startup_block(measured_config(folders), exp, reg, torch.device("cpu"), tmp_path)

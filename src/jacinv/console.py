@@ -21,6 +21,11 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir)
         reg_text += f" (seed Algorithm 4, kappa {regularizer.kappa:g})"
     if regularizer.every > 1 and regularizer.terms:
         reg_text += f", evaluated every {regularizer.every} steps with weights x {regularizer.every}"
+    warm = [t for t in regularizer.terms if hasattr(t, "store_bytes")]  # spectral terms keep a vector per sample
+    store = sum(t.store_bytes(len(exp.train_set), tuple(op.out_shape)) for t in warm)
+    if store > 2**30:
+        reg_text += (f"; its warm-start store (one {str(warm[0].store_dtype).replace('torch.', '')} vector per "
+                     f"training sample) will take {store / 2**30:.1f} GiB of memory")
     n = torch.get_num_threads()
     threads = f", {n} thread{'' if n == 1 else 's'}" if device.type == "cpu" else ""
     rows = [("data", f"{exp.data_note}: {counts}"),
@@ -45,3 +50,4 @@ def epoch_line(row: dict, epochs: int) -> str:
             parts.insert(2, f"val PSNR {row['val_psnr']:.2f} dB")
     parts.append(f"{row['seconds']:.1f} s")
     return "  ".join(parts)
+

@@ -174,6 +174,12 @@ class SpectralJacobianPenalty(nn.Module):
             estimates[key][row] = torch.maximum(estimates[key][row], maxima[key].detach())
         return ({n: maxima[k] for n, k in self.keys.items()}, {n: estimates[k] for n, k in self.keys.items()})
 
+    def store_bytes(self, n_samples: int, y_shape: tuple[int, ...]) -> int:
+        """Bytes the warm-start vectors of ``n_samples`` training samples will take (one per target)."""
+        size = torch.finfo(self.store_dtype).bits // 8
+        return sum(n_samples * size * int(torch.Size(self._input_shape(k, torch.empty((1, *y_shape)))).numel())
+                   for k in set(self.keys.values()))
+
     def get_extra_state(self):
         return {"banks": {k: bank.state() for k, bank in self.banks.items()},
                 "generator": self.generator.get_state()}

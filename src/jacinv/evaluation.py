@@ -15,19 +15,6 @@ def batches(dataset, batch_size: int = 64):
         yield torch.arange(start, min(len(dataset), start + batch_size))
 
 
-@torch.no_grad()
-def predict(model, dataset, device, batch_size: int = 64, keep_y: bool = True):
-    """(y, x, x_hat) over the whole data set, on the CPU (y is None unless ``keep_y``)."""
-    ys, xs, preds = [], [], []
-    for index in batches(dataset, batch_size):
-        y, x = dataset.pairs(index)
-        if keep_y:
-            ys.append(y)
-        xs.append(x)
-        preds.append(model(y.to(device)).cpu())
-    return (torch.cat(ys) if keep_y else None), torch.cat(xs), torch.cat(preds)
-
-
 def image_metrics(x: torch.Tensor, pred: torch.Tensor, data_range=1.0) -> dict[str, np.ndarray]:
     """Per-sample l2 distance, PSNR (dB), SSIM, NMSE of (N, C, H, W) images."""
     return {"l2": l2_distance(pred, x).numpy().astype(np.float64), "psnr": psnr(x, pred, data_range),

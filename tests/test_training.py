@@ -153,6 +153,32 @@ def test_distributed_training_with_two_gloo_processes(tmp_path):
     assert proc.stdout.count("epoch 2/2") == 1
 
 
+def _average_on_rank(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from jacinv import distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.manual_seed(rank)  # different initial weights: broadcast_parameters must make them rank 0's
+    model = torch.nn.Linear(3, 2)
+    distributed.broadcast_parameters(model)
+    model.weight.grad = torch.full_like(model.weight, float(rank + 1))  # bias.grad left None: counts as 0
+    distributed.average_gradients(model)
+    torch.save({"weight": model.weight.detach(), "grad": model.weight.grad, "bias_grad": model.bias.grad},
+               f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_gradients_are_averaged_over_ranks_and_parameters_start_equal(tmp_path):
+    torch.multiprocessing.spawn(_average_on_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    torch.manual_seed(0)
+    rank0_weight = torch.nn.Linear(3, 2).weight.detach()
+    assert all(torch.equal(r["weight"], rank0_weight) for r in ranks)
+    for r in ranks:
+        assert torch.equal(r["grad"], torch.full((2, 3), 1.5)) and torch.equal(r["bias_grad"], torch.zeros(2))
+
+
 def test_console_shows_the_data_used_and_one_line_per_evaluated_epoch(tmp_path, capsys):
     config = tiny_config("cs", "data.root=null", "data.fallback=embedded", "train.epochs=3", "train.eval_every=2")
     train(config, tmp_path / "run", progress=False)

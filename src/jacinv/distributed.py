@@ -56,6 +56,32 @@ def from_rank0(compute):
     return box[0]
 
 
+def broadcast_parameters(model: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (no-op outside torchrun)."""
+    if world()[1] == 1:
+        return
+    for tensor in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(model: torch.nn.Module) -> None:
+    """Replace each parameter's gradient by its mean over the ranks, in one all-reduce (no-op outside
+    torchrun).  Called once per step after every backward pass of the step (fidelity, then penalty),
+    so each pass frees its graph before the next one builds its own."""
+    size = world()[1]
+    if size == 1:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= size
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
+
+
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
@@ -104,7 +103,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(with_absolute_paths(config), run_dir / "config.yaml")
-    net = DistributedDataParallel(model) if world_size > 1 else model
+    distributed.broadcast_parameters(model)
     if rank == 0:
         print(f"{'resuming' if resume else 'training'} {config['name']} from epoch {start + 1}\n"
               f"{startup_block(config, exp, reg, device, run_dir)}", flush=True)
@@ -122,14 +121,18 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
         running = 0.0
         for step, (y, x, index) in enumerate(tqdm(loader, leave=False, disable=not progress or rank != 0)):
             y, x = y.to(device), x.to(device)
-            loss = fidelity(net(y), x, tc["loss"])
+            optimizer.zero_grad(set_to_none=True)
+            # fidelity and penalty are backpropagated one after the other, so the peak memory is that
+            # of the larger graph, not of both; their gradients add up as those of loss + penalty
+            loss = fidelity(model(y), x, tc["loss"])
+            loss.backward()
             penalty = reg(model, y, x, index=index, loss=loss.detach())
-            total = loss + penalty
-            if not torch.isfinite(total):
+            if not torch.isfinite(loss + penalty.detach()):
                 raise NonFiniteLoss(f"non-finite loss ({loss.item()}, penalty {penalty.item()}) at epoch {epoch} "
                                     f"step {step}; the last good checkpoint is {ckpt_path}")
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            if penalty.requires_grad:
+                penalty.backward()
+            distributed.average_gradients(model)
             optimizer.step()
             running += loss.item()
         if scheduler is not None:

@@ -33,14 +33,14 @@ def apply_adjoint(operator: LinearOperator | None, w: torch.Tensor) -> torch.Ten
 def power_iteration(products: JacobianProducts, operators: list, vectors: list, iters: int):
     """``iters`` detached power steps on M^T M for stacked blocks of rows.
 
-    ``products`` holds len(operators) blocks of equally many rows; block k is iterated with
-    M = J A_k (J when A_k is None) from vectors[k] (rows, *A_k.in_shape).  Returns
+    ``products`` holds len(operators) stacked blocks of rows; block k is iterated with
+    M = J A_k (J when A_k is None) from vectors[k] (rows_k, *A_k.in_shape).  Returns
     (new unit vectors per block, per-row lower bounds sigma = sqrt(||M^T M v||) at the
     last unit v per block), which satisfy ||M v|| <= sigma <= ||M||_2.
     """
     vectors = [normalise(v.detach()) for v in vectors]
     sigmas = [torch.zeros(v.shape[0], dtype=v.dtype, device=v.device) for v in vectors]
-    rows = vectors[0].shape[0]
+    rows = [v.shape[0] for v in vectors]
     for _ in range(iters):
         tangent = torch.cat([apply(op, v) for op, v in zip(operators, vectors)])
         cotangent = products.vjp(products.jvp(tangent))

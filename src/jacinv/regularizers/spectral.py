@@ -10,7 +10,8 @@ Only the batch maximum receives gradient, so a step needs
      shared jvp graph of the candidates when products use double-vjp (memory-bound dense
      nets: extra rows are free there), or a separate pass on the arg-max row alone when
      products use forward mode (compute-bound conv nets).
-All targets (J A and J) share one forward pass: their rows are stacked.
+With double-vjp products all targets (J A and J) share one forward pass: their rows are
+stacked; forward-mode products run ``chunk_rows`` rows per pass, which bounds the memory.
 Without ``index`` there is no bank: every sample gets ``cold_iters`` iterations.
 """
 from __future__ import annotations
@@ -18,12 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import positive_int
+from .._checks import choice, positive_int
 from ..operators import Identity, LinearOperator
 from .bank import VectorBank
 from .norms import apply, apply_adjoint, normalise, per_sample_norm, power_iteration, random_unit_vectors
 from .products import JVP_MODES, JacobianProducts, resolve_jvp_mode
-from .._checks import choice
 
 
 class SpectralJacobianPenalty(nn.Module):
@@ -37,11 +37,12 @@ class SpectralJacobianPenalty(nn.Module):
         refresh: further samples refreshed per step, stalest first.
         store_dtype, store_device: how the per-sample vectors are kept.
         jvp_mode: "auto", "double_vjp" or "forward" (see ``products``).
+        chunk_rows: rows per forward-mode pass (memory grows with it; CPU time barely).
     """
 
     def __init__(self, targets: dict[str, LinearOperator | None], iters: int = 2, cold_iters: int = 4,
                  candidates: int = 4, refresh: int = 1, store_dtype: torch.dtype = torch.float16,
-                 store_device="cpu", seed: int = 0, jvp_mode: str = "auto"):
+                 store_device="cpu", seed: int = 0, jvp_mode: str = "auto", chunk_rows: int = 4):
         super().__init__()
         if not targets:
             raise ValueError("targets must name at least one operator (or None for J itself)")
@@ -50,6 +51,7 @@ class SpectralJacobianPenalty(nn.Module):
         self.candidates = positive_int(candidates, "candidates")
         self.refresh = positive_int(refresh, "refresh", minimum=0)
         self.jvp_mode = choice(jvp_mode, "jvp_mode", JVP_MODES)
+        self.chunk_rows = positive_int(chunk_rows, "chunk_rows")
         # Identity targets are J itself: map every name to a shared key.
         self.keys = {name: ("J" if op is None or isinstance(op, Identity) else name) for name, op in targets.items()}
         self.operators = nn.ModuleDict({self.keys[n]: op for n, op in targets.items() if self.keys[n] != "J"})
@@ -77,32 +79,24 @@ class SpectralJacobianPenalty(nn.Module):
                 chosen[rest[age[rest].topk(min(self.refresh, rest.numel())).indices]] = True
         return chosen
 
-    def _choose_rows(self, keys, y: torch.Tensor, index):
-        """(chosen (B,) bool mask of rows to refresh, {key: (values, vectors, age) of the bank})."""
-        if index is None:
-            return torch.ones(y.shape[0], dtype=torch.bool), {}
-        chosen = torch.zeros(y.shape[0], dtype=torch.bool)
-        lookups = {}
-        for key in keys:
-            if key not in self.banks:
-                self.banks[key] = VectorBank(self._input_shape(key, y), self.store_dtype, self.store_device)
-            lookups[key] = [t.cpu() for t in self.banks[key].lookup(index)]
-            chosen |= self._refresh_mask(lookups[key][0], lookups[key][2])
-        return chosen, lookups
+    def _bank(self, key: str, y: torch.Tensor) -> VectorBank:
+        if key not in self.banks:
+            self.banks[key] = VectorBank(self._input_shape(key, y), self.store_dtype, self.store_device)
+        return self.banks[key]
 
-    def _start_vectors(self, keys, lookups, sel: torch.Tensor, y: torch.Tensor):
-        """Per target, the stored vectors of the selected rows (random for unseen ones); and
-        whether any row is unseen (then ``cold_iters`` iterations are run)."""
-        vectors, cold = [], not lookups
-        for key in keys:
-            v0 = random_unit_vectors((sel.numel(), *self._input_shape(key, y)), y, self.generator)
-            if key in lookups:
-                values, stored, _ = lookups[key]
-                warm = ~torch.isnan(values[sel])
-                v0[warm.to(v0.device)] = stored[sel][warm].to(v0)
-                cold |= not bool(warm.all())
-            vectors.append(v0)
-        return vectors, cold
+    def _plan(self, key: str, y: torch.Tensor, index):
+        """One target's work this step: (bank lookup (values, vectors, age) or None, chosen (B,) bool mask,
+        start vectors of the chosen rows, whether any chosen row is unseen)."""
+        if index is None:
+            shape = (y.shape[0], *self._input_shape(key, y))
+            return None, torch.ones(y.shape[0], dtype=torch.bool), random_unit_vectors(shape, y, self.generator), True
+        lookup = [t.cpu() for t in self._bank(key, y).lookup(index)]
+        chosen = self._refresh_mask(lookup[0], lookup[2])
+        values, stored = lookup[0][chosen], lookup[1][chosen]
+        v0 = random_unit_vectors(stored.shape, y, self.generator)
+        warm = ~torch.isnan(values)
+        v0[warm.to(v0.device)] = stored[warm].to(v0)
+        return lookup, chosen, v0, not bool(warm.all())
 
     @staticmethod
     def _fused_steps(f, y_rows, operators, vectors, n_iter):
@@ -110,66 +104,69 @@ class SpectralJacobianPenalty(nn.Module):
         also gives the differentiable norm u^T J A v = ||J A v|| (u = J A v / ||J A v|| fixed),
         whose parameter gradient u^T d(J A) v is that of the norm at v.
         Returns (new vectors, bounds sigma, differentiable norms at the previous vectors) per target."""
-        rows = vectors[0].shape[0]
+        sizes = [v.shape[0] for v in vectors]
         products = JacobianProducts(f, y_rows, "double_vjp")
         vectors, _ = power_iteration(products, operators, vectors, n_iter - 1)
         tangent = torch.cat([apply(op, v) for op, v in zip(operators, vectors)])
         jv = products.jvp(tangent)
         jtu = products.vjp(normalise(jv), create_graph=True)
-        differentiable = list((jtu * tangent).flatten(1).sum(1).split(rows))
-        ws = [apply_adjoint(op, g).detach() for op, g in zip(operators, jtu.detach().split(rows))]
+        differentiable = list((jtu * tangent).flatten(1).sum(1).split(sizes))
+        ws = [apply_adjoint(op, g).detach() for op, g in zip(operators, jtu.detach().split(sizes))]
         # ||M^T M v|| = ||M^T u|| ||M v||: its square root is the usual power-step bound
-        sigmas = [(per_sample_norm(w) * n).sqrt() for w, n in zip(ws, per_sample_norm(jv).split(rows))]
+        sigmas = [(per_sample_norm(w) * n).sqrt() for w, n in zip(ws, per_sample_norm(jv).split(sizes))]
         return [normalise(w) for w in ws], sigmas, differentiable
 
-    def _chunked_steps(self, f, y_sel, stack, operators, vectors, n_iter):
-        """Forward-mode products: each is its own forward pass, so rows are iterated in chunks of
-        candidates + refresh, and memory stays that of a few samples even when a whole batch is
+    def _chunked_steps(self, f, y_rows, operators, vectors, n_iter):
+        """Forward-mode products: each is its own forward pass, so each target's rows are iterated in
+        chunks of ``chunk_rows``, and memory stays that of a few samples even when a whole batch is
         new (the first epoch).  Returns (new vectors, bounds sigma) per target."""
-        size = self.candidates + max(1, self.refresh)
-        parts = [power_iteration(JacobianProducts(f, stack(y_sel[s: s + size]), "forward"), operators,
-                                 [v[s: s + size] for v in vectors], n_iter) for s in range(0, y_sel.shape[0], size)]
-        return ([torch.cat([p[0][k] for p in parts]) for k in range(len(operators))],
-                [torch.cat([p[1][k] for p in parts]) for k in range(len(operators))])
+        size = self.chunk_rows
+        out_vectors, out_sigmas = [], []
+        for rows, op, v in zip(y_rows, operators, vectors):
+            parts = [power_iteration(JacobianProducts(f, rows[s: s + size], "forward"), [op], [v[s: s + size]], n_iter)
+                     for s in range(0, rows.shape[0], size)]
+            out_vectors.append(torch.cat([p[0][0] for p in parts]))
+            out_sigmas.append(torch.cat([p[1][0] for p in parts]))
+        return out_vectors, out_sigmas
 
     def forward(self, f, y: torch.Tensor, x=None, index: torch.Tensor | None = None):
         """Returns ({name: differentiable scalar batch max}, {name: (B,) detached estimates}).
 
-        Estimates of samples not refreshed this step are those of their previous visit.
+        Each target refreshes its own likely maxima; estimates of samples not refreshed this step
+        are those of their previous visit.
         """
         keys = sorted(set(self.keys.values()))
         operators = [self._operator(k) for k in keys]
         if index is not None:
             index = index.detach().cpu().long()
-        chosen, lookups = self._choose_rows(keys, y, index)
-        sel = chosen.nonzero().flatten()
-        vectors, cold = self._start_vectors(keys, lookups, sel, y)
-        n_iter = self.cold_iters if cold else self.iters
-        y_sel = y[sel.to(y.device)]
-        stack = lambda t: t.repeat(len(keys), *([1] * (y.dim() - 1)))  # noqa: E731  rows of every target
+        plans = [self._plan(key, y, index) for key in keys]
+        sels = [chosen.nonzero().flatten().to(y.device) for _, chosen, _, _ in plans]
+        vectors = [v0 for _, _, v0, _ in plans]
+        n_iter = self.cold_iters if any(cold for *_, cold in plans) else self.iters
+        y_rows = [y[sel] for sel in sels]
         if resolve_jvp_mode(f, self.jvp_mode) == "double_vjp":
-            vectors, sigmas, differentiable = self._fused_steps(f, stack(y_sel), operators, vectors, n_iter)
+            vectors, sigmas, differentiable = self._fused_steps(f, torch.cat(y_rows), operators, vectors, n_iter)
         else:
-            vectors, sigmas = self._chunked_steps(f, y_sel, stack, operators, vectors, n_iter)
+            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter)
             differentiable = None
 
         estimates, best = {}, {}
-        for key, v, sigma in zip(keys, vectors, sigmas):
-            estimates[key] = (lookups[key][0].to(y.device, y.dtype) if key in lookups
+        for key, (lookup, chosen, _, _), sel, v, sigma in zip(keys, plans, sels, vectors, sigmas):
+            estimates[key] = (lookup[0].to(y.device, y.dtype) if lookup is not None
                               else torch.zeros(y.shape[0], dtype=y.dtype, device=y.device))
-            estimates[key][sel.to(y.device)] = sigma
+            estimates[key][sel] = sigma
             best[key] = int(sigma.argmax())
-            if key in lookups and self.training:
+            if lookup is not None and self.training:
                 self.banks[key].store(index, chosen, sigma, v)
         if differentiable is None:
             # one differentiable forward-mode pass on the arg-max rows only
-            argmax_rows = torch.stack([y_sel[best[k]] for k in keys])
+            argmax_rows = torch.stack([rows[best[k]] for k, rows in zip(keys, y_rows)])
             tangent = torch.cat([apply(op, v[best[k]: best[k] + 1]) for k, op, v in zip(keys, operators, vectors)])
             jv = JacobianProducts(f, argmax_rows, "forward").jvp(tangent, create_graph=True)
             maxima = dict(zip(keys, per_sample_norm(jv)))
         else:
             maxima = {k: d[best[k]] for k, d in zip(keys, differentiable)}
-        for key in keys:
+        for key, sel in zip(keys, sels):
             row = int(sel[best[key]])
             estimates[key][row] = torch.maximum(estimates[key][row], maxima[key].detach())
         return ({n: maxima[k] for n, k in self.keys.items()}, {n: estimates[k] for n, k in self.keys.items()})

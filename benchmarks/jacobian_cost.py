@@ -1,22 +1,29 @@
 """Cost and accuracy of the batch-max spectral penalty "sja+sj" against a plain training step.
 
-    python benchmarks/jacobian_cost.py            # full table (about 10 minutes on 2 CPU cores)
+    python benchmarks/jacobian_cost.py            # full table (about 30 minutes on 2 CPU cores)
     python benchmarks/jacobian_cost.py --quick    # fewer steps
 
-For each case (network, operator) and method, a fresh worker process trains for one
-epoch of warm-up, then times `--steps` training steps (forward + penalty + backward +
-Adam) and records its peak resident memory above the set-up baseline; jacinv's method
-then checks its reported batch maxima against reference values on further steps.
+Each (case, method) runs in fresh worker processes, alone on the machine:
+  accuracy   from initialisation, the batch maxima reported on the first two evaluated steps from
+             step 10 on ("early": ||J A|| moves fastest there) are checked against references;
+             then training goes on (Adam, lr 1e-3) to TRAIN_STEPS steps, the next 12 steps are
+             timed (mean of forward + penalty + backward + Adam; with every = k the mean covers
+             whole cycles of k), and two more evaluated steps are checked ("trained").
+  memory     a second process with glibc's mmap threshold fixed at 128 KiB, so that freed tensors
+             leave the resident set and its peak follows the live tensors: peak RSS above the
+             set-up during the first epoch (every sample cold) and during the next epoch (reset with
+             /proc/self/clear_refs), each against the plain step's.
 Methods:
   plain         fidelity loss only
-  jacinv        build_regularizer("sja+sj") at its defaults (warm start keyed by index)
-  jacinv-cold   the same without index (no warm start: cold_iters iterations on the whole batch)
-  seed-n1/n3    the seed's Algorithm 2: n power iterations on the whole batch,
-                differentiated through every iteration (written here as the reference)
+  jacinv        build_regularizer("sja+sj") at its defaults (every = 1)
+  jacinv-lazy   the same with every = 4, the recommended setting
+  seed-n1/n3    the seed's Algorithm 2: n power iterations on the whole batch, differentiated through
+                every iteration (written here as the reference); timed and checked from
+                initialisation only (its cost does not depend on the training state)
   deepinv       deepinv.loss.JacobianSpectralNorm, 5 iterations (only when installed)
 Reference norms: exact Jacobians (forward-mode products with the 160 basis vectors) for the FC
-net; for the unrolled net exact Jacobians of the 4 samples ranked highest by 30 power iterations;
-for DnCNN, Lanczos (scipy svds on the matrix-free J A, tol 1e-4) on the 4 samples ranked highest
+net; for the unrolled net exact Jacobians of the 3 samples ranked highest by 30 power iterations;
+for DnCNN, Lanczos (scipy svds on the matrix-free J A, tol 1e-4) on the 2 samples ranked highest
 by 30 power iterations, checked against an exact Jacobian on one sample.
 Prints a table with ratios to the plain step and writes benchmarks/results/jacobian_cost.json.
 """
@@ -50,8 +57,16 @@ CASES = {
 # how the reference norms are computed (see reference_norms): the unrolled net's exact Jacobian costs
 # 160 forward-mode passes of a 5 x 5-layer CNN per sample, so only the likely maxima get one
 REFERENCE = {"fc": "exact", "unrolled": "exact-top", "dncnn": "lanczos"}
-METHODS = ("plain", "jacinv", "jacinv-cold", "seed-n1", "seed-n3", "deepinv")
+METHODS = ("plain", "jacinv", "jacinv-lazy", "seed-n1", "seed-n3", "deepinv")
+RECOMMENDED = {"every": 4}  # jacinv-lazy's setting (see README: 3-seed check at the CS central point)
 LAMBDA = 1e-3
+TRAIN_LR = 1e-3
+TRAIN_STEPS = {"fc-cs": 400, "dncnn5-identity": 80, "dncnn5-blur-x2": 80, "unrolled-cs": 150}
+EARLY_FROM = 10      # the early check starts at this step (1-based) from initialisation
+CHECKS = 2           # evaluated steps checked per phase
+TIMED_STEPS = 12     # a multiple of every k in RECOMMENDED
+REFERENCE_TOP = {"exact-top": 3, "lanczos": 2}
+MMAP_THRESHOLD = str(128 * 1024)
 
 
 def smooth_images(n: int, shape, seed: int) -> torch.Tensor:
@@ -78,14 +93,16 @@ def seed_algorithm2(f, y, operator, n_iters: int, generator) -> torch.Tensor:
     return u.flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1)
 
 
-def make_penalty(method: str, operator, options: dict):
-    """A function (f, y, x, index) -> (penalty, {"sja": (B,), "sj": (B,)} or None)."""
-    if method in ("jacinv", "jacinv-cold"):
+def make_penalty(method: str, operator):
+    """A function (f, y, x, index) -> (penalty or None, {"sja": batch max, "sj": batch max} as the values
+    that enter the loss, when the penalty was evaluated on this step, else None)."""
+    if method in ("jacinv", "jacinv-lazy"):
+        options = RECOMMENDED if method == "jacinv-lazy" else {}
         reg = build_regularizer("sja+sj", operator=operator, lambda_ja=LAMBDA, lambda_j=LAMBDA, **options)
 
         def penalty(f, y, x, index):
-            value = reg(f, y, x, index=index if method == "jacinv" else None)
-            return value, {k: reg.last_stats[k] for k in ("sja", "sj")}
+            value = reg(f, y, x, index=index)
+            return value, ({k: reg.last_stats[f"penalty_{k}"] for k in ("sja", "sj")} if value.requires_grad else None)
         return penalty
     if method.startswith("seed-n"):
         n = int(method[len("seed-n"):])
@@ -94,7 +111,7 @@ def make_penalty(method: str, operator, options: dict):
         def penalty(f, y, x, index):
             sja = seed_algorithm2(f, y, operator, n, g)
             sj = seed_algorithm2(f, y, None, n, g)
-            return LAMBDA * (sja.max() + sj.max()), {"sja": sja.detach(), "sj": sj.detach()}
+            return LAMBDA * (sja.max() + sj.max()), {"sja": float(sja.max()), "sj": float(sj.max())}
         return penalty
     if method == "deepinv":
         from deepinv.loss.regularisers import JacobianSpectralNorm  # noqa: WPS433 (optional)
@@ -103,8 +120,7 @@ def make_penalty(method: str, operator, options: dict):
 
         def penalty(f, y, x, index):
             y_ = y.detach().requires_grad_(True)
-            out = f(y_)
-            value = spec(out, y_)
+            value = spec(f(y_), y_)
             return LAMBDA * value, None
         return penalty
     return lambda f, y, x, index: (None, None)
@@ -112,7 +128,7 @@ def make_penalty(method: str, operator, options: dict):
 
 def reference_norms(f, y, operator, how: str) -> dict[str, torch.Tensor]:
     """Per-sample ||J A|| and ||J||.  "exact": exact Jacobians of every sample (the FC net);
-    "exact-top" / "lanczos": 30 cold power iterations rank the samples, and the 4 largest are
+    "exact-top" / "lanczos": 30 cold power iterations rank the samples, and the REFERENCE_TOP largest are
     settled by exact Jacobians or by Lanczos (ARPACK svds on the matrix-free J A, 1e-4 relative)."""
     if how == "exact":
         jac = torch.stack([exact_jacobian(f, yi) for yi in y])
@@ -124,7 +140,7 @@ def reference_norms(f, y, operator, how: str) -> dict[str, torch.Tensor]:
             out[key] = out["sja"]
             continue
         rough = jacobian_spectral_norm(f, y, op, iters=30, generator=torch.Generator().manual_seed(1)).detach()
-        for i in rough.topk(min(4, y.shape[0])).indices.tolist():
+        for i in rough.topk(min(REFERENCE_TOP[how], y.shape[0])).indices.tolist():
             rough[i] = lanczos_norm(f, y[i: i + 1], op) if how == "lanczos" else exact_norm(f, y[i], op)
         out[key] = rough
     return out
@@ -177,69 +193,118 @@ def check_reference_on_one_sample(f, y, operator) -> float:
     return abs(exact - lanczos_norm(f, y[:1], operator)) / exact
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def rss_mb(field: str = "VmRSS") -> float:
+    """Resident set (VmRSS) or its peak since the last reset (VmHWM) of this process, in MiB."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
 
 
-def worker(case: str, method: str, steps: int, accuracy_steps: int, options: dict) -> dict:
-    torch.manual_seed(0)
-    torch.set_num_threads(int(os.environ.get("JACINV_THREADS", "2")))
-    model_name, make_op, kwargs, batch, n_train = CASES[case]
-    operator = make_op()
-    f = build_model(model_name, operator, **kwargs)
-    x_all = smooth_images(n_train, operator.in_shape, seed=1)
-    with torch.no_grad():
-        y_all = operator(x_all)
-    opt = torch.optim.Adam(f.parameters(), lr=1e-4)
-    penalty = make_penalty(method, operator, options)
-    perm = torch.Generator().manual_seed(2)
-    steps_per_epoch = n_train // batch
+def reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
 
-    def batches():
+
+class Trainer:
+    """One case and method: the model, its data, Adam and the step function (fixed seeds)."""
+
+    def __init__(self, case: str, method: str):
+        torch.manual_seed(0)
+        torch.set_num_threads(int(os.environ.get("JACINV_THREADS", "2")))
+        model_name, make_op, kwargs, self.batch, self.n_train = CASES[case]
+        self.operator = make_op()
+        self.reference = REFERENCE[model_name]
+        self.f = build_model(model_name, self.operator, **kwargs)
+        self.x = smooth_images(self.n_train, self.operator.in_shape, seed=1)
+        with torch.no_grad():
+            self.y = self.operator(self.x)
+        self.opt = torch.optim.Adam(self.f.parameters(), lr=TRAIN_LR)
+        self.penalty = make_penalty(method, self.operator)
+        self.order = torch.Generator().manual_seed(2)
+        self.steps_per_epoch = self.n_train // self.batch
+        self.stream = self._batches()
+        self.steps = 0
+
+    def _batches(self):
         while True:
-            order = torch.randperm(n_train, generator=perm)
-            for s in range(steps_per_epoch):
-                yield order[s * batch:(s + 1) * batch]
+            order = torch.randperm(self.n_train, generator=self.order)
+            for s in range(self.steps_per_epoch):
+                yield order[s * self.batch:(s + 1) * self.batch]
 
-    def step(index, reference=None):
-        y, x = y_all[index], x_all[index]
+    def step(self, before_update=None):
+        """One training step as jacinv's loop takes it (fidelity backward, then penalty backward).
+        ``before_update(y, stats)`` runs, untimed, before Adam's update when the penalty was evaluated.
+        Returns (seconds, its result or None)."""
+        index = next(self.stream)
+        y, x = self.y[index], self.x[index]
         t0 = time.perf_counter()
-        loss = l2_distance(f(y), x).mean()
-        value, stats = penalty(f, y, x, index)
-        total = loss + value if value is not None else loss
-        opt.zero_grad(set_to_none=True)
-        total.backward()
+        self.opt.zero_grad(set_to_none=True)
+        l2_distance(self.f(y), x).mean().backward()
+        value, stats = self.penalty(self.f, y, x, index)
+        if value is not None and value.requires_grad:
+            value.backward()
         t1 = time.perf_counter()
-        result = reference(f, y, stats) if reference is not None else None
+        result = before_update(y, stats) if before_update is not None and stats is not None else None
         t2 = time.perf_counter()
-        opt.step()
+        self.opt.step()
+        self.steps += 1
         return (t1 - t0) + (time.perf_counter() - t2), result
 
-    stream = batches()
-    baseline = rss_mb()
-    for _ in range(steps_per_epoch):  # one epoch of warm-up
-        step(next(stream))
-    times = [step(next(stream))[0] for _ in range(steps)]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"case": case, "method": method, "step_ms": 1000 * sorted(times)[len(times) // 2],
-           "step_ms_all": [1000 * t for t in times], "peak_mb_above_setup": peak - baseline}
-    how = REFERENCE[model_name]
-    # the seed's algorithm is checked against exact Jacobians only (Lanczos
-    # references for DnCNN take minutes per step)
-    if method.startswith("jacinv") or (method.startswith("seed") and how != "lanczos"):
+    def check(self, n: int) -> list[dict]:
+        """Batch-max estimates against references (at the same weights) on the next ``n`` steps that
+        evaluate the penalty."""
+        def compare(y, stats):
+            ref = reference_norms(self.f, y, self.operator, self.reference)
+            return {k: (stats[k], float(ref[k].max())) for k in ("sja", "sj")}
 
-        def compare(f, y, stats):
-            ref = reference_norms(f, y, operator, how)
-            return {k: (float(stats[k].max()), float(ref[k].max())) for k in ("sja", "sj")}
-        pairs = [step(next(stream), compare)[1] for _ in range(accuracy_steps)]
-        out["batch_max"] = pairs
-        out["max_rel_error"] = {k: max(abs(p[k][0] - p[k][1]) / p[k][1] for p in pairs) for k in ("sja", "sj")}
-        out["reference"] = {"exact": "exact Jacobians", "exact-top": "exact Jacobians of the 4 likely maxima",
-                            "lanczos": "Lanczos (svds, tol 1e-4)"}[how]
-        if how == "lanczos" and method == "jacinv":
-            out["reference_check_rel_gap"] = check_reference_on_one_sample(f, y_all[:1], operator)
+        pairs = []
+        while len(pairs) < n:
+            result = self.step(compare)[1]
+            if result is not None:
+                pairs.append(result)
+        return pairs
+
+
+def max_rel_error(pairs: list[dict]) -> dict:
+    return {k: max(abs(p[k][0] - p[k][1]) / p[k][1] for p in pairs) for k in ("sja", "sj")}
+
+
+def accuracy_worker(case: str, method: str, timed_steps: int) -> dict:
+    """Early check, training to TRAIN_STEPS, timing, trained check (see the module docstring)."""
+    t = Trainer(case, method)
+    checked = method.startswith("jacinv") or (method.startswith("seed") and t.reference != "lanczos")
+    out = {"case": case, "method": method}
+    while t.steps < EARLY_FROM - 1:
+        t.step()
+    if checked:
+        out["early"] = t.check(CHECKS)
+        out["early_error"] = max_rel_error(out["early"])
+    if not method.startswith("seed"):  # the seed's algorithm is timed from initialisation
+        while t.steps < TRAIN_STEPS[case]:
+            t.step()
+    times = [t.step()[0] for _ in range(timed_steps)]
+    out.update(step_ms=1000 * sum(times) / len(times), step_ms_all=[1000 * s for s in times], at_step=t.steps)
+    if checked and method.startswith("jacinv"):
+        out["trained"] = t.check(CHECKS)
+        out["trained_error"] = max_rel_error(out["trained"])
+        if t.reference == "lanczos" and method == "jacinv":
+            out["reference_check_rel_gap"] = check_reference_on_one_sample(t.f, t.y[:1], t.operator)
+    out["reference"] = {"exact": "exact Jacobians", "exact-top": "exact Jacobians of the likely maxima",
+                        "lanczos": "Lanczos (svds, tol 1e-4)"}[t.reference]
     return out
+
+
+def memory_worker(case: str, method: str) -> dict:
+    """Peak RSS above the set-up: over the first epoch, and over the next one (MiB)."""
+    t = Trainer(case, method)
+    baseline = rss_mb()
+    reset_peak_rss()
+    for _ in range(t.steps_per_epoch):
+        t.step()
+    first = rss_mb("VmHWM") - baseline
+    reset_peak_rss()
+    for _ in range(max(t.steps_per_epoch, 2 * RECOMMENDED["every"])):
+        t.step()
+    return {"peak_mb_first_epoch": first, "peak_mb": rss_mb("VmHWM") - baseline}
 
 
 def available(method: str) -> bool:
@@ -252,21 +317,32 @@ def available(method: str) -> bool:
     return True
 
 
+def run_worker(kind: str, case: str, method: str, timed_steps: int) -> dict:
+    env = dict(os.environ)
+    if kind == "memory":
+        env["MALLOC_MMAP_THRESHOLD_"] = MMAP_THRESHOLD
+    cmd = [sys.executable, __file__, "--worker", kind, case, method, "--steps", str(timed_steps)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode:
+        print(proc.stderr, file=sys.stderr)
+        raise SystemExit(f"{kind} worker {case} {method} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer timed steps")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--worker", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--options", type=json.loads, default={},
-                        help='JSON options for jacinv\'s regulariser, e.g. \'{"candidates": 8}\'')
+    parser.add_argument("--worker", nargs=3, metavar=("KIND", "CASE", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=None, help=f"timed steps (default {TIMED_STEPS})")
     args = parser.parse_args()
-    steps = args.steps or (4 if args.quick else 10)
-    accuracy_steps = 2 if args.quick else 3
+    steps = args.steps or (RECOMMENDED["every"] if args.quick else TIMED_STEPS)
     if args.worker:
-        print(json.dumps(worker(*args.worker, steps, accuracy_steps, args.options)))
+        kind, case, method = args.worker
+        result = accuracy_worker(case, method, steps) if kind == "accuracy" else memory_worker(case, method)
+        print(json.dumps(result))
         return
     rows = []
     for case in args.cases:
@@ -274,35 +350,32 @@ def main():
             if not available(method):
                 print(f"{case:18s} {method:12s} skipped (not installed)")
                 continue
-            cmd = [sys.executable, __file__, "--worker", case, method, "--steps", str(steps),
-                   "--options", json.dumps(args.options)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode:
-                print(proc.stderr, file=sys.stderr)
-                raise SystemExit(f"worker {case} {method} failed")
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row = {**run_worker("accuracy", case, method, steps), **run_worker("memory", case, method, steps)}
             rows.append(row)
-            print(f"{case:18s} {method:12s} {row['step_ms']:9.1f} ms  {row['peak_mb_above_setup']:8.1f} MB", flush=True)
+            print(f"{case:18s} {method:12s} {row['step_ms']:9.1f} ms  {row['peak_mb']:8.1f} MB", flush=True)
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"torch": torch.__version__, "threads": 2, "options": args.options, "rows": rows},
-                              indent=1))
+    tmp.write_text(json.dumps({"torch": torch.__version__, "threads": 2, "recommended": RECOMMENDED,
+                               "train_steps": TRAIN_STEPS, "rows": rows}, indent=1))
     tmp.replace(args.out)
     print(f"wrote {args.out}")
 
 
 def print_table(rows):
-    print("\n| case | method | step (ms) | time / plain | memory / plain | batch-max error sja / sj |")
-    print("| --- | --- | ---: | ---: | ---: | --- |")
+    print("\n| case | method | step (ms) | time / plain | memory / plain (first epoch) | "
+          "batch-max error ‖JA‖ / ‖J‖, early | trained |")
+    print("| --- | --- | ---: | ---: | ---: | --- | --- |")
     plain = {r["case"]: r for r in rows if r["method"] == "plain"}
     for r in rows:
         p = plain.get(r["case"])
         t = r["step_ms"] / p["step_ms"] if p else float("nan")
-        m = r["peak_mb_above_setup"] / p["peak_mb_above_setup"] if p else float("nan")
-        err = r.get("max_rel_error")
-        err_s = f"{100 * err['sja']:.1f}% / {100 * err['sj']:.1f}%" if err else ""
-        print(f"| {r['case']} | {r['method']} | {r['step_ms']:.1f} | {t:.2f}x | {m:.2f}x | {err_s} |")
+        m = r["peak_mb"] / p["peak_mb"] if p else float("nan")
+        m1 = r["peak_mb_first_epoch"] / p["peak_mb_first_epoch"] if p else float("nan")
+        errors = [f"{100 * r[k]['sja']:.1f}% / {100 * r[k]['sj']:.1f}%" if k in r else "" for k in
+                  ("early_error", "trained_error")]
+        print(f"| {r['case']} | {r['method']} | {r['step_ms']:.1f} | {t:.2f}x | {m:.2f}x ({m1:.2f}x) | "
+              f"{errors[0]} | {errors[1]} |")
 
 
 if __name__ == "__main__":

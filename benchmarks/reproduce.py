@@ -3,6 +3,7 @@
     python benchmarks/reproduce.py --study central q m eps --jobs 2   # compressed sensing (seed 002, Fig. 2)
     python benchmarks/reproduce.py --study q_fine --jobs 2            # q = 320, 640 with five kappas
     python benchmarks/reproduce.py --study denoise mri sr --jobs 2    # denoising, MRI masks, SR GE curves
+    python benchmarks/reproduce.py --study every every_unrolled --jobs 2   # lazy penalty (every = 4) check
     python benchmarks/reproduce.py --study central q m eps --tables-only   # redraw from the cache only
     python benchmarks/reproduce.py --quick --study q                  # a few minutes: tiny grid, embedded data
 
@@ -86,6 +87,12 @@ STUDIES = {
                quick=CS_QUICK),
     "eps": Study("cs", "noise.radius", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), SWEEP_REGULARIZERS, 200, "central",
                  tuple(BASE), quick=CS_QUICK),
+    # Lazy regularisation check (regularizer.every = 4 against 1) at the CS central point, sja+sj with the
+    # central point's kappa for the FC net and the cs_unrolled config's kappa 20 for the unrolled net.
+    "every": Study("cs", "regularizer.every", (1, 4), ("sja+sj",), 600, "fixed", (*BASE, "regularizer.kappa=2.0"),
+                   quick=CS_QUICK),
+    "every_unrolled": Study("cs_unrolled", "regularizer.every", (1, 4), ("sja+sj",), 60, "fixed", tuple(BASE),
+                            quick=CS_QUICK),
     "denoise": Study("denoise", "data.n_train", (40, 200, 400), ("wd", "fj", "sj"), 40, "each",
                      ("data.n_val=100", "train.eval_every=5"), seeds=(0,),
                      quick=("data.n_val=10", "data.n_test=10", "data.patch_size=20")),

@@ -122,6 +122,23 @@ def test_warm_started_argmax_penalty_matches_full_computation(cs_problem, store_
         assert stats[name].shape == (y.shape[0],)
 
 
+def test_forward_mode_chunks_do_not_change_the_penalty():
+    """Rows are iterated in chunks of chunk_rows to bound memory; any chunking gives the same values."""
+    f = conv_net()
+    op = BlurDecimate((1, 8, 8), factor=2)
+    g = lambda y: f(op.adjoint(y))  # noqa: E731
+    y = torch.randn(7, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    runs = []
+    for chunk_rows in (1, 3, 7):
+        penalty = SpectralJacobianPenalty({"sja": op, "sj": None}, chunk_rows=chunk_rows, jvp_mode="forward")
+        runs.append([penalty(g, y, index=torch.arange(7)) for _ in range(3)])
+    for other in runs[1:]:
+        for (values_a, stats_a), (values_b, stats_b) in zip(runs[0], other):
+            for name in ("sja", "sj"):
+                torch.testing.assert_close(values_a[name], values_b[name], rtol=1e-5, atol=0)
+                torch.testing.assert_close(stats_a[name], stats_b[name], rtol=1e-5, atol=0)
+
+
 def test_cold_penalty_without_index_is_a_lower_bound_on_the_max(cs_problem):
     f, op, y = cs_problem
     exact = torch.linalg.matrix_norm(exact_jacobians(f, y) @ op.to_dense(), ord=2).max().detach()
@@ -225,6 +242,7 @@ def test_batchnorm_in_train_mode_is_refused(cs_problem):
     (dict(name="sja+sj", operator=Identity((2,)), lambda_ja=-1.0), r"lambda for 'sja' must be a finite number in \[0.0"),
     (dict(name="fj", iters=3), r"unknown option\(s\) \['iters'\] for regularizer 'fj'"),
     (dict(name="sj", candidates=0), "candidates must be an int >= 1, got 0"),
+    (dict(name="sj", chunk_rows=0), "chunk_rows must be an int >= 1, got 0"),
     (dict(name="fj", projection="uniform"), r"projection must be one of"),
 ])
 def test_bad_regularizer_arguments(kwargs, match):

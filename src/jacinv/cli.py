@@ -123,11 +123,29 @@ def evaluate_main(argv=None) -> int:
                         help="super-resolution: score whole images of DIR (no split) beside bicubic and TV")
     parser.add_argument("--save-reconstructions", type=Path, metavar="DIR",
                         help="write one HDF5 file per test volume ('reconstruction', fastMRI's submission format)")
+    parser.add_argument("--stability", action="store_true",
+                        help="worst-case perturbations of the measurements (network and TV): stability.json/png")
+    parser.add_argument("--radii", type=float, nargs="+", metavar="R",
+                        help="--stability: perturbation norms (default: 0.5, 1, 2, 4 x the noise radius)")
+    parser.add_argument("--stability-samples", type=int, default=16, metavar="N",
+                        help="--stability: test measurements attacked (default 16)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = parser.parse_args(argv)
     if not 0.0 < args.delta < 1.0:
         parser.error(f"--delta must lie in (0, 1), got {args.delta}")
+    if args.radii is not None and not all(r > 0 for r in args.radii):
+        parser.error(f"--radii must be positive numbers, got {args.radii}")
+    if args.stability_samples < 1:
+        parser.error(f"--stability-samples must be >= 1, got {args.stability_samples}")
     try:
+        if args.stability:
+            from .stability import stability_report, stability_table
+
+            report = stability_report(args.run_dir, overrides=args.data_overrides, radii=args.radii,
+                                      n_samples=args.stability_samples)
+            print(stability_table(report))
+            print(f"\nreport: {args.run_dir / 'stability.json'}, figure: {args.run_dir / 'stability.png'}")
+            return 0
         if args.images:
             from .sr_images import evaluate_images, images_table
 

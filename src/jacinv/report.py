@@ -108,18 +108,24 @@ def _weights(operator, train_set, config: dict, run_dir: Path, n_fit: int = 32) 
     return {name: (mu, tuple(grid)) for name, (mu, grid) in stored[key].items()}
 
 
+def load_run(run_dir: Path, overrides=()):
+    """(config, experiment, trained model in eval mode, checkpoint state) of the run in ``run_dir``
+    (its last checkpoint, or the previous one when that is damaged)."""
+    config = load_config(Path(run_dir) / "config.yaml", overrides)
+    state, _ = load_checkpoint(Path(run_dir) / CHECKPOINT, fallback=True)
+    exp = build_experiment(config)
+    exp.model.load_state_dict(state["model"])
+    exp.model.eval()
+    return config, exp, exp.model, state
+
+
 def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05,
                  save_reconstructions=None, batch_size: int = 16) -> dict:
     """Evaluate the last checkpoint of ``run_dir``; writes report.json and report.png there (and with
     ``save_reconstructions`` one HDF5 file per test volume in that folder).  The test set is read a
     batch at a time, so memory does not grow with it."""
     run_dir = Path(run_dir)
-    config = load_config(run_dir / "config.yaml", overrides)
-    state, _ = load_checkpoint(run_dir / CHECKPOINT, fallback=True)
-    exp = build_experiment(config)
-    model = exp.model
-    model.load_state_dict(state["model"])
-    model.eval()
+    config, exp, model, state = load_run(run_dir, overrides)
     device = torch.device("cpu")
     if bound and getattr(exp.operator, "per_measurement_mask", False):
         raise ConfigError("--bound needs one operator A for every sample; measured k-space has a mask per volume")

@@ -1,0 +1,156 @@
+"""Worst-case stability of reconstructions: how far f(y + e) can move from f(y) when ||e|| <= r.
+
+In the spirit of Antun et al. (PNAS 2020, "On instabilities of deep learning in image
+reconstruction"): for each measurement a perturbation e in the l2 ball of radius r is found by
+projected gradient ascent on ||f(y + e) - f(y)||, and the output change and the PSNR drop are
+reported against r, beside those of a random e of the same norm.  A Jacobian penalty bounds the
+first-order part of that change (||f(y + e) - f(y)|| <= ||J(y)|| r + o(r)).
+
+``evaluate.py RUN --stability`` writes stability.json and stability.png into the run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._checks import finite_number, positive_int
+from .checkpoint import write_json
+from .classical import tv_reconstruction, weighted_name
+from .evaluation import image_metrics
+from .regularizers.norms import normalise, per_sample_norm, random_unit_vectors
+
+RADIUS_FACTORS = (0.5, 1.0, 2.0, 4.0)          # of the run's noise radius
+RELATIVE_RADII = (0.01, 0.02, 0.05, 0.1)       # of the mean ||y||, for noiseless runs
+STEP = 1.0                                     # ascent step, in units of the radius
+
+
+def worst_case_perturbation(reconstruct, y: torch.Tensor, radius: float, steps: int = 20,
+                            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e (B, *y_shape) with ||e_i|| <= radius, ||f(y_i + e_i) - f(y_i)|| (B,)): projected gradient ascent
+    from a random point of the sphere, ``steps`` normalised-gradient steps of STEP x radius, each projected
+    back onto the ball, the best iterate kept per sample (for a linear map: a power iteration)."""
+    radius = finite_number(radius, "radius", low=0.0, low_open=True)
+    positive_int(steps, "steps")
+    with torch.no_grad():
+        base = reconstruct(y)
+    e = radius * random_unit_vectors(y.shape, y, generator)
+    best_e, best = e.clone(), torch.full((y.shape[0],), -1.0, dtype=y.dtype, device=y.device)
+    for k in range(steps + 1):
+        e = e.detach().requires_grad_(k < steps)
+        with torch.enable_grad():
+            change = per_sample_norm(reconstruct(y + e) - base)
+        with torch.no_grad():
+            better = change > best
+            best_e[better], best[better] = e[better], change[better]
+        if k == steps:
+            break
+        (grad,) = torch.autograd.grad(change.sum(), e)
+        with torch.no_grad():
+            e = e + (STEP * radius) * normalise(grad)
+            e = e * (radius / per_sample_norm(e)).clamp(max=1.0).view(-1, *[1] * (e.dim() - 1))
+    return best_e.detach(), best.detach()
+
+
+def default_radii(noise_radius: float, y: torch.Tensor) -> tuple[float, ...]:
+    """Multiples of the noise radius (RADIUS_FACTORS), or fractions of the mean ||y|| when there is no noise."""
+    if noise_radius > 0:
+        return tuple(f * noise_radius for f in RADIUS_FACTORS)
+    scale = float(per_sample_norm(y).mean())
+    return tuple(f * scale for f in RELATIVE_RADII)
+
+
+def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, steps: int = 20,
+                     seed: int = 0) -> tuple[dict, dict]:
+    """For each method {name: reconstruct}, per radius: mean and max output change under the worst-case
+    and a random perturbation, mean PSNR at y and at y + e (worst case), mean PSNR drop.
+    Returns (curves {name: [row per radius]}, worst {name: (x, f(y), f(y + e)) of the sample with the
+    largest change at the largest radius})."""
+    curves, worst = {}, {}
+    for name, reconstruct in methods.items():
+        with torch.no_grad():
+            clean = reconstruct(y)
+        psnr_clean = image_metrics(x, clean)["psnr"]
+        rows = []
+        for radius in radii:
+            e, change = worst_case_perturbation(reconstruct, y, radius, steps, torch.Generator().manual_seed(seed))
+            with torch.no_grad():
+                perturbed = reconstruct(y + e)
+                random_e = radius * random_unit_vectors(y.shape, y, torch.Generator().manual_seed(seed + 1))
+                random_change = per_sample_norm(reconstruct(y + random_e) - clean)
+            psnr = image_metrics(x, perturbed)["psnr"]
+            rows.append({"radius": float(radius), "change_mean": float(change.mean()), "change_max": float(change.max()),
+                         "random_change_mean": float(random_change.mean()), "psnr_clean": float(np.mean(psnr_clean)),
+                         "psnr_perturbed": float(np.mean(psnr)), "psnr_drop": float(np.mean(psnr_clean - psnr)),
+                         "psnr_drop_max": float(np.max(psnr_clean - psnr))})
+            if radius == max(radii):
+                i = int(change.argmax())
+                worst[name] = (x[i], clean[i], perturbed[i])
+        curves[name] = rows
+    return curves, worst
+
+
+def stability_report(run_dir, overrides=(), radii=None, n_samples: int = 16, steps: int = 20) -> dict:
+    """Worst-case stability of the run's network and of TV (the run's cached weight) on the first
+    ``n_samples`` test measurements; writes stability.json and stability.png into ``run_dir``."""
+    from .report import _weights, load_run
+
+    run_dir = Path(run_dir)
+    config, exp, model, _ = load_run(run_dir, overrides)
+    positive_int(n_samples, "n_samples")
+    y, x = exp.test_set.pairs(torch.arange(min(n_samples, len(exp.test_set))))
+    if radii is None:
+        radii = default_radii(float(config["noise"]["radius"]), y)
+    radii = tuple(finite_number(r, "radius", low=0.0, low_open=True) for r in radii)
+    methods = {"network": model}
+    weights = _weights(exp.operator, exp.train_set, config, run_dir)
+    if "tv" in weights:
+        mu, grid = weights["tv"]
+        methods[weighted_name("tv", mu, grid)] = lambda ys: tv_reconstruction(exp.operator, ys, mu)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    curves, worst = stability_curves(methods, y, x, radii, steps, seed=int(config["seed"]))
+    report = {"run_dir": str(run_dir), "data": exp.data_note, "samples": int(y.shape[0]), "steps": steps,
+              "noise_radius": float(config["noise"]["radius"]), "curves": curves}
+    write_json(report, run_dir / "stability.json")
+    _figure(curves, worst, run_dir / "stability.png")
+    return report
+
+
+def stability_table(report: dict) -> str:
+    """One line per method and radius: worst-case and random output change, PSNR at y and y + e."""
+    lines = [f"{'method':<24} {'radius':>8} {'||f(y+e)-f(y)||':>16} {'random e':>9} {'PSNR(y)':>8} {'PSNR(y+e)':>10} "
+             f"{'drop':>6}"]
+    for name, rows in report["curves"].items():
+        for r in rows:
+            lines.append(f"{name:<24} {r['radius']:8.4g} {r['change_mean']:16.4f} {r['random_change_mean']:9.4f} "
+                         f"{r['psnr_clean']:8.2f} {r['psnr_perturbed']:10.2f} {r['psnr_drop']:6.2f}")
+    return "\n".join(lines)
+
+
+def _figure(curves: dict, worst: dict, path: Path) -> None:
+    """Output change and PSNR drop against the radius (worst case solid, random dashed), and the sample
+    with the largest change at the largest radius for each method."""
+    from .plots import plt, save_figure, show_image
+
+    names = list(curves)
+    fig = plt.figure(figsize=(12, 3.4 * (1 + len(names))))
+    grid = fig.add_gridspec(1 + len(names), 3)
+    ax_change, ax_drop = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    for name in names:
+        rs = [r["radius"] for r in curves[name]]
+        line, = ax_change.plot(rs, [r["change_mean"] for r in curves[name]], marker="o", label=f"{name}, worst case")
+        ax_change.plot(rs, [r["random_change_mean"] for r in curves[name]], ls="--", color=line.get_color(),
+                       label=f"{name}, random")
+        ax_drop.plot(rs, [r["psnr_drop"] for r in curves[name]], marker="o", label=name)
+    ax_change.set(xlabel="perturbation radius r = ||e||", ylabel="mean ||f(y+e) - f(y)||")
+    ax_drop.set(xlabel="perturbation radius r = ||e||", ylabel="mean PSNR drop (dB)")
+    ax_change.legend(fontsize=7)
+    for row, name in enumerate(names, start=1):
+        x, clean, perturbed = (t.detach().cpu() for t in worst[name])
+        for col, (image, title) in enumerate(((x, "ground truth"), (clean, f"{name}: f(y)"),
+                                              (perturbed, f"{name}: f(y + e), worst e"))):
+            show_image(fig.add_subplot(grid[row, col]), image, title)
+    fig.tight_layout()
+    save_figure(fig, path)

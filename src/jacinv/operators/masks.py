@@ -3,7 +3,7 @@
 Each mask function owns no global state: a mask is a pure function of
 (pattern, width, acceleration, center_fraction, seed, key), where ``key`` is any
 string such as a volume name (every slice of a volume then shares its mask) and,
-only when a run asks for it, a rank suffix so that DDP ranks draw differently.
+only when a run asks for it, a rank suffix so that torchrun ranks draw differently.
 """
 from __future__ import annotations
 

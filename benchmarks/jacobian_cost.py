@@ -3,6 +3,7 @@
     python benchmarks/jacobian_cost.py            # full table (about 30 minutes on 2 CPU cores)
     python benchmarks/jacobian_cost.py --quick    # fewer steps
     python benchmarks/jacobian_cost.py --cases fc-cs --update   # re-run one case, keep the others' rows
+    python benchmarks/jacobian_cost.py --device cuda              # the same on a GPU (jacobian_cost_cuda.json)
 
 Each (case, method) runs in fresh worker processes, alone on the machine:
   accuracy   from initialisation, the batch maxima reported on the first two evaluated steps from
@@ -13,7 +14,8 @@ Each (case, method) runs in fresh worker processes, alone on the machine:
   memory     a second process with glibc's mmap threshold fixed at 128 KiB, so that freed tensors
              leave the resident set and its peak follows the live tensors: peak RSS above the
              set-up during the first epoch (every sample cold) and during the next epoch (reset with
-             /proc/self/clear_refs), each against the plain step's.
+             /proc/self/clear_refs), each against the plain step's.  On CUDA: the peak of allocated GPU
+             memory above the set-up (torch.cuda.max_memory_allocated), steps timed after a synchronise.
 Methods:
   plain         fidelity loss only
   jacinv        build_regularizer("sja+sj") at its defaults (every = 1)
@@ -26,7 +28,8 @@ Reference norms: exact Jacobians (forward-mode products with the 160 basis vecto
 net; for the unrolled net exact Jacobians of the 3 samples ranked highest by 30 power iterations;
 for DnCNN, Lanczos (scipy svds on the matrix-free J A, tol 1e-4) on the 2 samples ranked highest
 by 30 power iterations, checked against an exact Jacobian on one sample.
-Prints a table with ratios to the plain step and writes benchmarks/results/jacobian_cost.json.
+Prints a table with ratios to the plain step and writes benchmarks/results/jacobian_cost.json
+(jacobian_cost_cuda.json with --device cuda).
 """
 from __future__ import annotations
 
@@ -134,7 +137,7 @@ def reference_norms(f, y, operator, how: str) -> dict[str, torch.Tensor]:
     settled by exact Jacobians or by Lanczos (ARPACK svds on the matrix-free J A, 1e-4 relative)."""
     if how == "exact":
         jac = torch.stack([exact_jacobian(f, yi) for yi in y])
-        dense = operator.to_dense(dtype=jac.dtype)
+        dense = operator.to_dense(dtype=jac.dtype).to(jac.device)
         return {"sja": torch.linalg.matrix_norm(jac @ dense, ord=2), "sj": torch.linalg.matrix_norm(jac, ord=2)}
     out = {}
     for key, op in (("sja", operator), ("sj", None)):
@@ -151,7 +154,7 @@ def reference_norms(f, y, operator, how: str) -> dict[str, torch.Tensor]:
 def exact_norm(f, y: torch.Tensor, operator) -> float:
     """||J(y) A||_2 of one measurement from its exact Jacobian."""
     jac = exact_jacobian(f, y)
-    return float(torch.linalg.matrix_norm(jac @ operator.to_dense(dtype=jac.dtype) if operator is not None else jac,
+    return float(torch.linalg.matrix_norm(jac @ operator.to_dense(dtype=jac.dtype).to(jac.device) if operator is not None else jac,
                                           ord=2))
 
 
@@ -159,7 +162,7 @@ def exact_jacobian(f, y: torch.Tensor) -> torch.Tensor:
     """J(y) of one measurement y (*y_shape), (out_numel, y_numel): forward-mode products with every
     basis vector, as one batch."""
     n = y.numel()
-    basis = torch.eye(n, dtype=y.dtype).reshape(n, *y.shape)
+    basis = torch.eye(n, dtype=y.dtype, device=y.device).reshape(n, *y.shape)
     with torch.no_grad():
         rows = JacobianProducts(f, y.expand(n, *y.shape).contiguous(), mode="forward").jvp(basis)
     return rows.reshape(n, -1).T
@@ -175,14 +178,15 @@ def lanczos_norm(f, y, operator) -> float:
     out_numel = products.out[0].numel()
 
     def matvec(v):
-        t = torch.as_tensor(np.asarray(v, dtype=np.float32).reshape(1, *in_shape))
+        t = torch.as_tensor(np.asarray(v, dtype=np.float32).reshape(1, *in_shape), device=y.device)
         t = operator(t) if operator is not None else t
-        return products.jvp(t).detach().reshape(-1).double().numpy()
+        return products.jvp(t).detach().reshape(-1).double().cpu().numpy()
 
     def rmatvec(u):
-        g = products.vjp(torch.as_tensor(np.asarray(u, dtype=np.float32)).reshape(products.out.shape)).detach()
+        g = torch.as_tensor(np.asarray(u, dtype=np.float32), device=y.device).reshape(products.out.shape)
+        g = products.vjp(g).detach()
         g = operator.adjoint(g) if operator is not None else g
-        return g.reshape(-1).double().numpy()
+        return g.reshape(-1).double().cpu().numpy()
 
     lin = sla.LinearOperator((out_numel, int(np.prod(in_shape))), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
     return float(sla.svds(lin, k=1, tol=1e-4, return_singular_vectors=False, random_state=0)[0])
@@ -191,7 +195,7 @@ def lanczos_norm(f, y, operator) -> float:
 def check_reference_on_one_sample(f, y, operator) -> float:
     """Relative gap between the Lanczos reference and the exact ||J A|| of one sample."""
     jac = torch.func.jacrev(lambda t: f(t[None]).flatten(), chunk_size=512)(y[0]).reshape(-1, y[0].numel())
-    exact = float(torch.linalg.matrix_norm(jac @ operator.to_dense(dtype=jac.dtype), ord=2))
+    exact = float(torch.linalg.matrix_norm(jac @ operator.to_dense(dtype=jac.dtype).to(jac.device), ord=2))
     return abs(exact - lanczos_norm(f, y[:1], operator)) / exact
 
 
@@ -209,14 +213,15 @@ def reset_peak_rss() -> None:
 class Trainer:
     """One case and method: the model, its data, Adam and the step function (fixed seeds)."""
 
-    def __init__(self, case: str, method: str):
+    def __init__(self, case: str, method: str, device: str = "cpu"):
         torch.manual_seed(0)
         torch.set_num_threads(int(os.environ.get("JACINV_THREADS", "2")))
+        self.device = torch.device(device)
         model_name, make_op, kwargs, self.batch, self.n_train = CASES[case]
-        self.operator = make_op()
+        self.operator = make_op().to(self.device)
         self.reference = REFERENCE[model_name]
-        self.f = build_model(model_name, self.operator, **kwargs)
-        self.x = smooth_images(self.n_train, self.operator.in_shape, seed=1)
+        self.f = build_model(model_name, self.operator, **kwargs).to(self.device)
+        self.x = smooth_images(self.n_train, self.operator.in_shape, seed=1).to(self.device)
         with torch.no_grad():
             self.y = self.operator(self.x)
         self.opt = torch.optim.Adam(self.f.parameters(), lr=TRAIN_LR)
@@ -238,18 +243,25 @@ class Trainer:
         Returns (seconds, its result or None)."""
         index = next(self.stream)
         y, x = self.y[index], self.x[index]
+        self.synchronize()
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         l2_distance(self.f(y), x).mean().backward()
         value, stats = self.penalty(self.f, y, x, index)
         if value is not None and value.requires_grad:
             value.backward()
+        self.synchronize()
         t1 = time.perf_counter()
         result = before_update(y, stats) if before_update is not None and stats is not None else None
         t2 = time.perf_counter()
         self.opt.step()
+        self.synchronize()
         self.steps += 1
         return (t1 - t0) + (time.perf_counter() - t2), result
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def check(self, n: int) -> list[dict]:
         """Batch-max estimates against references (at the same weights) on the next ``n`` steps that
@@ -270,9 +282,9 @@ def max_rel_error(pairs: list[dict]) -> dict:
     return {k: max(abs(p[k][0] - p[k][1]) / p[k][1] for p in pairs) for k in ("sja", "sj")}
 
 
-def accuracy_worker(case: str, method: str, timed_steps: int) -> dict:
+def accuracy_worker(case: str, method: str, timed_steps: int, device: str) -> dict:
     """Early check, training to TRAIN_STEPS, timing, trained check (see the module docstring)."""
-    t = Trainer(case, method)
+    t = Trainer(case, method, device)
     checked = method.startswith("jacinv") or (method.startswith("seed") and t.reference != "lanczos")
     out = {"case": case, "method": method}
     while t.steps < EARLY_FROM - 1:
@@ -295,18 +307,23 @@ def accuracy_worker(case: str, method: str, timed_steps: int) -> dict:
     return out
 
 
-def memory_worker(case: str, method: str) -> dict:
-    """Peak RSS above the set-up: over the first epoch, and over the next one (MiB)."""
-    t = Trainer(case, method)
-    baseline = rss_mb()
-    reset_peak_rss()
+def memory_worker(case: str, method: str, device: str) -> dict:
+    """Peak memory above the set-up (resident set on the CPU, allocated GPU memory on CUDA): over the first
+    epoch, and over the next one (MiB)."""
+    t = Trainer(case, method, device)
+    cuda = t.device.type == "cuda"
+    current = (lambda: torch.cuda.memory_allocated(t.device) / 2**20) if cuda else rss_mb  # noqa: E731
+    peak = (lambda: torch.cuda.max_memory_allocated(t.device) / 2**20) if cuda else lambda: rss_mb("VmHWM")  # noqa: E731
+    reset = (lambda: torch.cuda.reset_peak_memory_stats(t.device)) if cuda else reset_peak_rss  # noqa: E731
+    baseline = current()
+    reset()
     for _ in range(t.steps_per_epoch):
         t.step()
-    first = rss_mb("VmHWM") - baseline
-    reset_peak_rss()
+    first = peak() - baseline
+    reset()
     for _ in range(max(t.steps_per_epoch, 2 * RECOMMENDED["every"])):
         t.step()
-    return {"peak_mb_first_epoch": first, "peak_mb": rss_mb("VmHWM") - baseline}
+    return {"peak_mb_first_epoch": first, "peak_mb": peak() - baseline}
 
 
 def available(method: str) -> bool:
@@ -319,11 +336,11 @@ def available(method: str) -> bool:
     return True
 
 
-def run_worker(kind: str, case: str, method: str, timed_steps: int) -> dict:
+def run_worker(kind: str, case: str, method: str, timed_steps: int, device: str) -> dict:
     env = dict(os.environ)
     if kind == "memory":
         env["MALLOC_MMAP_THRESHOLD_"] = MMAP_THRESHOLD
-    cmd = [sys.executable, __file__, "--worker", kind, case, method, "--steps", str(timed_steps)]
+    cmd = [sys.executable, __file__, "--worker", kind, case, method, "--steps", str(timed_steps), "--device", device]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode:
         print(proc.stderr, file=sys.stderr)
@@ -336,16 +353,21 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer timed steps")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--out", type=Path, help=f"default {RESULTS} ({RESULTS.stem}_cuda.json on CUDA)")
     parser.add_argument("--update", action="store_true",
                         help="keep the other cases' rows of --out and replace only those of --cases")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "CASE", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help=f"timed steps (default per case: {TIMED_STEPS})")
     args = parser.parse_args()
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        parser.error(f"--device must be cpu, or cuda[:N] on a machine with a CUDA GPU; got {args.device!r}")
+    args.out = args.out or (RESULTS.with_name(RESULTS.stem + "_cuda.json") if args.device != "cpu" else RESULTS)
     steps = lambda case: args.steps or (RECOMMENDED["every"] if args.quick else TIMED_STEPS[case])  # noqa: E731
     if args.worker:
         kind, case, method = args.worker
-        result = accuracy_worker(case, method, steps(case)) if kind == "accuracy" else memory_worker(case, method)
+        result = (accuracy_worker(case, method, steps(case), args.device) if kind == "accuracy"
+                  else memory_worker(case, method, args.device))
         print(json.dumps(result))
         return
     rows = []
@@ -354,7 +376,8 @@ def main():
             if not available(method):
                 print(f"{case:18s} {method:12s} skipped (not installed)")
                 continue
-            row = {**run_worker("accuracy", case, method, steps(case)), **run_worker("memory", case, method, steps(case))}
+            row = {**run_worker("accuracy", case, method, steps(case), args.device),
+                   **run_worker("memory", case, method, steps(case), args.device)}
             rows.append(row)
             print(f"{case:18s} {method:12s} {row['step_ms']:9.1f} ms  {row['peak_mb']:8.1f} MB", flush=True)
     if args.update and args.out.exists():
@@ -363,7 +386,8 @@ def main():
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"torch": torch.__version__, "threads": 2, "recommended": RECOMMENDED,
+    device = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "cpu"
+    tmp.write_text(json.dumps({"torch": torch.__version__, "threads": 2, "device": device, "recommended": RECOMMENDED,
                                "train_steps": TRAIN_STEPS, "rows": rows}, indent=1))
     tmp.replace(args.out)
     print(f"wrote {args.out}")

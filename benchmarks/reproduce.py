@@ -46,10 +46,24 @@ CACHE = Path(__file__).parent / "results" / "reproduce"
 REGULARIZERS = ("none", "wd", "sw", "sj", "fj", "fja+fj", "sja", "sja+sj", "datagrad", "spectreg")
 SWEEP_REGULARIZERS = ("none", "sj", "fja+fj", "sja+sj")
 KAPPAS = (20.0, 2.0, 0.2)
+LAMBDAS = (0.16, 0.05, 0.016)  # fixed weights: about Algorithm 4's lambda at kappa 20 on the unrolled CS net
+FIXED = ":fixed"               # "sja+sj:fixed": both weights fixed (tuned on LAMBDAS) instead of Algorithm 4's
+MAX_GRID = 8                   # widening stops at this many weights
 METRICS = ("test_psnr", "test_ssim", "ge", "probe_max_sja", "bound")
 # Keyed: they define the run.  Unkeyed: they change only how fast it runs.
 BASE = ["data.source=mnist", "data.fallback=error", "data.n_val=100", "train.eval_every=10"]
 UNKEYED = ["train.checkpoint_every=100", "train.probe_size=16"]
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """Rows of an earlier study's table (docs/results/<stem>.json) shown at ``point`` of a later one."""
+    point: object                  # the later study's point label
+    stem: str                      # the earlier table, e.g. "cs_q"
+    key: str                       # its point column, e.g. "q"
+    value: object                  # its point, e.g. 160
+    net: str                       # the label prefix, e.g. "FC"
+    regularizers: tuple = ("none", "sja+sj")
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,10 @@ class Study:
     report: bool = False           # also evaluate.py's report (task metrics, classical baselines)
     quick: tuple = ()              # overrides that shrink the study for --quick
     kappas: tuple = KAPPAS         # kappa candidates when tune == "each"
+    lambdas: tuple = LAMBDAS       # fixed-weight candidates of the "<reg>:fixed" arms
+    widen: bool = False            # extend the grid by half-decades while the best weight sits at its edge
+    bound: str = "all"             # the generalisation bound of "all" runs, or of the seeds' "finals" only
+    earlier: tuple = ()            # rows of earlier studies shown beside this one's: Earlier(...)
 
 
 CS_QUICK = ("data.source=embedded", "data.n_val=50", "data.n_test=100", "train.eval_every=5")
@@ -76,6 +94,12 @@ SR_PATCH = 48
 SR_POINTS = tuple((f"x{f} {model} eps={eps:.3g}", (f"operator.kwargs.factor={f}", f"model.name={model}",
                                                     "model.kwargs={n_blocks: 4, features: 32}", f"noise.radius={eps}"))
                   for f in (2, 4) for model in ("edsr", "wdsr") for eps in (0.0, round(3 / 255 * SR_PATCH / f, 4)))
+# The model-based study: regularisers, the half-decade kappa grid it starts from (widened at the edge), masks.
+MB_REGULARIZERS = ("none", "wd", "sj", "sja+sj", "fja+fj", "sja+sj" + FIXED)
+MB_SWEEP_REGULARIZERS = ("none", "wd", "sja+sj")
+MB_KAPPAS = (63.0, 20.0, 6.3)
+MB_CS_QUICK = (*CS_QUICK, "model.kwargs={iterations: 2, depth: 3, features: 8}")
+MB_MRI_MASKS = tuple(point for point in MRI_MASKS if point[0].endswith("random"))
 STUDIES = {
     "central": Study("cs", "noise.radius", (0.3,), REGULARIZERS, 600, "each", tuple(BASE), quick=CS_QUICK),
     "q": Study("cs", "operator.kwargs.n_measurements", (80, 160, 320, 640), SWEEP_REGULARIZERS, 600, "each",
@@ -102,6 +126,27 @@ STUDIES = {
                 (f"data.patch_size={SR_PATCH}", "data.n_train=100", "data.n_test=50", "train.eval_every=2"),
                 seeds=(0,), report=True,
                 quick=("data.n_train=8", "data.n_test=4", "data.patch_size=32", "model.kwargs={n_blocks: 1, features: 8}")),
+    # Does the penalty help model-based nets?  (docs/results.md, "Model-based networks and the penalty")
+    "mb_central": Study("cs_unrolled", "noise.radius", (0.3,), MB_REGULARIZERS, 60, "each", tuple(BASE),
+                        quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, bound="finals",
+                        earlier=(Earlier(0.3, "cs_central", "central", 0.3, "FC", ("none", "sja+sj", "fja+fj")),)),
+    "mb_q": Study("cs_unrolled", "operator.kwargs.n_measurements", (80, 640), MB_SWEEP_REGULARIZERS, 40, "each",
+                  tuple(BASE), quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, bound="finals",
+                  earlier=tuple(Earlier(q, "cs_q", "q", q, "FC") for q in (80, 640))),
+    "mb_m": Study("cs_unrolled", "data.n_train", (200,), MB_SWEEP_REGULARIZERS, 40, "each", tuple(BASE),
+                  quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, bound="finals",
+                  earlier=(Earlier(200, "cs_m", "m", 200, "FC"),)),
+    "mb_mri": Study("mri_4x_varnet", "", MB_MRI_MASKS, MB_SWEEP_REGULARIZERS, 20, "each", ("train.eval_every=5",),
+                    report=True, kappas=MB_KAPPAS, widen=True, bound="finals",
+                    quick=("data.n_train=8", "data.n_val=4", "data.n_test=4", "data.downsample=4",
+                           "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}"),
+                    earlier=tuple(Earlier(label, "mri", "mri", label, "U-Net") for label, _ in MB_MRI_MASKS)),
+    "mb_sr": Study("sr_x2_unrolled", "", (("x2 eps=0.376", ()),), MB_SWEEP_REGULARIZERS, 20, "fixed",
+                   ("data.n_train=200", "train.eval_every=5"), report=True, bound="finals",
+                   quick=("data.n_train=8", "data.n_val=4", "data.n_test=4", "data.patch_size=32",
+                          "model.kwargs={iterations: 2, depth: 3, features: 8}"),
+                   earlier=(Earlier("x2 eps=0.376", "sr", "sr", "x2 edsr eps=0.282", "EDSR (48 x 48 patches, eps 0.282)",
+                                    ("none", "wd", "sja+sj")),)),
 }
 QUICK_KAPPAS = (20.0, 2.0)
 CS_FIGURE_STUDIES = ("central", "q", "m", "eps")  # GE against ||J A||: drawn only when a run covers all four
@@ -119,32 +164,35 @@ def run_key(overrides: list[str], config: str = "cs") -> str:
 
 
 def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, config: str = "cs",
-            report: bool = False) -> dict:
+            report: bool = False, bound: bool = True) -> dict:
     """Train the run given by ``overrides`` over configs/<config>.yaml (or fetch it from the cache); the
-    result holds the last evaluation, the GE curve, the generalisation bound of the trained net and,
-    with ``report``, evaluate.py's summary (task metrics next to classical baselines)."""
-    from jacinv.bounds import bound_report
+    result holds the last evaluation, the GE curve, the device and seconds it took, with ``bound`` the
+    generalisation bound of the trained net (added to a cached run from its checkpoint) and, with
+    ``report``, evaluate.py's summary (task metrics next to classical baselines)."""
     from jacinv.experiment import build_experiment
     from jacinv.report import evaluate_run
     from jacinv.training import train
 
     key = run_key(overrides, config)
     cached = cache / f"{key}.json"
-    if cached.exists():
-        return json.loads(cached.read_text())
     resolved = resolve([*overrides, *UNKEYED, f"train.threads={threads}"], config)
+    if cached.exists():
+        result = json.loads(cached.read_text())
+        if bound and "bound" not in result:
+            result.update(bound_terms(resolved, workdir / key, result["ge"]))
+            write_json(result, cached)
+        return result
     t0 = time.perf_counter()
     history = train(resolved, workdir / key, progress=False)
     evaluated = [r for r in history if "test_psnr" in r]
     last = evaluated[-1]
-    exp = build_experiment(resolved)
-    exp.model.load_state_dict(load_checkpoint(workdir / key / CHECKPOINT)[0]["model"])
-    exp.model.eval()
-    bound = bound_report(exp.model, exp, delta=0.05, measured_gap=last["ge"])
-    result = {"overrides": overrides, "config": config, "data": exp.data_note, "seconds": time.perf_counter() - t0,
+    device = "cuda" if torch.cuda.is_available() and resolved["train"]["device"] in ("auto", "cuda") else "cpu"
+    result = {"overrides": overrides, "config": config, "data": build_experiment(resolved).data_note,
+              "seconds": time.perf_counter() - t0, "device": f"{device}, {threads} thread(s)",
               **{k: v for k, v in last.items() if k.startswith(("test_", "train_", "val_", "probe_", "lambda_"))},
-              "ge": last["ge"], "bound": bound["total"], "bound_terms": bound["terms"], "bound_gamma": bound["gamma"],
-              "curve": {k: [r[k] for r in evaluated] for k in ("epoch", "train_loss", "test_loss", "ge")}}
+              "ge": last["ge"], "curve": {k: [r[k] for r in evaluated] for k in ("epoch", "train_loss", "test_loss", "ge")}}
+    if bound:
+        result.update(bound_terms(resolved, workdir / key, last["ge"]))
     if report:
         result["report"] = evaluate_run(workdir / key)["summary"]
     cache.mkdir(parents=True, exist_ok=True)
@@ -152,13 +200,32 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     return result
 
 
-def run_many(jobs: list[tuple[str, list[str], bool]], workers: int, workdir: Path, cache: Path,
+def bound_terms(resolved: dict, run_dir: Path, ge: float) -> dict:
+    """The generalisation bound of the net trained in ``run_dir`` (jacinv.bounds.bound_report)."""
+    from jacinv.bounds import bound_report
+    from jacinv.experiment import build_experiment
+
+    if not (run_dir / CHECKPOINT).exists():
+        raise FileNotFoundError(f"the bound of a cached run needs its checkpoint {run_dir / CHECKPOINT}; "
+                                f"train it again by deleting its cache entry")
+    exp = build_experiment(resolved)
+    exp.model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)[0]["model"])
+    exp.model.eval()
+    bound = bound_report(exp.model, exp, delta=0.05, measured_gap=ge)
+    return {"bound": bound["total"], "bound_terms": bound["terms"], "bound_gamma": bound["gamma"]}
+
+
+def run_many(jobs: list[tuple[str, list[str], bool, bool]], workers: int, workdir: Path, cache: Path,
              train: bool = True, threads: int | None = None) -> dict[str, dict]:
-    """{key: result} for every (config, overrides, report) in ``jobs``, training the missing ones ``workers``
-    at a time (with ``train`` False: the cached ones only)."""
-    keys = {run_key(overrides, config): (config, overrides, report) for config, overrides, report in jobs}
+    """{key: result} for every (config, overrides, report, bound) in ``jobs``, training the missing ones
+    (and adding missing bounds) ``workers`` at a time (with ``train`` False: the cached ones only)."""
+    keys = {}
+    for config, overrides, report, bound in jobs:
+        key = run_key(overrides, config)
+        wanted = key in keys and keys[key][3]  # a run wanted with and without its bound gets it
+        keys[key] = (config, overrides, report, bound or wanted)
     results = {k: json.loads((cache / f"{k}.json").read_text()) for k in keys if (cache / f"{k}.json").exists()}
-    todo = [k for k in keys if k not in results]
+    todo = [k for k in keys if k not in results or (keys[k][3] and "bound" not in results[k])]
     if not todo or not train:
         if todo:
             print(f"{len(results)} runs cached, {len(todo)} missing (not trained: --tables-only)", flush=True)
@@ -171,11 +238,11 @@ def run_many(jobs: list[tuple[str, list[str], bool]], workers: int, workdir: Pat
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {}
         for k in todo:
-            config, overrides, report = keys[k]
-            futures[pool.submit(run_one, overrides, workdir, cache, threads, config, report)] = k
+            config, overrides, report, bound = keys[k]
+            futures[pool.submit(run_one, overrides, workdir, cache, threads, config, report, bound)] = k
         for done, future in enumerate(as_completed(futures), 1):
             r = results[futures[future]] = future.result()
-            config, overrides, _ = keys[futures[future]]
+            config, overrides, *_ = keys[futures[future]]
             print(f"[{done}/{len(todo)} {time.perf_counter() - t0:6.0f} s] {config} {' '.join(o for o in overrides if o not in shared)}: "
                   f"val l2 {r.get('val_loss', float('nan')):.4f} test PSNR {r['test_psnr']:.2f} GE {r['ge']:.4f}",
                   flush=True)
@@ -187,7 +254,7 @@ def classical_references(finals: dict, cache: Path, compute: bool) -> dict:
     out = {}
     for (value, reg), jobs in finals.items():
         if reg == "none":
-            runs = [run_tv(overrides, config, cache, compute) for config, overrides, _ in jobs]
+            runs = [run_tv(overrides, config, cache, compute) for config, overrides, *_ in jobs]
             out[value] = [r for r in runs if r is not None]
             print(f"TV reference at {value}: " + ", ".join(f"{r['test_psnr']:.2f} dB (mu {r['mu']:g})" for r in out[value]),
                   flush=True)
@@ -198,10 +265,26 @@ def label(study: Study, value) -> str:
     return value[0] if not study.key else value
 
 
-def overrides_for(study: Study, value, reg: str, seed: int, kappa: float | None, epochs: int, base) -> list[str]:
+def overrides_for(study: Study, value, reg: str, seed: int, weight: float | None, epochs: int, base) -> list[str]:
+    """A run's overrides; ``weight`` is the tuned kappa of Algorithm 4, or both fixed lambdas of a FIXED arm."""
     swept = list(value[1]) if not study.key else [f"{study.key}={value}"]
-    out = [*base, *swept, f"regularizer.name={reg}", f"seed={seed}", f"train.epochs={epochs}"]
-    return out if kappa is None else [*out, f"regularizer.kappa={kappa}"]
+    out = [*base, *swept, f"regularizer.name={reg.removesuffix(FIXED)}", f"seed={seed}", f"train.epochs={epochs}"]
+    if weight is None:
+        return out
+    if reg.endswith(FIXED):
+        return [*out, f"regularizer.lambda_ja={weight}", f"regularizer.lambda_j={weight}"]
+    return [*out, f"regularizer.kappa={weight}"]
+
+
+def weight_of(overrides: list[str]) -> float:
+    """The tuned weight in a run's overrides: Algorithm 4's kappa, or the fixed lambda."""
+    return float(next(o.split("=", 1)[1] for o in overrides
+                      if o.startswith(("regularizer.kappa=", "regularizer.lambda_ja="))))
+
+
+def half_decade(weight: float, direction: int) -> float:
+    """The next weight of a half-decade grid up (+1) or down (-1), two significant digits: 20 -> 63 -> 200."""
+    return float(f"{weight * 10 ** (0.5 * direction):.2g}")
 
 
 class Plan:
@@ -212,8 +295,11 @@ class Plan:
         self.quick = quick
         self.studies = studies
 
-    def kappas(self, study: Study) -> tuple:
-        return QUICK_KAPPAS if self.quick else study.kappas
+    def grid(self, study: Study, reg: str) -> list[float]:
+        """The weights a regulariser's tuning starts from, largest first."""
+        if reg.endswith(FIXED):
+            return sorted(study.lambdas[:2] if self.quick else study.lambdas, reverse=True)
+        return list(QUICK_KAPPAS if self.quick else study.kappas)
 
     def regularizers(self, study: Study) -> tuple:
         return (study.regularizers[0], study.regularizers[-1]) if self.quick else study.regularizers
@@ -221,12 +307,16 @@ class Plan:
     def epochs(self, study: Study) -> int:
         return (20 if study.config == "cs" else 2) if self.quick else study.epochs
 
-    def job(self, study: Study, value, reg: str, seed: int, kappa: float | None) -> tuple[str, list[str], bool]:
-        overrides = overrides_for(study, value, reg, seed, kappa, self.epochs(study), study.base)
-        return study.config, overrides + list(study.quick if self.quick else ()), study.report
+    def job(self, study: Study, value, reg: str, seed: int, weight: float | None,
+            final: bool = True) -> tuple[str, list[str], bool, bool]:
+        """(config, overrides, with evaluate.py's report, with the generalisation bound)."""
+        overrides = overrides_for(study, value, reg, seed, weight, self.epochs(study), study.base)
+        bound = final or study.bound == "all"
+        return study.config, overrides + list(study.quick if self.quick else ()), study.report, bound
 
-    def candidates(self) -> dict[tuple, list[tuple]]:
-        """{(study, value label, reg): one job per kappa} for every regulariser whose kappa is chosen."""
+    def candidates(self, results: dict | None = None) -> dict[tuple, list[tuple]]:
+        """{(study, value label, reg): one seed-0 job per weight} for every regulariser whose weight is chosen.
+        A study with ``widen`` extends a grid by a half-decade while ``results`` put its best weight at an edge."""
         central = STUDIES["central"]
         out = {}
         for name, study in self.studies.items():
@@ -235,7 +325,17 @@ class Plan:
                     if reg == "none" or study.tune == "fixed":
                         continue
                     at, v = (study, value) if study.tune == "each" else (central, central.values[0])
-                    out[(name, label(study, value), reg)] = [self.job(at, v, reg, 0, k) for k in self.kappas(at)]
+                    make = lambda weights: [self.job(at, v, reg, 0, w, final=False) for w in weights]  # noqa: E731
+                    grid = self.grid(at, reg)
+                    while at.widen and results is not None and len(grid) < MAX_GRID:
+                        runs = [results.get(run_key(o, c)) for c, o, *_ in make(grid)]
+                        if any(r is None for r in runs):
+                            break
+                        best = min(range(len(grid)), key=lambda i: runs[i]["val_loss"])
+                        if 0 < best < len(grid) - 1:
+                            break
+                        grid = [half_decade(grid[0], 1), *grid] if best == 0 else [*grid, half_decade(grid[-1], -1)]
+                    out[(name, label(study, value), reg)] = make(grid)
         return out
 
     def finals(self, name: str, study: Study, chosen: dict, seeds) -> dict[tuple, list[tuple]]:
@@ -249,26 +349,41 @@ class Plan:
 
 
 def choose(candidates: list[tuple], results: dict[str, dict]) -> tuple[float, list[dict]]:
-    """The kappa whose run has the lowest validation l2 loss, and every candidate's result."""
-    runs = [results[run_key(overrides, config)] for config, overrides, _ in candidates]
+    """The weight whose run has the lowest validation l2 loss, and every candidate's result."""
+    runs = [results[run_key(overrides, config)] for config, overrides, *_ in candidates]
     best = min(zip(candidates, runs), key=lambda cr: cr[1]["val_loss"])[0][1]
-    kappa = float(next(o.split("=", 1)[1] for o in best if o.startswith("regularizer.kappa=")))
-    return kappa, runs
+    return weight_of(best), runs
 
 
-def summarise(name: str, finals: dict, chosen: dict, results: dict, classical: dict | None = None) -> list[dict]:
-    """One row per (value, regulariser) with the mean and std over the seeds, and a TV row first at each
-    value from ``classical`` ({value: [run_tv results]})."""
+def summarise(name: str, finals: dict, chosen: dict, results: dict, classical: dict | None = None,
+              earlier: list[dict] = ()) -> list[dict]:
+    """One row per (value, regulariser) with the mean and std over the seeds, a TV row first at each
+    value from ``classical`` ({value: [run_tv results]}), and the ``earlier`` studies' rows last."""
     rows = []
     for (value, reg), jobs in finals.items():
-        runs = [results[k] for k in (run_key(overrides, config) for config, overrides, _ in jobs) if k in results]
+        runs = [results[k] for k in (run_key(overrides, config) for config, overrides, *_ in jobs) if k in results]
         if runs:
             rows.append(_row(name, value, reg, chosen.get((name, value, reg)), runs))
     for value, runs in (classical or {}).items():
         rows.append({**_row(name, value, TV, None, runs), "mu_by_seed": {_seed(r): r["mu"] for r in runs}})
+    rows += [r for r in earlier if any(value == r[name] for value, _ in finals)]
     order = list(dict.fromkeys(value for value, _ in finals))
     rows.sort(key=lambda r: (order.index(r[name]), r["regularizer"] != TV))  # TV first at each point
     return paired_gains(rows, name)
+
+
+def earlier_rows(study: Study, name: str, out: Path) -> list[dict]:
+    """The rows of earlier tables (out/<stem>.json) that ``study.earlier`` names, relabelled for this study:
+    the point as this study's, the regulariser prefixed with the earlier net's name."""
+    rows = []
+    for e in study.earlier:
+        path = out / f"{e.stem}.json"
+        if not path.exists():
+            print(f"earlier rows: {path} not found (run that study first); left out", flush=True)
+            continue
+        rows += [{**{k: v for k, v in r.items() if k != e.key}, name: e.point, "regularizer": f"{e.net} {r['regularizer']}"}
+                 for r in json.loads(path.read_text()) if r.get(e.key) == e.value and r["regularizer"] in e.regularizers]
+    return rows
 
 
 def _row(name: str, value, reg: str, kappa: float | None, runs: list[dict]) -> dict:
@@ -331,7 +446,7 @@ def paired_gains(rows: list[dict], study: str) -> list[dict]:
 
 def markdown(rows: list[dict], study: str) -> str:
     ref = rows[0]["reference"] if rows else "none"
-    lines = [f"| {study} | regulariser | kappa | seeds | test PSNR (dB) | PSNR gain over {ref} (paired) | test SSIM | GE | "
+    lines = [f"| {study} | regulariser | kappa (λ if fixed) | seeds | test PSNR (dB) | PSNR gain over {ref} (paired) | test SSIM | GE | "
              "max ‖J A‖ (probe) | bound |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
@@ -369,15 +484,17 @@ def _report_line(point, method: str, metrics: dict) -> str:
             f"{metrics.get('volume_nmse', metrics['nmse']):.4f} |")
 
 
-def tuning_markdown(kappas, candidates: dict, chosen: dict, results: dict) -> str:
-    lines = ["| point | regulariser | " + " | ".join(f"val l2, kappa={k:g}" for k in kappas) + " | chosen |",
-             "| --- | --- |" + " ---: |" * len(kappas) + " ---: |"]
+def tuning_markdown(candidates: dict, chosen: dict, results: dict) -> str:
+    """Validation l2 loss of every candidate weight (kappa, or lambda for the fixed arms), the chosen one bold."""
+    lines = ["| point | regulariser | validation l2 loss by weight (largest first) | chosen |", "| --- | --- | --- | ---: |"]
     for (name, value, reg), jobs in candidates.items():
         if (name, value, reg) not in chosen:
             continue
-        kappa, runs = choose(jobs, results)
-        lines.append(f"| {name}={value} | {reg} | " + " | ".join(f"{r['val_loss']:.4f}" for r in runs)
-                     + f" | {kappa:g} |")
+        weight, runs = choose(jobs, results)
+        cells = [(weight_of(o), r["val_loss"]) for (_, o, *_), r in zip(jobs, runs)]
+        text = ", ".join(f"**{w:g}: {v:.4f}**" if w == weight else f"{w:g}: {v:.4f}" for w, v in cells)
+        kind = "lambda" if reg.endswith(FIXED) else "kappa"
+        lines.append(f"| {name}={value} | {reg} | {text} | {kind} {weight:g} |")
     return "\n".join(lines)
 
 
@@ -447,23 +564,28 @@ def main():
     plan = Plan({name: STUDIES[name] for name in args.study}, args.quick)
     seeds_of = lambda s: args.seeds or ((0,) if args.quick else s.seeds)  # noqa: E731
 
-    candidates = plan.candidates()
     train = not args.tables_only
-    results = run_many([j for jobs in candidates.values() for j in jobs], args.jobs, args.workdir, args.cache, train,
-                       args.threads)
+    candidates, results = plan.candidates(), {}
+    while True:  # widen the grids whose best weight sits at an edge, until none does (or the cache runs out)
+        results.update(run_many([j for jobs in candidates.values() for j in jobs], args.jobs, args.workdir,
+                                args.cache, train, args.threads))
+        widened = plan.candidates(results)
+        if widened == candidates:
+            break
+        candidates = widened
     chosen = {point: choose(jobs, results)[0] for point, jobs in candidates.items()
-              if all(run_key(o, c) in results for c, o, _ in jobs)}
+              if all(run_key(o, c) in results for c, o, *_ in jobs)}
     finals = {name: plan.finals(name, study, chosen, seeds_of(study)) for name, study in plan.studies.items()}
     results.update(run_many([j for f in finals.values() for jobs in f.values() for j in jobs], args.jobs,
                             args.workdir, args.cache, train, args.threads))
 
     classical = {name: classical_references(finals[name], args.cache, train) for name, study in plan.studies.items()
-                 if study.config == "cs"}
+                 if study.config.startswith("cs")}
 
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     for name, study in plan.studies.items():
-        rows = summarise(name, finals[name], chosen, results, classical.get(name))
+        rows = summarise(name, finals[name], chosen, results, classical.get(name), earlier_rows(study, name, args.out))
         stem = args.out / f"cs_{name}{suffix}" if study.config == "cs" else args.out / f"{name}{suffix}"
         write_json(rows, stem.with_suffix(".json"))
         text = markdown(rows, name)
@@ -476,10 +598,10 @@ def main():
         if study.tune == "each":
             own = {point: jobs for point, jobs in candidates.items() if point[0] == name}
             stem.with_name(stem.name + "_tuning").with_suffix(".md").write_text(
-                tuning_markdown(plan.kappas(study), own, chosen, results) + "\n")
+                tuning_markdown(own, chosen, results) + "\n")
         print(f"wrote {stem}*")
     cs_runs = list({run_key(o, c): results[run_key(o, c)] for name, study in plan.studies.items()
-                    if study.config == "cs" for jobs in finals[name].values() for c, o, _ in jobs
+                    if study.config == "cs" for jobs in finals[name].values() for c, o, *_ in jobs
                     if run_key(o, c) in results}.values())
     if set(CS_FIGURE_STUDIES) <= set(args.study) and len(cs_runs) > 2:  # the scatter covers the whole CS study
         rho = plot_ge_against_jacobian(cs_runs, args.out / f"cs_ge_vs_jacobian{suffix}.png")

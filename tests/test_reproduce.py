@@ -25,13 +25,13 @@ def test_run_keys_follow_the_resolved_config_not_the_override_order():
 def test_the_sweeps_share_the_central_runs_and_its_kappa_choice():
     plan = reproduce.Plan({n: reproduce.STUDIES[n] for n in ("central", "q", "m")}, quick=False)
     candidates = plan.candidates()
-    keys = lambda jobs: [reproduce.run_key(o, c) for c, o, _ in jobs]  # noqa: E731
+    keys = lambda jobs: [reproduce.run_key(o, c) for c, o, *_ in jobs]  # noqa: E731
     assert keys(candidates[("q", 160, "sja+sj")]) == keys(candidates[("central", 0.3, "sja+sj")])
     assert keys(candidates[("m", 800, "sja+sj")]) == keys(candidates[("central", 0.3, "sja+sj")])
     assert len(candidates[("q", 80, "sj")]) == len(reproduce.KAPPAS) and ("q", 80, "none") not in candidates
     chosen = {point: 2.0 for point in candidates}
     finals = plan.finals("m", reproduce.STUDIES["m"], chosen, (0, 1, 2))
-    config, overrides, _ = finals[(200, "fja+fj")][2]
+    config, overrides, *_ = finals[(200, "fja+fj")][2]
     assert {"data.n_train=200", "seed=2", "train.epochs=200", "regularizer.kappa=2.0"} <= set(overrides)
     assert "regularizer.kappa=2.0" not in finals[(200, "none")][0][1]
     del chosen[("m", 400, "sj")]  # candidates not all trained yet: that point waits
@@ -41,17 +41,63 @@ def test_the_sweeps_share_the_central_runs_and_its_kappa_choice():
 def test_the_fine_kappa_grid_adds_only_the_half_decades_to_the_q_runs():
     plan = reproduce.Plan({n: reproduce.STUDIES[n] for n in ("q", "q_fine")}, quick=False)
     candidates = plan.candidates()
-    keys = lambda jobs: [reproduce.run_key(o, c) for c, o, _ in jobs]  # noqa: E731
+    keys = lambda jobs: [reproduce.run_key(o, c) for c, o, *_ in jobs]  # noqa: E731
     fine, coarse = keys(candidates[("q_fine", 640, "sj")]), keys(candidates[("q", 640, "sj")])
     assert ("q_fine", 640, "fja+fj") not in candidates
     assert len(fine) == 5 and set(coarse) < set(fine)
-    assert [k for c, o, _ in candidates[("q_fine", 640, "sj")] for k in o if k.startswith("regularizer.kappa=")] == [
+    assert [k for c, o, *_ in candidates[("q_fine", 640, "sj")] for k in o if k.startswith("regularizer.kappa=")] == [
         "regularizer.kappa=20.0", "regularizer.kappa=6.3", "regularizer.kappa=2.0", "regularizer.kappa=0.63",
         "regularizer.kappa=0.2"]
     assert len(reproduce.Plan({"q_fine": reproduce.STUDIES["q_fine"]}, quick=True).candidates()[("q_fine", 320, "sja+sj")]) == 2
 
 
-@pytest.mark.parametrize("name", ["denoise", "mri", "sr"])
+def test_weights_widen_by_half_decades_until_the_best_is_inside_the_grid():
+    plan = reproduce.Plan({"mb_central": reproduce.STUDIES["mb_central"]}, quick=False)
+    point = ("mb_central", 0.3, "sja+sj")
+    weights = lambda cands: [reproduce.weight_of(o) for c, o, *_ in cands[point]]  # noqa: E731
+    assert weights(plan.candidates()) == [63.0, 20.0, 6.3]
+    val_loss = {63.0: 1.0, 20.0: 2.0, 6.3: 3.0, 200.0: 0.5, 630.0: 0.7}  # best at the top edge, then inside
+
+    def results(cands):
+        return {reproduce.run_key(o, c): {"val_loss": val_loss[reproduce.weight_of(o)]} for c, o, *_ in cands[point]}
+
+    once = plan.candidates(results(plan.candidates()))
+    assert weights(once) == [200.0, 63.0, 20.0, 6.3]
+    twice = plan.candidates(results(once))
+    assert weights(twice) == [630.0, 200.0, 63.0, 20.0, 6.3]
+    assert plan.candidates(results(twice)) == twice  # 200 is inside: done
+    assert [reproduce.half_decade(w, d) for w, d in ((20, 1), (63, 1), (6.3, -1), (2, -1), (0.63, -1))] == [
+        63.0, 200.0, 2.0, 0.63, 0.2]
+
+
+def test_fixed_weight_arms_and_bounds_of_the_model_based_study():
+    plan = reproduce.Plan({"mb_central": reproduce.STUDIES["mb_central"]}, quick=False)
+    candidates = plan.candidates()
+    config, overrides, report, bound = candidates[("mb_central", 0.3, "sja+sj:fixed")][1]
+    assert config == "cs_unrolled" and not bound  # tuning runs skip the bound
+    assert {"regularizer.name=sja+sj", "regularizer.lambda_ja=0.05", "regularizer.lambda_j=0.05"} <= set(overrides)
+    assert reproduce.resolve(overrides, config)["regularizer"]["lambda_ja"] == 0.05
+    finals = plan.finals("mb_central", reproduce.STUDIES["mb_central"], {p: 0.05 for p in candidates}, (0, 1))
+    assert all(job[3] for jobs in finals.values() for job in jobs)  # the seeds' runs get it
+    seed0 = finals[(0.3, "sja+sj:fixed")][0]
+    assert reproduce.run_key(seed0[1], seed0[0]) == reproduce.run_key(overrides, config)  # shared with its candidate
+    old = reproduce.Plan({"q": reproduce.STUDIES["q"]}, quick=False).candidates()
+    assert all(job[3] for jobs in old.values() for job in jobs)  # earlier studies: a bound for every run
+
+
+def test_earlier_rows_are_relabelled_for_the_later_table(tmp_path):
+    rows = [{"q": 160, "regularizer": "none", "test_psnr": 18.5}, {"q": 160, "regularizer": "sj", "test_psnr": 18.7},
+            {"q": 80, "regularizer": "none", "test_psnr": 17.4}]
+    (tmp_path / "cs_q.json").write_text(json.dumps(rows))
+    study = reproduce.Study("cs_unrolled", "noise.radius", (0.3,), ("none",), 1, "fixed",
+                            earlier=(reproduce.Earlier(0.3, "cs_q", "q", 160, "FC", ("none", "sja+sj")),))
+    assert reproduce.earlier_rows(study, "mb", tmp_path) == [{"mb": 0.3, "regularizer": "FC none", "test_psnr": 18.5}]
+    missing = reproduce.Study("cs_unrolled", "noise.radius", (0.3,), ("none",), 1, "fixed",
+                              earlier=(reproduce.Earlier(0.3, "cs_m", "m", 200, "FC"),))
+    assert reproduce.earlier_rows(missing, "mb", tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["denoise", "mri", "sr", "mb_mri", "mb_sr"])
 def test_every_imaging_point_builds(name):
     from jacinv.experiment import build_experiment
 
@@ -60,7 +106,7 @@ def test_every_imaging_point_builds(name):
     chosen = {point: 20.0 for point in plan.candidates()}
     finals = plan.finals(name, study, chosen, (0,))
     for value in dict.fromkeys(value for value, _ in finals):  # the regulariser does not change the data
-        config, overrides, _ = finals[(value, study.regularizers[-1])][0]
+        config, overrides, *_ = finals[(value, study.regularizers[-1])][0]
         exp = build_experiment(reproduce.resolve(overrides, config))
         assert len(exp.train_set) == reproduce.resolve(overrides, config)["data"]["n_train"]
 

@@ -82,6 +82,7 @@ class Study:
     lambdas: tuple = LAMBDAS       # fixed-weight candidates of the "<reg>:fixed" arms
     widen: bool = False            # extend the grid by half-decades while the best weight sits at its edge
     bound: str = "all"             # the generalisation bound of "all" runs, or of the seeds' "finals" only
+    bound_samples: int = 512       # training measurements whose Jacobian norms enter the bound's Lipschitz estimate
     earlier: tuple = ()            # rows of earlier studies shown beside this one's: Earlier(...)
 
 
@@ -98,6 +99,9 @@ SR_POINTS = tuple((f"x{f} {model} eps={eps:.3g}", (f"operator.kwargs.factor={f}"
 MB_REGULARIZERS = ("none", "wd", "sj", "sja+sj", "fja+fj", "sja+sj" + FIXED)
 MB_SWEEP_REGULARIZERS = ("none", "wd", "sja+sj")
 MB_KAPPAS = (63.0, 20.0, 6.3)
+# the bound for the seeds' runs only, from 128 training samples: on 500 its power iterations took longer
+# than the unrolled net's training
+MB_BOUND = {"bound": "finals", "bound_samples": 128}
 MB_CS_QUICK = (*CS_QUICK, "model.kwargs={iterations: 2, depth: 3, features: 8}")
 MB_MRI_MASKS = tuple(point for point in MRI_MASKS if point[0].endswith("random"))
 STUDIES = {
@@ -128,21 +132,21 @@ STUDIES = {
                 quick=("data.n_train=8", "data.n_test=4", "data.patch_size=32", "model.kwargs={n_blocks: 1, features: 8}")),
     # Does the penalty help model-based nets?  (docs/results.md, "Model-based networks and the penalty")
     "mb_central": Study("cs_unrolled", "noise.radius", (0.3,), MB_REGULARIZERS, 60, "each", tuple(BASE),
-                        quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, bound="finals",
+                        quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND,
                         earlier=(Earlier(0.3, "cs_central", "central", 0.3, "FC", ("none", "sja+sj", "fja+fj")),)),
     "mb_q": Study("cs_unrolled", "operator.kwargs.n_measurements", (80, 640), MB_SWEEP_REGULARIZERS, 40, "each",
-                  tuple(BASE), quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, bound="finals",
+                  tuple(BASE), quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND,
                   earlier=tuple(Earlier(q, "cs_q", "q", q, "FC") for q in (80, 640))),
     "mb_m": Study("cs_unrolled", "data.n_train", (200,), MB_SWEEP_REGULARIZERS, 40, "each", tuple(BASE),
-                  quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, bound="finals",
+                  quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND,
                   earlier=(Earlier(200, "cs_m", "m", 200, "FC"),)),
     "mb_mri": Study("mri_4x_varnet", "", MB_MRI_MASKS, MB_SWEEP_REGULARIZERS, 20, "each", ("train.eval_every=5",),
-                    report=True, kappas=MB_KAPPAS, widen=True, bound="finals",
+                    report=True, kappas=MB_KAPPAS, widen=True, **MB_BOUND,
                     quick=("data.n_train=8", "data.n_val=4", "data.n_test=4", "data.downsample=4",
                            "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}"),
                     earlier=tuple(Earlier(label, "mri", "mri", label, "U-Net") for label, _ in MB_MRI_MASKS)),
     "mb_sr": Study("sr_x2_unrolled", "", (("x2 eps=0.376", ()),), MB_SWEEP_REGULARIZERS, 20, "fixed",
-                   ("data.n_train=200", "train.eval_every=5"), report=True, bound="finals",
+                   ("data.n_train=200", "train.eval_every=5"), report=True, **MB_BOUND,
                    quick=("data.n_train=8", "data.n_val=4", "data.n_test=4", "data.patch_size=32",
                           "model.kwargs={iterations: 2, depth: 3, features: 8}"),
                    earlier=(Earlier("x2 eps=0.376", "sr", "sr", "x2 edsr eps=0.282", "EDSR (48 x 48 patches, eps 0.282)",
@@ -164,10 +168,11 @@ def run_key(overrides: list[str], config: str = "cs") -> str:
 
 
 def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, config: str = "cs",
-            report: bool = False, bound: bool = True) -> dict:
+            report: bool = False, bound: int = 512) -> dict:
     """Train the run given by ``overrides`` over configs/<config>.yaml (or fetch it from the cache); the
-    result holds the last evaluation, the GE curve, the device and seconds it took, with ``bound`` the
-    generalisation bound of the trained net (added to a cached run from its checkpoint) and, with
+    result holds the last evaluation, the GE curve, the device and seconds it took, with ``bound`` > 0 the
+    generalisation bound of the trained net from that many training samples (added to a cached run from
+    its checkpoint) and, with
     ``report``, evaluate.py's summary (task metrics next to classical baselines)."""
     from jacinv.experiment import build_experiment
     from jacinv.report import evaluate_run
@@ -179,7 +184,7 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     if cached.exists():
         result = json.loads(cached.read_text())
         if bound and "bound" not in result:
-            result.update(bound_terms(resolved, workdir / key, result["ge"]))
+            result.update(bound_terms(resolved, workdir / key, result["ge"], bound))
             write_json(result, cached)
         return result
     t0 = time.perf_counter()
@@ -192,7 +197,7 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
               **{k: v for k, v in last.items() if k.startswith(("test_", "train_", "val_", "probe_", "lambda_"))},
               "ge": last["ge"], "curve": {k: [r[k] for r in evaluated] for k in ("epoch", "train_loss", "test_loss", "ge")}}
     if bound:
-        result.update(bound_terms(resolved, workdir / key, last["ge"]))
+        result.update(bound_terms(resolved, workdir / key, last["ge"], bound))
     if report:
         result["report"] = evaluate_run(workdir / key)["summary"]
     cache.mkdir(parents=True, exist_ok=True)
@@ -200,8 +205,9 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     return result
 
 
-def bound_terms(resolved: dict, run_dir: Path, ge: float) -> dict:
-    """The generalisation bound of the net trained in ``run_dir`` (jacinv.bounds.bound_report)."""
+def bound_terms(resolved: dict, run_dir: Path, ge: float, samples: int) -> dict:
+    """The generalisation bound of the net trained in ``run_dir`` (jacinv.bounds.bound_report, its Lipschitz
+    estimates from ``samples`` training measurements)."""
     from jacinv.bounds import bound_report
     from jacinv.experiment import build_experiment
 
@@ -211,8 +217,9 @@ def bound_terms(resolved: dict, run_dir: Path, ge: float) -> dict:
     exp = build_experiment(resolved)
     exp.model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)[0]["model"])
     exp.model.eval()
-    bound = bound_report(exp.model, exp, delta=0.05, measured_gap=ge)
-    return {"bound": bound["total"], "bound_terms": bound["terms"], "bound_gamma": bound["gamma"]}
+    bound = bound_report(exp.model, exp, delta=0.05, measured_gap=ge, max_samples=samples)
+    return {"bound": bound["total"], "bound_terms": bound["terms"], "bound_gamma": bound["gamma"],
+            "bound_samples": min(samples, len(exp.train_set))}
 
 
 def run_many(jobs: list[tuple[str, list[str], bool, bool]], workers: int, workdir: Path, cache: Path,
@@ -222,8 +229,8 @@ def run_many(jobs: list[tuple[str, list[str], bool, bool]], workers: int, workdi
     keys = {}
     for config, overrides, report, bound in jobs:
         key = run_key(overrides, config)
-        wanted = key in keys and keys[key][3]  # a run wanted with and without its bound gets it
-        keys[key] = (config, overrides, report, bound or wanted)
+        wanted = keys[key][3] if key in keys else 0  # a run wanted with and without its bound gets it
+        keys[key] = (config, overrides, report, max(bound, wanted))
     results = {k: json.loads((cache / f"{k}.json").read_text()) for k in keys if (cache / f"{k}.json").exists()}
     todo = [k for k in keys if k not in results or (keys[k][3] and "bound" not in results[k])]
     if not todo or not train:
@@ -308,10 +315,10 @@ class Plan:
         return (20 if study.config == "cs" else 2) if self.quick else study.epochs
 
     def job(self, study: Study, value, reg: str, seed: int, weight: float | None,
-            final: bool = True) -> tuple[str, list[str], bool, bool]:
-        """(config, overrides, with evaluate.py's report, with the generalisation bound)."""
+            final: bool = True) -> tuple[str, list[str], bool, int]:
+        """(config, overrides, with evaluate.py's report, samples of the generalisation bound: 0 for none)."""
         overrides = overrides_for(study, value, reg, seed, weight, self.epochs(study), study.base)
-        bound = final or study.bound == "all"
+        bound = study.bound_samples if final or study.bound == "all" else 0
         return study.config, overrides + list(study.quick if self.quick else ()), study.report, bound
 
     def candidates(self, results: dict | None = None) -> dict[tuple, list[tuple]]:

@@ -129,8 +129,18 @@ def evaluate_main(argv=None) -> int:
                         help="--stability: perturbation norms (default: 0.5, 1, 2, 4 x the noise radius)")
     parser.add_argument("--stability-samples", type=int, default=16, metavar="N",
                         help="--stability: test measurements attacked (default 16)")
+    parser.add_argument("--shift", choices=["ring", "blob", "data"],
+                        help="distribution shift: a bright ring or blob added to the test images, or 'data': the "
+                             "family the overrides give (e.g. data.source=embedded data.name=patches); "
+                             "network against the classical reconstructions: shift.json/png")
+    parser.add_argument("--shift-samples", type=int, default=64, metavar="N",
+                        help="--shift: test signals compared (default 64)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = parser.parse_args(argv)
+    if args.shift_samples < 1:
+        parser.error(f"--shift-samples must be >= 1, got {args.shift_samples}")
+    if args.shift == "data" and not args.data_overrides:
+        parser.error("--shift data needs overrides that give the other family, e.g. data.source=embedded data.name=patches")
     if not 0.0 < args.delta < 1.0:
         parser.error(f"--delta must lie in (0, 1), got {args.delta}")
     if args.radii is not None and not all(r > 0 for r in args.radii):
@@ -138,6 +148,13 @@ def evaluate_main(argv=None) -> int:
     if args.stability_samples < 1:
         parser.error(f"--stability-samples must be >= 1, got {args.stability_samples}")
     try:
+        if args.shift:
+            from .shift import shift_report, shift_table
+
+            report = shift_report(args.run_dir, args.shift, overrides=args.data_overrides, n_samples=args.shift_samples)
+            print(shift_table(report))
+            print(f"\nreport: {args.run_dir / 'shift.json'}, figure: {args.run_dir / 'shift.png'}")
+            return 0
         if args.stability:
             from .stability import stability_report, stability_table
 

@@ -1,0 +1,116 @@
+"""Distribution shift: a trained run tested on signals unlike its training set, beside the classical
+reconstructions at their fitted weights.
+
+Two kinds of shift: the run's own test images with a bright structure that training never showed
+(``add_structure``: a ring or a lesion-like blob), or another image family given by data overrides
+(e.g. ``data.source=embedded data.name=patches`` for a net trained on Fashion-MNIST).  Both the
+in-distribution and the shifted signals are measured afresh with the run's operator and noise model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._checks import positive_int
+from .checkpoint import write_json
+from .classical import reconstructions
+from .datasets.paired import InverseProblemDataset
+from .evaluation import image_metrics
+
+STRUCTURES = ("ring", "blob")
+SHIFTS = (*STRUCTURES, "data")
+BLOB_SIGMA = 0.04                   # blob: Gaussian of this standard deviation (fraction of the shorter side)
+RING_RADIUS, RING_WIDTH = 0.12, 0.015  # ring: radius and Gaussian half-width (fractions of the shorter side)
+
+
+def add_structure(signals: torch.Tensor, kind: str, amplitude: float = 0.8,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """``signals`` (N, C, H, W) in [0, 1] with a bright ``kind`` ("ring" or "blob") of peak ``amplitude`` at a
+    random centre in the middle half of each image, combined by the pointwise maximum (the result stays in
+    [0, 1]); the same (N, C, H, W)."""
+    if kind not in STRUCTURES:
+        raise ValueError(f"kind must be one of {STRUCTURES}, got {kind!r}")
+    if signals.dim() != 4:
+        raise ValueError(f"signals must be real images (N, C, H, W), got shape {tuple(signals.shape)}")
+    if not 0.0 < amplitude <= 1.0:
+        raise ValueError(f"amplitude must lie in (0, 1], got {amplitude}")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    n, (h, w) = signals.shape[0], signals.shape[-2:]
+    centre = (0.25 + 0.5 * torch.rand(n, 2, generator=generator, dtype=torch.float64)) * torch.tensor([h, w])
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    dist = torch.hypot(yy - centre[:, :1, None], xx - centre[:, 1:, None]) / min(h, w)  # (N, H, W)
+    if kind == "blob":
+        shape = torch.exp(-dist**2 / (2 * BLOB_SIGMA**2))
+    else:
+        shape = torch.exp(-(dist - RING_RADIUS) ** 2 / (2 * RING_WIDTH**2))
+    return torch.maximum(signals, (amplitude * shape[:, None]).to(signals.dtype))
+
+
+def shift_report(run_dir, shift: str, overrides=(), n_samples: int = 64, seed: int = 0) -> dict:
+    """Mean PSNR / SSIM of the network and the classical reconstructions on ``n_samples`` test signals, in
+    distribution and shifted (``shift``: "ring" or "blob" added to the test images, whose family
+    ``overrides`` may also change; "data": the family the ``overrides`` give).  Writes shift.json and
+    shift.png (the shifted sample the network handles worst against TV) to ``run_dir``."""
+    from .report import _weights, load_run
+
+    if shift not in SHIFTS:
+        raise ValueError(f"shift must be one of {SHIFTS}, got {shift!r}")
+    if shift == "data" and not overrides:
+        raise ValueError("shift 'data' needs data overrides that give the other family, "
+                         "e.g. data.source=embedded data.name=patches")
+    positive_int(n_samples, "n_samples")
+    run_dir = Path(run_dir)
+    config, exp, model, _ = load_run(run_dir)
+    weights = _weights(exp.operator, exp.train_set, config, run_dir)
+    own = exp.test_set.signals[:n_samples]
+    other = load_run(run_dir, overrides)[1].test_set.signals[:n_samples] if overrides else own
+    shifted = add_structure(other, shift, generator=torch.Generator().manual_seed(seed)) if shift in STRUCTURES else other
+    noise = exp.test_set.noise
+    report = {"run_dir": str(run_dir), "shift": shift, "overrides": list(overrides), "n_samples": len(own)}
+    shown = None
+    for split, signals in (("in_distribution", own), ("shifted", shifted)):
+        data = InverseProblemDataset(signals, exp.operator, noise, seed=seed + 1)
+        y = data.measure(torch.arange(len(data)))
+        with torch.no_grad():
+            recons = {"network": model(y), **reconstructions(exp.operator, y, weights)}
+        metrics = {name: image_metrics(signals, x) for name, x in recons.items()}
+        report[split] = {name: {k: float(np.mean(v)) for k, v in m.items()} for name, m in metrics.items()}
+        if split == "shifted":
+            tv = next(name for name in recons if name.startswith("tv"))
+            worst = int(np.argmax(np.asarray(metrics[tv]["psnr"]) - np.asarray(metrics["network"]["psnr"])))
+            shown = {"truth": signals[worst], **{name: recons[name][worst] for name in ("network", tv)},
+                     **{name: x[worst] for name, x in recons.items() if name.startswith(("adjoint", "zero_filled"))}}
+            shown = {name: (img, metrics[name]["psnr"][worst] if name in metrics else None) for name, img in shown.items()}
+    baseline = next(name for name in report["shifted"] if name.startswith(("zero_filled_real", "adjoint")))
+    report["zero_filled"] = baseline
+    report["network_below_zero_filled"] = report["shifted"]["network"]["psnr"] < report["shifted"][baseline]["psnr"]
+    write_json(report, run_dir / "shift.json")
+    _figure(shown, run_dir / "shift.png", f"shift: {shift} {' '.join(overrides)}".strip())
+    return report
+
+
+def shift_table(report: dict) -> str:
+    """Markdown: PSNR / SSIM in distribution and shifted, and the drop, per method."""
+    lines = ["| method | PSNR in distribution | PSNR shifted | drop (dB) | SSIM in distribution | SSIM shifted |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, a in report["in_distribution"].items():
+        b = report["shifted"][name]
+        lines.append(f"| {name} | {a['psnr']:.2f} | {b['psnr']:.2f} | {a['psnr'] - b['psnr']:.2f} | "
+                     f"{a['ssim']:.3f} | {b['ssim']:.3f} |")
+    if report["network_below_zero_filled"]:
+        lines.append(f"\nUnder this shift the network falls below its own input baseline ({report['zero_filled']}).")
+    return "\n".join(lines)
+
+
+def _figure(shown: dict, path: Path, title: str) -> None:
+    from .plots import plt, save_figure
+
+    fig, axes = plt.subplots(1, len(shown), figsize=(3 * len(shown), 3.2))
+    for ax, (name, (img, psnr)) in zip(np.atleast_1d(axes), shown.items()):
+        ax.imshow(img[0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name if psnr is None else f"{name}\n{psnr:.2f} dB", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)

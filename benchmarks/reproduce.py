@@ -48,7 +48,7 @@ SWEEP_REGULARIZERS = ("none", "sj", "fja+fj", "sja+sj")
 KAPPAS = (20.0, 2.0, 0.2)
 LAMBDAS = (0.16, 0.05, 0.016)  # fixed weights: about Algorithm 4's lambda at kappa 20 on the unrolled CS net
 FIXED = ":fixed"               # "sja+sj:fixed": both weights fixed (tuned on LAMBDAS) instead of Algorithm 4's
-MAX_GRID = 8                   # widening stops at this many weights
+MAX_GRID = 6                   # widening stops at this many weights (1.5 decades past the first grid)
 METRICS = ("test_psnr", "test_ssim", "ge", "probe_max_sja", "bound")
 # Keyed: they define the run.  Unkeyed: they change only how fast it runs.
 BASE = ["data.source=mnist", "data.fallback=error", "data.n_val=100", "train.eval_every=10"]
@@ -84,6 +84,8 @@ class Study:
     bound: str = "all"             # the generalisation bound of "all" runs, or of the seeds' "finals" only
     bound_samples: int = 512       # training measurements whose Jacobian norms enter the bound's Lipschitz estimate
     earlier: tuple = ()            # rows of earlier studies shown beside this one's: Earlier(...)
+    shifts: tuple = ()             # (label, evaluate.py --shift kind, data overrides) run on the seeds' nets
+    stability: bool = False        # evaluate.py --stability on the seeds' nets
 
 
 CS_QUICK = ("data.source=embedded", "data.n_val=50", "data.n_test=100", "train.eval_every=5")
@@ -102,6 +104,11 @@ MB_KAPPAS = (63.0, 20.0, 6.3)
 # the bound for the seeds' runs only, from 128 training samples: on 500 its power iterations took longer
 # than the unrolled net's training
 MB_BOUND = {"bound": "finals", "bound_samples": 128}
+# distribution shift: CS nets (Fashion-MNIST) on natural-image patches and with a blob; MRI with a ring and a blob
+MB_CS_EXTRAS = {"stability": True, "shifts": (("natural patches", "data", ("data.source=embedded", "data.name=patches",
+                                                                          "data.patch_size=28")),
+                                              ("blob", "blob", ()))}
+MB_MRI_EXTRAS = {"stability": True, "shifts": (("ring", "ring", ()), ("blob", "blob", ()))}
 MB_CS_QUICK = (*CS_QUICK, "model.kwargs={iterations: 2, depth: 3, features: 8}")
 MB_MRI_MASKS = tuple(point for point in MRI_MASKS if point[0].endswith("random"))
 STUDIES = {
@@ -132,21 +139,21 @@ STUDIES = {
                 quick=("data.n_train=8", "data.n_test=4", "data.patch_size=32", "model.kwargs={n_blocks: 1, features: 8}")),
     # Does the penalty help model-based nets?  (docs/results.md, "Model-based networks and the penalty")
     "mb_central": Study("cs_unrolled", "noise.radius", (0.3,), MB_REGULARIZERS, 60, "each", tuple(BASE),
-                        quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND,
+                        quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_CS_EXTRAS,
                         earlier=(Earlier(0.3, "cs_central", "central", 0.3, "FC", ("none", "sja+sj", "fja+fj")),)),
     "mb_q": Study("cs_unrolled", "operator.kwargs.n_measurements", (80, 640), MB_SWEEP_REGULARIZERS, 40, "each",
-                  tuple(BASE), quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND,
+                  tuple(BASE), quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_CS_EXTRAS,
                   earlier=tuple(Earlier(q, "cs_q", "q", q, "FC") for q in (80, 640))),
     "mb_m": Study("cs_unrolled", "data.n_train", (200,), MB_SWEEP_REGULARIZERS, 40, "each", tuple(BASE),
-                  quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND,
+                  quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_CS_EXTRAS,
                   earlier=(Earlier(200, "cs_m", "m", 200, "FC"),)),
     "mb_mri": Study("mri_4x_varnet", "", MB_MRI_MASKS, MB_SWEEP_REGULARIZERS, 20, "each", ("train.eval_every=5",),
-                    report=True, kappas=MB_KAPPAS, widen=True, **MB_BOUND,
+                    report=True, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_MRI_EXTRAS,
                     quick=("data.n_train=8", "data.n_val=4", "data.n_test=4", "data.downsample=4",
                            "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}"),
                     earlier=tuple(Earlier(label, "mri", "mri", label, "U-Net") for label, _ in MB_MRI_MASKS)),
     "mb_sr": Study("sr_x2_unrolled", "", (("x2 eps=0.376", ()),), MB_SWEEP_REGULARIZERS, 20, "fixed",
-                   ("data.n_train=200", "train.eval_every=5"), report=True, **MB_BOUND,
+                   ("data.n_train=200", "train.eval_every=5"), report=True, **MB_BOUND, stability=True,
                    quick=("data.n_train=8", "data.n_val=4", "data.n_test=4", "data.patch_size=32",
                           "model.kwargs={iterations: 2, depth: 3, features: 8}"),
                    earlier=(Earlier("x2 eps=0.376", "sr", "sr", "x2 edsr eps=0.282", "EDSR (48 x 48 patches, eps 0.282)",
@@ -154,7 +161,8 @@ STUDIES = {
 }
 QUICK_KAPPAS = (20.0, 2.0)
 CS_FIGURE_STUDIES = ("central", "q", "m", "eps")  # GE against ||J A||: drawn only when a run covers all four
-TV = "TV (classical)"                          # the reference row of the CS tables: no network, no training
+TV = "TV (classical)"
+SHIFT_SAMPLES, STABILITY_SAMPLES = 64, 16  # test signals per shifted set and per stability curve                          # the reference row of the CS tables: no network, no training
 
 
 def resolve(overrides: list[str], config: str = "cs") -> dict:
@@ -254,6 +262,34 @@ def run_many(jobs: list[tuple[str, list[str], bool, bool]], workers: int, workdi
                   f"val l2 {r.get('val_loss', float('nan')):.4f} test PSNR {r['test_psnr']:.2f} GE {r['ge']:.4f}",
                   flush=True)
     return results
+
+
+def run_extras(jobs: list[tuple], study: Study, workdir: Path, cache: Path, compute: bool) -> dict[str, dict]:
+    """{run key: {"shift": {label: shift report}, "stability": stability report}} of the trained nets of ``jobs``
+    (evaluate.py --shift / --stability on their run folders), each cached as <key>-shift-<label>.json and
+    <key>-stability.json (with ``compute`` False: the cached ones only)."""
+    from jacinv.shift import shift_report
+    from jacinv.stability import stability_report
+
+    def cached(path: Path, make):
+        if path.exists():
+            return json.loads(path.read_text())
+        if not compute or not (workdir / key).exists():
+            return None
+        out = make()
+        write_json(out, path)
+        return out
+
+    extras = {}
+    for config, overrides, *_ in jobs:
+        key = run_key(overrides, config)
+        shifts = {label: cached(cache / f"{key}-shift-{re.sub(r'[^a-z0-9]+', '_', label)}.json",
+                                lambda: shift_report(workdir / key, kind, data, n_samples=SHIFT_SAMPLES))
+                  for label, kind, data in study.shifts}
+        stability = cached(cache / f"{key}-stability.json",
+                           lambda: stability_report(workdir / key, n_samples=STABILITY_SAMPLES)) if study.stability else None
+        extras[key] = {"shift": {k: v for k, v in shifts.items() if v is not None}, "stability": stability}
+    return extras
 
 
 def classical_references(finals: dict, cache: Path, compute: bool) -> dict:
@@ -473,6 +509,65 @@ def _pm(row: dict, metric: str, fmt: str) -> str:
     return f"{format(row[metric], fmt)} ± {format(row[metric + '_std'], fmt.lstrip('+'))}"
 
 
+def shift_markdown(finals: dict, extras: dict, study: str) -> str:
+    """Mean PSNR over the seeds' nets in distribution and under each shift, the classical methods of the first
+    run beside (TV, zero-filled / adjoint: the same data for every regulariser)."""
+    labels = list(dict.fromkeys(label for e in extras.values() for label in e["shift"]))
+    if not labels:
+        return ""
+    lines = [f"| {study} | method | PSNR in distribution | " + " | ".join(f"{lb}: PSNR (drop)" for lb in labels) + " |",
+             "| --- | --- | ---: |" + " ---: |" * len(labels)]
+    for value in dict.fromkeys(v for v, _ in finals):
+        first = None
+        for (v, reg), jobs in finals.items():
+            reports = [extras.get(run_key(o, c), {}).get("shift", {}) for c, o, *_ in jobs] if v == value else []
+            reports = [r for r in reports if len(r) == len(labels)]
+            if not reports:
+                continue
+            first = first or reports[0]
+            lines.append(_shift_line(value, f"{reg} ({len(reports)} seeds)", labels,
+                                     [[r[lb] for lb in labels] for r in reports], "network"))
+        if first:
+            for method in (m for m in first[labels[0]]["shifted"] if m.startswith(("tv", "zero_filled_real", "adjoint"))):
+                lines.append(_shift_line(value, method, labels, [[first[lb] for lb in labels]], method))
+    return "\n".join(lines)
+
+
+def _shift_line(value, name: str, labels: list, reports: list[list[dict]], method: str) -> str:
+    own = np.mean([r[0]["in_distribution"][method]["psnr"] for r in reports])
+    cells = []
+    for i in range(len(labels)):
+        shifted = np.mean([r[i]["shifted"][method]["psnr"] for r in reports])
+        base = np.mean([r[i]["in_distribution"][method]["psnr"] for r in reports])
+        cells.append(f"{shifted:.2f} ({base - shifted:+.2f})")
+    return f"| {value} | {name} | {own:.2f} | " + " | ".join(cells) + " |"
+
+
+def stability_markdown(finals: dict, extras: dict, study: str) -> str:
+    """Worst-case output change ||f(y + e) - f(y)|| and PSNR drop per radius, mean over the seeds' nets; TV of
+    the first run beside."""
+    lines = []
+    for value in dict.fromkeys(v for v, _ in finals):
+        rows, tv = [], None
+        for (v, reg), jobs in finals.items():
+            reports = [extras.get(run_key(o, c), {}).get("stability") for c, o, *_ in jobs] if v == value else []
+            reports = [r for r in reports if r]
+            if reports:
+                rows.append((f"{reg} ({len(reports)} seeds)", [r["curves"]["network"] for r in reports]))
+                tv = tv or next((name, [reports[0]["curves"][name]]) for name in reports[0]["curves"] if name != "network")
+        if not rows:
+            continue
+        radii = [c["radius"] for c in rows[0][1][0]]
+        if not lines:
+            lines = [f"| {study} | method | " + " | ".join(f"r = {r:.3g}: ‖Δf‖ (PSNR drop)" for r in radii) + " |",
+                     "| --- | --- |" + " ---: |" * len(radii)]
+        for name, curves in [*rows, tv]:
+            cells = [f"{np.mean([c[i]['change_mean'] for c in curves]):.3f} ({np.mean([c[i]['psnr_drop'] for c in curves]):.2f})"
+                     for i in range(len(radii))]
+            lines.append(f"| {value} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report_markdown(rows: list[dict], study: str) -> str:
     """evaluate.py's protocol (fastMRI's PSNR / SSIM / volume NMSE for MRI, shaved borders for SR), with the
     classical reconstructions of each point (adjoint = zero-filled for MRI, Tikhonov, TV) before the nets."""
@@ -586,6 +681,8 @@ def main():
     results.update(run_many([j for f in finals.values() for jobs in f.values() for j in jobs], args.jobs,
                             args.workdir, args.cache, train, args.threads))
 
+    extras = {name: run_extras([j for jobs in finals[name].values() for j in jobs], study, args.workdir, args.cache,
+                               train) for name, study in plan.studies.items() if study.shifts or study.stability}
     classical = {name: classical_references(finals[name], args.cache, train) for name, study in plan.studies.items()
                  if study.config.startswith("cs")}
 
@@ -600,6 +697,10 @@ def main():
             text += "\n\n" + report_markdown(rows, name)
             plot_curves(rows, name, stem.with_name(stem.name + "_ge").with_suffix(".png"))
         stem.with_suffix(".md").write_text(text + "\n")
+        for kind, table in (("shift", shift_markdown), ("stability", stability_markdown)):
+            text = table(finals[name], extras.get(name, {}), name)
+            if text:
+                stem.with_name(f"{stem.name}_{kind}.md").write_text(text + "\n")
         if len(study.values) > 1 and study.key and rows:
             plot(rows, name, stem.with_suffix(".png"))
         if study.tune == "each":

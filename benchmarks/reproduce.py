@@ -161,8 +161,8 @@ STUDIES = {
 }
 QUICK_KAPPAS = (20.0, 2.0)
 CS_FIGURE_STUDIES = ("central", "q", "m", "eps")  # GE against ||J A||: drawn only when a run covers all four
-TV = "TV (classical)"
-SHIFT_SAMPLES, STABILITY_SAMPLES = 64, 16  # test signals per shifted set and per stability curve                          # the reference row of the CS tables: no network, no training
+TV = "TV (classical)"                          # the reference row of the CS tables: no network, no training
+SHIFT_SAMPLES, STABILITY_SAMPLES = 64, 16      # test signals per shifted set and per stability curve
 
 
 def resolve(overrides: list[str], config: str = "cs") -> dict:
@@ -182,6 +182,7 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     generalisation bound of the trained net from that many training samples (added to a cached run from
     its checkpoint) and, with
     ``report``, evaluate.py's summary (task metrics next to classical baselines)."""
+    from jacinv.distributed import uses_cuda
     from jacinv.experiment import build_experiment
     from jacinv.report import evaluate_run
     from jacinv.training import train
@@ -192,20 +193,21 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     if cached.exists():
         result = json.loads(cached.read_text())
         if bound and "bound" not in result:
-            result.update(bound_terms(resolved, workdir / key, result["ge"], bound))
+            result.update(bound_terms(build_experiment(resolved), workdir / key, result["ge"], bound))
             write_json(result, cached)
         return result
     t0 = time.perf_counter()
     history = train(resolved, workdir / key, progress=False)
     evaluated = [r for r in history if "test_psnr" in r]
     last = evaluated[-1]
-    device = "cuda" if torch.cuda.is_available() and resolved["train"]["device"] in ("auto", "cuda") else "cpu"
-    result = {"overrides": overrides, "config": config, "data": build_experiment(resolved).data_note,
+    exp = build_experiment(resolved)
+    device = "cuda" if uses_cuda(resolved["train"]["device"]) else "cpu"
+    result = {"overrides": overrides, "config": config, "data": exp.data_note,
               "seconds": time.perf_counter() - t0, "device": f"{device}, {threads} thread(s)",
               **{k: v for k, v in last.items() if k.startswith(("test_", "train_", "val_", "probe_", "lambda_"))},
               "ge": last["ge"], "curve": {k: [r[k] for r in evaluated] for k in ("epoch", "train_loss", "test_loss", "ge")}}
     if bound:
-        result.update(bound_terms(resolved, workdir / key, last["ge"], bound))
+        result.update(bound_terms(exp, workdir / key, last["ge"], bound))
     if report:
         result["report"] = evaluate_run(workdir / key)["summary"]
     cache.mkdir(parents=True, exist_ok=True)
@@ -213,16 +215,14 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     return result
 
 
-def bound_terms(resolved: dict, run_dir: Path, ge: float, samples: int) -> dict:
-    """The generalisation bound of the net trained in ``run_dir`` (jacinv.bounds.bound_report, its Lipschitz
-    estimates from ``samples`` training measurements)."""
+def bound_terms(exp, run_dir: Path, ge: float, samples: int) -> dict:
+    """The generalisation bound of the net trained in ``run_dir`` (its experiment ``exp``; jacinv.bounds.bound_report,
+    its Lipschitz estimates from ``samples`` training measurements)."""
     from jacinv.bounds import bound_report
-    from jacinv.experiment import build_experiment
 
     if not (run_dir / CHECKPOINT).exists():
         raise FileNotFoundError(f"the bound of a cached run needs its checkpoint {run_dir / CHECKPOINT}; "
                                 f"train it again by deleting its cache entry")
-    exp = build_experiment(resolved)
     exp.model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)[0]["model"])
     exp.model.eval()
     bound = bound_report(exp.model, exp, delta=0.05, measured_gap=ge, max_samples=samples)
@@ -230,7 +230,7 @@ def bound_terms(resolved: dict, run_dir: Path, ge: float, samples: int) -> dict:
             "bound_samples": min(samples, len(exp.train_set))}
 
 
-def run_many(jobs: list[tuple[str, list[str], bool, bool]], workers: int, workdir: Path, cache: Path,
+def run_many(jobs: list[tuple[str, list[str], bool, int]], workers: int, workdir: Path, cache: Path,
              train: bool = True, threads: int | None = None) -> dict[str, dict]:
     """{key: result} for every (config, overrides, report, bound) in ``jobs``, training the missing ones
     (and adding missing bounds) ``workers`` at a time (with ``train`` False: the cached ones only)."""
@@ -271,10 +271,11 @@ def run_extras(jobs: list[tuple], study: Study, workdir: Path, cache: Path, comp
     from jacinv.shift import shift_report
     from jacinv.stability import stability_report
 
-    def cached(path: Path, make):
+    def cached(path: Path, run_dir: Path, make):
+        """The JSON at ``path``, else ``make()`` written there when the run's folder exists, else None."""
         if path.exists():
             return json.loads(path.read_text())
-        if not compute or not (workdir / key).exists():
+        if not compute or not run_dir.exists():
             return None
         out = make()
         write_json(out, path)
@@ -283,11 +284,12 @@ def run_extras(jobs: list[tuple], study: Study, workdir: Path, cache: Path, comp
     extras = {}
     for config, overrides, *_ in jobs:
         key = run_key(overrides, config)
-        shifts = {label: cached(cache / f"{key}-shift-{re.sub(r'[^a-z0-9]+', '_', label)}.json",
-                                lambda: shift_report(workdir / key, kind, data, n_samples=SHIFT_SAMPLES))
+        run_dir = workdir / key
+        shifts = {label: cached(cache / f"{key}-shift-{re.sub(r'[^a-z0-9]+', '_', label)}.json", run_dir,
+                                lambda: shift_report(run_dir, kind, data, n_samples=SHIFT_SAMPLES))
                   for label, kind, data in study.shifts}
-        stability = cached(cache / f"{key}-stability.json",
-                           lambda: stability_report(workdir / key, n_samples=STABILITY_SAMPLES)) if study.stability else None
+        stability = cached(cache / f"{key}-stability.json", run_dir,
+                           lambda: stability_report(run_dir, n_samples=STABILITY_SAMPLES)) if study.stability else None
         extras[key] = {"shift": {k: v for k, v in shifts.items() if v is not None}, "stability": stability}
     return extras
 

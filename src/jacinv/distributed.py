@@ -30,11 +30,16 @@ def check_device(device: str) -> None:
                           f"{torch.cuda.device_count()} GPU(s)")
 
 
+def uses_cuda(device: str) -> bool:
+    """Whether the ``train.device`` setting ("auto", "cpu", "cuda", "cuda:N") trains on a GPU here."""
+    return torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
+
+
 def setup(device: str = "auto") -> torch.device:
     """Initialise the process group under torchrun (nccl on GPUs, gloo on CPUs) and pick the device."""
     check_device(device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
+    cuda = uses_cuda(device)
     if distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     if cuda:

@@ -69,7 +69,6 @@ def shift_report(run_dir, shift: str, overrides=(), n_samples: int = 64, seed: i
     shifted = add_structure(other, shift, generator=torch.Generator().manual_seed(seed)) if shift in STRUCTURES else other
     noise = exp.test_set.noise
     report = {"run_dir": str(run_dir), "shift": shift, "overrides": list(overrides), "n_samples": len(own)}
-    shown = None
     for split, signals in (("in_distribution", own), ("shifted", shifted)):
         data = InverseProblemDataset(signals, exp.operator, noise, seed=seed + 1)
         y = data.measure(torch.arange(len(data)))
@@ -77,12 +76,11 @@ def shift_report(run_dir, shift: str, overrides=(), n_samples: int = 64, seed: i
             recons = {"network": model(y), **reconstructions(exp.operator, y, weights)}
         metrics = {name: image_metrics(signals, x) for name, x in recons.items()}
         report[split] = {name: {k: float(np.mean(v)) for k, v in m.items()} for name, m in metrics.items()}
-        if split == "shifted":
-            tv = next(name for name in recons if name.startswith("tv"))
-            worst = int(np.argmax(np.asarray(metrics[tv]["psnr"]) - np.asarray(metrics["network"]["psnr"])))
-            shown = {"truth": signals[worst], **{name: recons[name][worst] for name in ("network", tv)},
-                     **{name: x[worst] for name, x in recons.items() if name.startswith(("adjoint", "zero_filled"))}}
-            shown = {name: (img, metrics[name]["psnr"][worst] if name in metrics else None) for name, img in shown.items()}
+    # the figure: the shifted sample where the network trails TV most (recons, metrics: the shifted set's)
+    tv = next(name for name in recons if name.startswith("tv"))
+    worst = int(np.argmax(metrics[tv]["psnr"] - metrics["network"]["psnr"]))
+    names = ["network", tv, *(name for name in recons if name.startswith(("adjoint", "zero_filled")))]
+    shown = {"truth": (shifted[worst], None), **{name: (recons[name][worst], metrics[name]["psnr"][worst]) for name in names}}
     baseline = next(name for name in report["shifted"] if name.startswith(("zero_filled_real", "adjoint")))
     report["zero_filled"] = baseline
     report["network_below_zero_filled"] = report["shifted"]["network"]["psnr"] < report["shifted"][baseline]["psnr"]

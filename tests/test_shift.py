@@ -6,9 +6,8 @@ import torch
 
 from jacinv.cli import evaluate_main
 from jacinv.shift import add_structure, shift_report
-from jacinv.training import train
 
-from test_training import tiny_config
+from test_training import trained_tiny_run
 
 
 @pytest.mark.parametrize("kind", ["ring", "blob"])
@@ -42,9 +41,7 @@ def test_add_structure_refuses_bad_arguments(kwargs, match):
 
 @pytest.fixture(scope="module")
 def cs_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("shift") / "run"
-    train(tiny_config("cs_unrolled", "regularizer.name=none"), run, progress=False)
-    return run
+    return trained_tiny_run(tmp_path_factory.mktemp("shift") / "run", "cs_unrolled", "regularizer.name=none")
 
 
 def test_evaluate_shift_compares_the_network_with_tv_and_the_adjoint(cs_run, capsys):

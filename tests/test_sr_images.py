@@ -10,8 +10,7 @@ from jacinv.datasets.folder import read_image
 from jacinv.metrics import psnr, rgb_to_y
 from jacinv.operators import build_operator
 from jacinv.sr_images import bicubic, evaluate_images, modcrop, studio_y
-from jacinv.training import train
-from test_training import tiny_config
+from test_training import trained_tiny_run
 
 
 def test_grey_images_are_bt601_luma_and_score_like_rgb(tmp_path):
@@ -32,9 +31,7 @@ def test_modcrop_keeps_the_top_left_multiple_of_the_scale():
 
 @pytest.fixture(scope="module")
 def sr_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("sr") / "run"
-    train(tiny_config("sr_x2", "noise.radius=0.05"), run, progress=False)
-    return run
+    return trained_tiny_run(tmp_path_factory.mktemp("sr") / "run", "sr_x2", "noise.radius=0.05")
 
 
 def test_whole_images_of_a_one_image_folder_are_scored_beside_bicubic_and_tv(sr_run, tmp_path):
@@ -64,7 +61,6 @@ def test_the_cli_prints_the_table_and_refuses_other_operators(sr_run, tmp_path, 
     assert evaluate_main([str(sr_run), "--images", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "1 image(s)" in out and "bicubic" in out and "Y channel, 2-pixel border shaved" in out
-    cs_run = tmp_path / "cs"
-    train(tiny_config("cs", "train.epochs=1"), cs_run, progress=False)
+    cs_run = trained_tiny_run(tmp_path / "cs", "cs", "train.epochs=1")
     assert evaluate_main([str(cs_run), "--images", str(folder)]) == 2
     assert "--images is the super-resolution protocol" in capsys.readouterr().err

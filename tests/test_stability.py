@@ -6,9 +6,8 @@ import torch
 
 from jacinv.cli import evaluate_main
 from jacinv.stability import stability_curves, worst_case_perturbation
-from jacinv.training import train
 
-from test_training import tiny_config
+from test_training import trained_tiny_run
 
 
 def linear_map(seed=0):
@@ -43,8 +42,7 @@ def test_worst_case_beats_a_random_perturbation_and_grows_with_the_radius():
 
 
 def test_evaluate_stability_writes_curves_for_the_network_and_tv(tmp_path, capsys):
-    run = tmp_path / "run"
-    train(tiny_config("cs", "regularizer.name=none", "data.n_val=0"), run, progress=False)
+    run = trained_tiny_run(tmp_path / "run", "cs", "regularizer.name=none", "data.n_val=0")
     capsys.readouterr()
     assert evaluate_main([str(run), "--stability", "--stability-samples", "4", "--radii", "0.1", "0.5"]) == 0
     out = capsys.readouterr().out

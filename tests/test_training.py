@@ -38,6 +38,12 @@ def tiny_config(name, *extra):
     return load_config(ROOT / "configs" / f"{name}.yaml", [*TINY[name], *COMMON, *extra])
 
 
+def trained_tiny_run(run_dir: Path, name: str, *extra) -> Path:
+    """``run_dir`` holding a tiny run of configs/<name>.yaml, trained (for tests that evaluate a trained net)."""
+    train(tiny_config(name, *extra), run_dir, progress=False)
+    return run_dir
+
+
 def test_every_shipped_config_is_covered():
     assert {p.stem for p in (ROOT / "configs").glob("*.yaml")} == set(TINY)
 

@@ -12,8 +12,10 @@ Protocol (every choice is printed next to the results):
   every step), with kappa chosen from KAPPAS by the lowest validation l2 loss of a seed-0 run; every
   regulariser gets the same three-run budget (pairs such as sja+sj share one kappa).  The q_fine study
   re-tunes sj and sja+sj at q = 320 and 640 on a half-decade grid (five kappas each) as a tuning check.
-- ``Study.tune``: "each" chooses kappa at every swept value, "central" reuses the kappa chosen at the
-  CS central point (q = 160, m = 500, eps = 0.3, 600 epochs), "fixed" keeps Algorithm 4's kappa = 20.
+- ``Study.tune``: "each" chooses kappa at every swept value, "fixed" keeps Algorithm 4's kappa = 20, and a
+  study's name reuses the kappa chosen at that study's first point: "central" (the CS central point, q = 160,
+  m = 500, eps = 0.3, 600 epochs) for the FC sweeps, "mb_central" for the unrolled ones; a study naming
+  itself tunes at its own first point only (the MRI study at 4x, its choice reused at 8x).
 - Reported: mean +- std over the seeds of test PSNR, SSIM, GE = |test - train| of the mean l2 loss,
   the largest ||J(y) A|| on 16 test measurements, and the bound of ``jacinv.bounds.bound_report``.
 
@@ -53,6 +55,11 @@ METRICS = ("test_psnr", "test_ssim", "ge", "probe_max_sja", "bound")
 # Keyed: they define the run.  Unkeyed: they change only how fast it runs.
 BASE = ["data.source=mnist", "data.fallback=error", "data.n_val=100", "train.eval_every=10"]
 UNKEYED = ["train.checkpoint_every=100", "train.probe_size=16"]
+# Config keys added after runs were cached, each with the value that keeps the behaviour from before it existed:
+# left out of the run key at that value.  Add a key here when adding one to the configs (`--rekey` renames
+# the runs cached in between).
+LATER_KEYS = {"regularizer.every": 1, "data.kspace": "simulated", "data.target": "auto", "data.train_root": None,
+              "data.val_root": None, "data.test_root": None}
 
 
 @dataclass(frozen=True)
@@ -73,12 +80,12 @@ class Study:
     values: tuple
     regularizers: tuple
     epochs: int
-    tune: str                      # "each": kappa chosen per value; "central": the CS central choice; "fixed": 20
+    tune: str                      # "each": weight chosen per value; "fixed": kappa 20; a study name: its first point's
     base: tuple = ()               # keyed overrides shared by the study's runs
     seeds: tuple = (0, 1, 2)
     report: bool = False           # also evaluate.py's report (task metrics, classical baselines)
     quick: tuple = ()              # overrides that shrink the study for --quick
-    kappas: tuple = KAPPAS         # kappa candidates when tune == "each"
+    kappas: tuple = KAPPAS         # kappa candidates when the study tunes its own weights
     lambdas: tuple = LAMBDAS       # fixed-weight candidates of the "<reg>:fixed" arms
     widen: bool = False            # extend the grid by half-decades while the best weight sits at its edge
     bound: str = "all"             # the generalisation bound of "all" runs, or of the seeds' "finals" only
@@ -141,13 +148,13 @@ STUDIES = {
     "mb_central": Study("cs_unrolled", "noise.radius", (0.3,), MB_REGULARIZERS, 60, "each", tuple(BASE),
                         quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_CS_EXTRAS,
                         earlier=(Earlier(0.3, "cs_central", "central", 0.3, "FC", ("none", "sja+sj", "fja+fj")),)),
-    "mb_q": Study("cs_unrolled", "operator.kwargs.n_measurements", (80, 640), MB_SWEEP_REGULARIZERS, 40, "each",
-                  tuple(BASE), quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_CS_EXTRAS,
+    "mb_q": Study("cs_unrolled", "operator.kwargs.n_measurements", (80, 640), MB_SWEEP_REGULARIZERS, 40, "mb_central",
+                  tuple(BASE), quick=MB_CS_QUICK, **MB_BOUND, **MB_CS_EXTRAS,
                   earlier=tuple(Earlier(q, "cs_q", "q", q, "FC") for q in (80, 640))),
-    "mb_m": Study("cs_unrolled", "data.n_train", (200,), MB_SWEEP_REGULARIZERS, 40, "each", tuple(BASE),
-                  quick=MB_CS_QUICK, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_CS_EXTRAS,
+    "mb_m": Study("cs_unrolled", "data.n_train", (200,), MB_SWEEP_REGULARIZERS, 40, "mb_central", tuple(BASE),
+                  quick=MB_CS_QUICK, **MB_BOUND, **MB_CS_EXTRAS,
                   earlier=(Earlier(200, "cs_m", "m", 200, "FC"),)),
-    "mb_mri": Study("mri_4x_varnet", "", MB_MRI_MASKS, MB_SWEEP_REGULARIZERS, 20, "each", ("train.eval_every=5",),
+    "mb_mri": Study("mri_4x_varnet", "", MB_MRI_MASKS, MB_SWEEP_REGULARIZERS, 20, "mb_mri", ("train.eval_every=5",),
                     report=True, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_MRI_EXTRAS,
                     quick=("data.n_train=8", "data.n_val=4", "data.n_test=4", "data.downsample=4",
                            "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}"),
@@ -170,9 +177,39 @@ def resolve(overrides: list[str], config: str = "cs") -> dict:
 
 
 def run_key(overrides: list[str], config: str = "cs") -> str:
-    """Hash of the resolved configuration: two override lists meaning the same run share one key."""
-    text = json.dumps(resolve(overrides, config), sort_keys=True, default=str)
+    """Hash of the resolved configuration: two override lists meaning the same run share one key.  Keys of
+    LATER_KEYS at their neutral value are left out, so that adding a config key keeps the cached runs' keys."""
+    resolved = resolve(overrides, config)
+    for dotted, neutral in LATER_KEYS.items():
+        section, key = dotted.split(".")
+        if key in resolved.get(section, {}) and resolved[section][key] == neutral:
+            del resolved[section][key]
+    text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def rekey(cache: Path, workdir: Path) -> list[tuple[str, str]]:
+    """Rename each cached run (<key>.json, its <key>-*.json companions and its run folder) whose name is not the
+    key ``run_key`` gives it today (runs cached before a LATER_KEYS entry was added).  A run whose new key is
+    taken already (the same run cached twice) is left where it is.  Returns the (old, new) keys moved."""
+    moved = []
+    for path in sorted(cache.glob("*.json")):
+        if "-" in path.stem:
+            continue
+        result = json.loads(path.read_text())
+        key = run_key(result["overrides"], result.get("config", "cs"))
+        if key == path.stem:
+            continue
+        if (cache / f"{key}.json").exists():
+            print(f"{path.name}: the same run is cached as {key}.json already; left as it is", flush=True)
+            continue
+        for companion in cache.glob(f"{path.stem}-*.json"):
+            companion.rename(cache / (key + companion.name[len(path.stem):]))
+        path.rename(cache / f"{key}.json")
+        if (workdir / path.stem).is_dir():
+            (workdir / path.stem).rename(workdir / key)
+        moved.append((path.stem, key))
+    return moved
 
 
 def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, config: str = "cs",
@@ -337,6 +374,10 @@ class Plan:
     chosen kappa.  ``quick`` shrinks every study (two regularisers, two kappas, a few epochs)."""
 
     def __init__(self, studies: dict[str, Study], quick: bool):
+        for name, study in studies.items():
+            if study.tune not in ("each", "fixed", *STUDIES):
+                raise ValueError(f"study {name!r}: tune={study.tune!r}; expected 'each', 'fixed' or a study name "
+                                 f"from {sorted(STUDIES)}")
         self.quick = quick
         self.studies = studies
 
@@ -362,14 +403,13 @@ class Plan:
     def candidates(self, results: dict | None = None) -> dict[tuple, list[tuple]]:
         """{(study, value label, reg): one seed-0 job per weight} for every regulariser whose weight is chosen.
         A study with ``widen`` extends a grid by a half-decade while ``results`` put its best weight at an edge."""
-        central = STUDIES["central"]
         out = {}
         for name, study in self.studies.items():
             for value in study.values:
                 for reg in self.regularizers(study):
                     if reg == "none" or study.tune == "fixed":
                         continue
-                    at, v = (study, value) if study.tune == "each" else (central, central.values[0])
+                    at, v = (study, value) if study.tune == "each" else (STUDIES[study.tune], STUDIES[study.tune].values[0])
                     make = lambda weights: [self.job(at, v, reg, 0, w, final=False) for w in weights]  # noqa: E731
                     grid = self.grid(at, reg)
                     while at.widen and results is not None and len(grid) < MAX_GRID:
@@ -472,7 +512,7 @@ def run_tv(overrides: list[str], config: str, cache: Path, compute: bool = True)
 
 
 def _seed(result: dict) -> int:
-    return int(next(o.split("=", 1)[1] for o in result["overrides"] if o.startswith("seed=")))
+    return int(_setting(result, "seed"))
 
 
 def paired_gains(rows: list[dict], study: str) -> list[dict]:
@@ -646,29 +686,9 @@ def plot_curves(rows: list[dict], study: str, path: Path) -> None:
     save_figure(fig, path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", nargs="+", choices=list(STUDIES), default=["central"])
-    parser.add_argument("--seeds", type=int, nargs="+", help="default: each study's (0 1 2 for CS; 0 with --quick)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
-    parser.add_argument("--threads", type=int, help="CPU threads per run (default: cores / jobs)")
-    parser.add_argument("--quick", action="store_true",
-                        help="two regularisers, two kappas, a few epochs on tiny data (a few minutes)")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
-    parser.add_argument("--cache", type=Path, default=CACHE, help="one JSON per finished run")
-    parser.add_argument("--tables-only", action="store_true",
-                        help="train nothing: tables and figures from the cached runs (the seeds column says how many)")
-    args = parser.parse_args()
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(1)
-    plan = Plan({name: STUDIES[name] for name in args.study}, args.quick)
-    seeds_of = lambda s: args.seeds or ((0,) if args.quick else s.seeds)  # noqa: E731
-
-    train = not args.tables_only
+def trained(plan: Plan, seeds_of, args, train: bool) -> tuple[dict, dict, dict, dict]:
+    """(candidates, results, chosen weights, finals) of ``plan``: the tuning runs (widened until no best weight
+    sits at an edge), then every seed's run with the chosen weight; missing runs are trained when ``train``."""
     candidates, results = plan.candidates(), {}
     while True:  # widen the grids whose best weight sits at an edge, until none does (or the cache runs out)
         results.update(run_many([j for jobs in candidates.values() for j in jobs], args.jobs, args.workdir,
@@ -682,6 +702,37 @@ def main():
     finals = {name: plan.finals(name, study, chosen, seeds_of(study)) for name, study in plan.studies.items()}
     results.update(run_many([j for f in finals.values() for jobs in f.values() for j in jobs], args.jobs,
                             args.workdir, args.cache, train, args.threads))
+    return candidates, results, chosen, finals
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", nargs="+", choices=list(STUDIES), default=["central"])
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: each study's (0 1 2 for CS; 0 with --quick)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
+    parser.add_argument("--threads", type=int, help="CPU threads per run (default: cores / jobs)")
+    parser.add_argument("--quick", action="store_true",
+                        help="two regularisers, two kappas, a few epochs on tiny data (a few minutes)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="one JSON per finished run")
+    parser.add_argument("--rekey", action="store_true",
+                        help="first rename the cached runs whose key changed (after a LATER_KEYS entry was added)")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="train nothing: tables and figures from the cached runs (the seeds column says how many)")
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(1)
+    if args.rekey:
+        print(f"rekeyed {len(rekey(args.cache, args.workdir))} cached runs", flush=True)
+    plan = Plan({name: STUDIES[name] for name in args.study}, args.quick)
+    seeds_of = lambda s: args.seeds or ((0,) if args.quick else s.seeds)  # noqa: E731
+
+    train = not args.tables_only
+    candidates, results, chosen, finals = trained(plan, seeds_of, args, train)
 
     extras = {name: run_extras([j for jobs in finals[name].values() for j in jobs], study, args.workdir, args.cache,
                                train) for name, study in plan.studies.items() if study.shifts or study.stability}
@@ -692,7 +743,7 @@ def main():
     suffix = "-quick" if args.quick else ""
     for name, study in plan.studies.items():
         rows = summarise(name, finals[name], chosen, results, classical.get(name), earlier_rows(study, name, args.out))
-        stem = args.out / f"cs_{name}{suffix}" if study.config == "cs" else args.out / f"{name}{suffix}"
+        stem = args.out / (stem_of(name, study) + suffix)
         write_json(rows, stem.with_suffix(".json"))
         text = markdown(rows, name)
         if study.report and rows:
@@ -705,16 +756,25 @@ def main():
                 stem.with_name(f"{stem.name}_{kind}.md").write_text(text + "\n")
         if len(study.values) > 1 and study.key and rows:
             plot(rows, name, stem.with_suffix(".png"))
-        if study.tune == "each":
-            own = {point: jobs for point, jobs in candidates.items() if point[0] == name}
+        if study.tune in ("each", name):  # its own tuning runs (at its first point only when it names itself)
+            own = {point: jobs for point, jobs in candidates.items() if point[0] == name
+                   and (study.tune == "each" or point[1] == label(study, study.values[0]))}
             stem.with_name(stem.name + "_tuning").with_suffix(".md").write_text(
                 tuning_markdown(own, chosen, results) + "\n")
+        if study.earlier:
+            groups = {**own_runs(finals[name], results), **earlier_runs(study, seeds_of, args)}
+            if sum(map(len, groups.values())) > 2:
+                rhos = plot_ge_against_jacobian(groups, stem.with_name(stem.name + "_ge_vs_jacobian").with_suffix(".png"))
+                stem.with_name(stem.name + "_ge_vs_jacobian").with_suffix(".md").write_text(spearman_markdown(rhos, groups))
         print(f"wrote {stem}*")
     cs_runs = list({run_key(o, c): results[run_key(o, c)] for name, study in plan.studies.items()
                     if study.config == "cs" for jobs in finals[name].values() for c, o, *_ in jobs
                     if run_key(o, c) in results}.values())
     if set(CS_FIGURE_STUDIES) <= set(args.study) and len(cs_runs) > 2:  # the scatter covers the whole CS study
-        rho = plot_ge_against_jacobian(cs_runs, args.out / f"cs_ge_vs_jacobian{suffix}.png")
+        groups = {}
+        for r in cs_runs:
+            groups.setdefault(_setting(r, "regularizer.name"), []).append(r)
+        rho = plot_ge_against_jacobian(groups, args.out / f"cs_ge_vs_jacobian{suffix}.png")["all"]
         print(f"Spearman correlation of GE and max ||J A|| over {len(cs_runs)} CS runs: {rho:.3f}")
         (args.out / f"cs_ge_vs_jacobian{suffix}.md").write_text(
             f"Spearman's rho of GE and max ‖J A‖ over the {len(cs_runs)} trained CS nets: {rho:.2f}\n")
@@ -732,24 +792,80 @@ def refresh_tables(doc: Path, out: Path) -> None:
     doc.write_text(text)
 
 
-def plot_ge_against_jacobian(runs: list[dict], path: Path) -> float:
-    """GE against the largest ||J A|| of every trained CS net (one dot per run); returns Spearman's rho."""
+def _setting(result: dict, key: str) -> str:
+    """The value of override ``key`` in a cached run."""
+    return next(o.split("=", 1)[1] for o in result["overrides"] if o.startswith(key + "="))
+
+
+def stem_of(name: str, study: Study) -> str:
+    """A study's table name under docs/results: cs_<name> for the FC compressed-sensing studies, else <name>."""
+    return f"cs_{name}" if study.config == "cs" else name
+
+
+def own_runs(finals: dict, results: dict) -> dict[str, list[dict]]:
+    """{"<model> <regulariser>": the cached runs} of a study's seeds (all its points)."""
+    out = {}
+    for (_, reg), jobs in finals.items():
+        for config, overrides, *_ in jobs:
+            if run_key(overrides, config) in results:
+                model = resolve(overrides, config)["model"]["name"]
+                out.setdefault(f"{model} {reg}", []).append(results[run_key(overrides, config)])
+    return out
+
+
+def earlier_runs(study: Study, seeds_of, args) -> dict[str, list[dict]]:
+    """{"<earlier net> <regulariser>": cached runs} of the earlier studies' seeds at the points ``study.earlier``
+    names (nothing is trained)."""
+    out = {}
+    for e in study.earlier:
+        name = next(n for n, s in STUDIES.items() if stem_of(n, s) == e.stem)
+        _, results, _, finals = trained(Plan({name: STUDIES[name]}, args.quick), seeds_of, args, train=False)
+        for reg in e.regularizers:
+            keys = [run_key(o, c) for c, o, *_ in finals[name].get((e.value, reg), [])]
+            out.setdefault(f"{e.net.split()[0]} {reg}", []).extend(results[k] for k in keys if k in results)
+    return {k: v for k, v in out.items() if v}
+
+
+def spearman(runs: list[dict]) -> float:
+    """Spearman's rho of GE and the largest ||J A|| on the probe set over ``runs``."""
     from scipy.stats import spearmanr
 
+    return float(spearmanr([r["probe_max_sja"] for r in runs], [r["ge"] for r in runs]).statistic)
+
+
+def plot_ge_against_jacobian(groups: dict[str, list[dict]], path: Path) -> dict[str, float]:
+    """GE against the largest ||J A|| of trained nets, one dot per run and one colour per group ("<net>
+    <regulariser>" or a regulariser); returns Spearman's rho over all runs ("all") and within each net (the
+    groups' first word) that has more than two runs."""
     from jacinv.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    regs = [next(o.split("=", 1)[1] for o in r["overrides"] if o.startswith("regularizer.name=")) for r in runs]
-    for reg in dict.fromkeys(regs):
-        sub = [r for r, g in zip(runs, regs) if g == reg]
-        ax.scatter([r["probe_max_sja"] for r in sub], [r["ge"] for r in sub], s=10, label=reg)
-    rho = float(spearmanr([r["probe_max_sja"] for r in runs], [r["ge"] for r in runs]).statistic)
+    for group, runs in groups.items():
+        ax.scatter([r["probe_max_sja"] for r in runs], [r["ge"] for r in runs], s=10, label=group)
+    nets = {}
+    for group, runs in groups.items():
+        nets.setdefault(group.split()[0], []).extend(runs)
+    everything = [r for runs in groups.values() for r in runs]
+    rhos = {"all": spearman(everything)}
+    if len(nets) > 1:
+        rhos.update({net: spearman(runs) for net, runs in nets.items() if len(runs) > 2})
     ax.set_xlabel("max ||J(y) A|| on the probe set")
     ax.set_ylabel("GE = |test - train| l2 loss")
-    ax.set_title(f"{len(runs)} trained CS nets, Spearman rho = {rho:.2f}", fontsize=9)
+    ax.set_title(f"{len(everything)} trained nets, Spearman rho = {rhos['all']:.2f}", fontsize=9)
     ax.legend(fontsize=7)
     save_figure(fig, path)
-    return rho
+    return rhos
+
+
+def spearman_markdown(rhos: dict[str, float], groups: dict[str, list[dict]]) -> str:
+    """A table of Spearman's rho of GE and max ||J A||: over all nets, then within each."""
+    counts = {}
+    for group, runs in groups.items():
+        counts[group.split()[0]] = counts.get(group.split()[0], 0) + len(runs)
+    lines = ["| nets | runs | Spearman ρ (GE, max ‖J A‖) |", "| --- | ---: | ---: |"]
+    lines.append(f"| all ({', '.join(counts)}) | {sum(counts.values())} | {rhos['all']:.2f} |")
+    lines += [f"| {net} | {counts[net]} | {rho:.2f} |" for net, rho in rhos.items() if net != "all"]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -22,6 +22,27 @@ def test_run_keys_follow_the_resolved_config_not_the_override_order():
     assert a != reproduce.run_key(["seed=2"]) != reproduce.run_key(["seed=1"], config="denoise")
 
 
+def test_keys_added_later_at_their_neutral_value_keep_the_run_key():
+    assert reproduce.run_key(["seed=1", "regularizer.every=1"]) == reproduce.run_key(["seed=1"])
+    assert reproduce.run_key(["seed=1", "regularizer.every=4"]) != reproduce.run_key(["seed=1"])
+
+
+def test_rekey_moves_a_run_its_companions_and_folder_to_its_current_key(tmp_path):
+    cache, workdir = tmp_path / "cache", tmp_path / "runs"
+    cache.mkdir()
+    (workdir / "0000000000000000").mkdir(parents=True)
+    run = {"overrides": ["seed=1"], "config": "cs", "test_psnr": 20.0}
+    (cache / "0000000000000000.json").write_text(json.dumps(run))
+    (cache / "0000000000000000-tv.json").write_text("{}")
+    (cache / "1111111111111111.json").write_text(json.dumps(run))  # the same run twice: the second stays
+    key = reproduce.run_key(["seed=1"])
+    assert reproduce.rekey(cache, workdir) == [("0000000000000000", key)]
+    assert json.loads((cache / f"{key}.json").read_text()) == run
+    assert (cache / f"{key}-tv.json").exists() and (workdir / key).is_dir()
+    assert (cache / "1111111111111111.json").exists() and not (cache / "0000000000000000.json").exists()
+    assert reproduce.rekey(cache, workdir) == []
+
+
 def test_the_sweeps_share_the_central_runs_and_its_kappa_choice():
     plan = reproduce.Plan({n: reproduce.STUDIES[n] for n in ("central", "q", "m")}, quick=False)
     candidates = plan.candidates()
@@ -36,6 +57,21 @@ def test_the_sweeps_share_the_central_runs_and_its_kappa_choice():
     assert "regularizer.kappa=2.0" not in finals[(200, "none")][0][1]
     del chosen[("m", 400, "sj")]  # candidates not all trained yet: that point waits
     assert (400, "sj") not in plan.finals("m", reproduce.STUDIES["m"], chosen, (0,))
+
+
+def test_model_based_sweeps_reuse_the_central_choice_and_mri_tunes_at_4x_only():
+    plan = reproduce.Plan({n: reproduce.STUDIES[n] for n in ("mb_central", "mb_q", "mb_m", "mb_mri")}, quick=False)
+    candidates = plan.candidates()
+    keys = lambda jobs: [reproduce.run_key(o, c) for c, o, *_ in jobs]  # noqa: E731
+    central = keys(candidates[("mb_central", 0.3, "wd")])
+    assert keys(candidates[("mb_q", 640, "wd")]) == keys(candidates[("mb_m", 200, "wd")]) == central
+    assert keys(candidates[("mb_mri", "8x random", "sja+sj")]) == keys(candidates[("mb_mri", "4x random", "sja+sj")])
+    assert all("operator.kwargs.acceleration=4" in o for c, o, *_ in candidates[("mb_mri", "8x random", "wd")])
+    finals = plan.finals("mb_mri", reproduce.STUDIES["mb_mri"], {p: 63.0 for p in candidates}, (0,))
+    assert "operator.kwargs.acceleration=8" in finals[("8x random", "wd")][0][1]
+    bad = reproduce.Study("cs_unrolled", "noise.radius", (0.3,), ("wd",), 1, "centre")
+    with pytest.raises(ValueError, match="tune='centre'"):
+        reproduce.Plan({"bad": bad}, quick=False)
 
 
 def test_the_fine_kappa_grid_adds_only_the_half_decades_to_the_q_runs():

@@ -93,6 +93,7 @@ class Study:
     earlier: tuple = ()            # rows of earlier studies shown beside this one's: Earlier(...)
     shifts: tuple = ()             # (label, evaluate.py --shift kind, data overrides) run on the seeds' nets
     stability: bool = False        # evaluate.py --stability on the seeds' nets
+    paired: str = "regularizer"    # paired PSNR gains over "none" at the same point, or over the first "point"
 
 
 CS_QUICK = ("data.source=embedded", "data.n_val=50", "data.n_test=100", "train.eval_every=5")
@@ -116,6 +117,8 @@ MB_CS_EXTRAS = {"stability": True, "shifts": (("natural patches", "data", ("data
                                                                           "data.patch_size=28")),
                                               ("blob", "blob", ()))}
 MB_MRI_EXTRAS = {"stability": True, "shifts": (("ring", "ring", ()), ("blob", "blob", ()))}
+EVERY_POINTS = (("1", ("regularizer.every=1",)), ("4", ("regularizer.every=4",)),
+                ("4, held", ("regularizer.every=4", "regularizer.lazy=hold")))
 MB_CS_QUICK = (*CS_QUICK, "model.kwargs={iterations: 2, depth: 3, features: 8}")
 MB_MRI_MASKS = tuple(point for point in MRI_MASKS if point[0].endswith("random"))
 STUDIES = {
@@ -129,12 +132,13 @@ STUDIES = {
                quick=CS_QUICK),
     "eps": Study("cs", "noise.radius", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), SWEEP_REGULARIZERS, 200, "central",
                  tuple(BASE), quick=CS_QUICK),
-    # Lazy regularisation check (regularizer.every = 4 against 1) at the CS central point, sja+sj with the
-    # central point's kappa for the FC net and the cs_unrolled config's kappa 20 for the unrolled net.
-    "every": Study("cs", "regularizer.every", (1, 4), ("sja+sj",), 600, "fixed", (*BASE, "regularizer.kappa=2.0"),
-                   quick=CS_QUICK),
-    "every_unrolled": Study("cs_unrolled", "regularizer.every", (1, 4), ("sja+sj",), 60, "fixed", tuple(BASE),
-                            quick=CS_QUICK),
+    # Lazy regularisation check (regularizer.every = 4 against 1, both lazy modes) at the CS central point,
+    # sja+sj with the central point's kappa for the FC net and the cs_unrolled config's kappa 20 for the unrolled
+    # net; each row's paired gain is over every = 1.
+    "every": Study("cs", "", EVERY_POINTS, ("sja+sj",), 600, "fixed", (*BASE, "regularizer.kappa=2.0"),
+                   quick=CS_QUICK, paired="point"),
+    "every_unrolled": Study("cs_unrolled", "", EVERY_POINTS, ("sja+sj",), 60, "fixed", tuple(BASE),
+                            quick=CS_QUICK, paired="point"),
     "denoise": Study("denoise", "data.n_train", (40, 200, 400), ("wd", "fj", "sj"), 40, "each",
                      ("data.n_val=100", "train.eval_every=5"), seeds=(0,),
                      quick=("data.n_val=10", "data.n_test=10", "data.patch_size=20")),
@@ -441,7 +445,7 @@ def choose(candidates: list[tuple], results: dict[str, dict]) -> tuple[float, li
 
 
 def summarise(name: str, finals: dict, chosen: dict, results: dict, classical: dict | None = None,
-              earlier: list[dict] = ()) -> list[dict]:
+              earlier: list[dict] = (), paired: str = "regularizer") -> list[dict]:
     """One row per (value, regulariser) with the mean and std over the seeds, a TV row first at each
     value from ``classical`` ({value: [run_tv results]}), and the ``earlier`` studies' rows last."""
     rows = []
@@ -454,7 +458,7 @@ def summarise(name: str, finals: dict, chosen: dict, results: dict, classical: d
     rows += [r for r in earlier if any(value == r[name] for value, _ in finals)]
     order = list(dict.fromkeys(value for value, _ in finals))
     rows.sort(key=lambda r: (order.index(r[name]), r["regularizer"] != TV))  # TV first at each point
-    return paired_gains(rows, name)
+    return paired_gains(rows, name, paired)
 
 
 def earlier_rows(study: Study, name: str, out: Path) -> list[dict]:
@@ -515,16 +519,20 @@ def _seed(result: dict) -> int:
     return int(_setting(result, "seed"))
 
 
-def paired_gains(rows: list[dict], study: str) -> list[dict]:
-    """Add each row's PSNR gain over the reference regulariser at the same point (``none``, or the study's
-    first one), mean and std over the seeds both have: the seeds share data, noise and initialisation, so
-    the paired differences are far less noisy than the two means."""
+def paired_gains(rows: list[dict], study: str, over: str = "regularizer") -> list[dict]:
+    """Add each row's PSNR gain over its reference, mean and std over the seeds both have: with ``over`` =
+    "regularizer" the row of ``none`` (or the study's first regulariser) at the same point, with "point" the
+    row of the same regulariser at the study's first point.  The seeds share data, noise and initialisation,
+    so the paired differences are far less noisy than the two means."""
     for row in rows:
-        ref = next((r for r in rows if r[study] == row[study] and r["regularizer"] == "none"),
-                   next(r for r in rows if r[study] == row[study]))
+        if over == "point":
+            ref = next(r for r in rows if r["regularizer"] == row["regularizer"])
+        else:
+            ref = next((r for r in rows if r[study] == row[study] and r["regularizer"] == "none"),
+                       next(r for r in rows if r[study] == row[study]))
         common = sorted(set(row["psnr_by_seed"]) & set(ref["psnr_by_seed"]))
         gains = np.array([row["psnr_by_seed"][s] - ref["psnr_by_seed"][s] for s in common])
-        row["reference"] = ref["regularizer"]
+        row["reference"] = f"{study} = {ref[study]}" if over == "point" else ref["regularizer"]
         row["psnr_gain"], row["psnr_gain_std"] = (float(gains.mean()), float(gains.std())) if common else (np.nan,) * 2
     return rows
 
@@ -742,7 +750,8 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     for name, study in plan.studies.items():
-        rows = summarise(name, finals[name], chosen, results, classical.get(name), earlier_rows(study, name, args.out))
+        rows = summarise(name, finals[name], chosen, results, classical.get(name), earlier_rows(study, name, args.out),
+                         study.paired)
         stem = args.out / (stem_of(name, study) + suffix)
         write_json(rows, stem.with_suffix(".json"))
         text = markdown(rows, name)

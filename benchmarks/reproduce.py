@@ -49,6 +49,7 @@ REGULARIZERS = ("none", "wd", "sw", "sj", "fj", "fja+fj", "sja", "sja+sj", "data
 SWEEP_REGULARIZERS = ("none", "sj", "fja+fj", "sja+sj")
 KAPPAS = (20.0, 2.0, 0.2)
 LAMBDAS = (0.16, 0.05, 0.016)  # fixed weights: about Algorithm 4's lambda at kappa 20 on the unrolled CS net
+JACOBIAN_PENALTIES = ("sj", "sja", "sja+sj", "fj", "fja", "fja+fj")
 FIXED = ":fixed"               # "sja+sj:fixed": both weights fixed (tuned on LAMBDAS) instead of Algorithm 4's
 MAX_GRID = 6                   # widening stops at this many weights (1.5 decades past the first grid)
 METRICS = ("test_psnr", "test_ssim", "ge", "probe_max_sja", "bound")
@@ -94,6 +95,7 @@ class Study:
     shifts: tuple = ()             # (label, evaluate.py --shift kind, data overrides) run on the seeds' nets
     stability: bool = False        # evaluate.py --stability on the seeds' nets
     paired: str = "regularizer"    # paired PSNR gains over "none" at the same point, or over the first "point"
+    penalty: tuple = ()            # keyed overrides of the Jacobian-penalty arms only (e.g. a lazy penalty)
 
 
 CS_QUICK = ("data.source=embedded", "data.n_val=50", "data.n_test=100", "train.eval_every=5")
@@ -120,6 +122,9 @@ MB_MRI_EXTRAS = {"stability": True, "shifts": (("ring", "ring", ()), ("blob", "b
 EVERY_POINTS = (("1", ("regularizer.every=1",)), ("4", ("regularizer.every=4",)),
                 ("4, held", ("regularizer.every=4", "regularizer.lazy=hold")))
 MB_CS_QUICK = (*CS_QUICK, "model.kwargs={iterations: 2, depth: 3, features: 8}")
+# VarNet's and the SR net's penalty costs 7x a plain epoch and more: evaluated on every 4th step there (within
+# the seed spread of every = 1 on the unrolled CS net; README, "Cost of the Jacobian penalties")
+MB_LAZY = ("regularizer.every=4",)
 MB_MRI_MASKS = tuple(point for point in MRI_MASKS if point[0].endswith("random"))
 STUDIES = {
     "central": Study("cs", "noise.radius", (0.3,), REGULARIZERS, 600, "each", tuple(BASE), quick=CS_QUICK),
@@ -159,12 +164,12 @@ STUDIES = {
                   quick=MB_CS_QUICK, **MB_BOUND, **MB_CS_EXTRAS,
                   earlier=(Earlier(200, "cs_m", "m", 200, "FC"),)),
     "mb_mri": Study("mri_4x_varnet", "", MB_MRI_MASKS, MB_SWEEP_REGULARIZERS, 20, "mb_mri", ("train.eval_every=5",),
-                    report=True, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_MRI_EXTRAS,
+                    report=True, penalty=MB_LAZY, kappas=MB_KAPPAS, widen=True, **MB_BOUND, **MB_MRI_EXTRAS,
                     quick=("data.n_train=8", "data.n_val=4", "data.n_test=4", "data.downsample=4",
                            "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}"),
                     earlier=tuple(Earlier(label, "mri", "mri", label, "U-Net") for label, _ in MB_MRI_MASKS)),
     "mb_sr": Study("sr_x2_unrolled", "", (("x2 eps=0.376", ()),), MB_SWEEP_REGULARIZERS, 20, "fixed",
-                   ("data.n_train=200", "train.eval_every=5"), report=True, **MB_BOUND, stability=True,
+                   ("data.n_train=200", "train.eval_every=5"), report=True, **MB_BOUND, stability=True, penalty=MB_LAZY,
                    quick=("data.n_train=8", "data.n_val=4", "data.n_test=4", "data.patch_size=32",
                           "model.kwargs={iterations: 2, depth: 3, features: 8}"),
                    earlier=(Earlier("x2 eps=0.376", "sr", "sr", "x2 edsr eps=0.282", "EDSR (48 x 48 patches, eps 0.282)",
@@ -355,6 +360,8 @@ def overrides_for(study: Study, value, reg: str, seed: int, weight: float | None
     """A run's overrides; ``weight`` is the tuned kappa of Algorithm 4, or both fixed lambdas of a FIXED arm."""
     swept = list(value[1]) if not study.key else [f"{study.key}={value}"]
     out = [*base, *swept, f"regularizer.name={reg.removesuffix(FIXED)}", f"seed={seed}", f"train.epochs={epochs}"]
+    if reg.removesuffix(FIXED) in JACOBIAN_PENALTIES:
+        out += study.penalty
     if weight is None:
         return out
     if reg.endswith(FIXED):

@@ -69,6 +69,8 @@ def test_model_based_sweeps_reuse_the_central_choice_and_mri_tunes_at_4x_only():
     assert all("operator.kwargs.acceleration=4" in o for c, o, *_ in candidates[("mb_mri", "8x random", "wd")])
     finals = plan.finals("mb_mri", reproduce.STUDIES["mb_mri"], {p: 63.0 for p in candidates}, (0,))
     assert "operator.kwargs.acceleration=8" in finals[("8x random", "wd")][0][1]
+    assert "regularizer.every=4" in finals[("8x random", "sja+sj")][0][1]  # the penalty arms only
+    assert not any(o.startswith("regularizer.every") for o in finals[("8x random", "wd")][0][1])
     bad = reproduce.Study("cs_unrolled", "noise.radius", (0.3,), ("wd",), 1, "centre")
     with pytest.raises(ValueError, match="tune='centre'"):
         reproduce.Plan({"bad": bad}, quick=False)

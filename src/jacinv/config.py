@@ -34,8 +34,7 @@ DEFAULTS: dict = {
     "noise": {"kind": "bounded", "radius": 0.3, "mode": "sphere", "sigma": 0.0, "noise_mode": "fixed"},
     "model": {"name": "fc", "kwargs": {}},
     "regularizer": {"name": "sja+sj", "lambda_ja": "auto", "lambda_j": "auto", "weight": "auto", "kappa": 20.0,
-                    "every": 1,   # evaluate the penalty every k-th step (lazy regularisation)
-                    "lazy": "scale",  # steps in between: scale = nothing, weights x k; hold = the last gradient again
+                    "every": 1,   # evaluate the penalty every k-th step, weights x k (lazy regularisation)
                     "options": {}},
     "train": {
         "epochs": 150,

@@ -20,8 +20,7 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir)
     if "auto" in regularizer.weights.values():
         reg_text += f" (seed Algorithm 4, kappa {regularizer.kappa:g})"
     if regularizer.every > 1 and regularizer.terms:
-        reg_text += f", evaluated every {regularizer.every} steps " + (
-            "(its last gradient held in between)" if regularizer.lazy == "hold" else f"with weights x {regularizer.every}")
+        reg_text += f", evaluated every {regularizer.every} steps with weights x {regularizer.every}"
     warm = [t for t in regularizer.terms if hasattr(t, "store_bytes")]  # spectral terms keep a vector per sample
     store = sum(t.store_bytes(len(exp.train_set), tuple(op.out_shape)) for t in warm)
     if store > 2**30:

@@ -263,7 +263,6 @@ def build_run_regularizer(config: dict, operator: LinearOperator):
                           "mask per volume, not one A; use none, wd, sw, sj, fj, datagrad or spectreg")
     try:
         return build_regularizer(cfg["name"], operator=operator, lambda_ja=cfg["lambda_ja"], lambda_j=cfg["lambda_j"],
-                                 weight=cfg["weight"], kappa=cfg["kappa"], every=cfg["every"], lazy=cfg["lazy"],
-                                 **cfg["options"])
+                                 weight=cfg["weight"], kappa=cfg["kappa"], every=cfg["every"], **cfg["options"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'regularizer': {err}") from err

@@ -23,7 +23,7 @@ from .baselines import DataGrad, WeightDecay, WeightSpectralNorm, l2_distance
 from .frobenius import FrobeniusJacobianPenalty
 from .norms import jacobian_frobenius_sq, jacobian_spectral_norm, power_iteration, with_and_without_operator
 from .products import JacobianProducts, refuse_batch_coupling
-from .regularizer import AUTO, LAZY_MODES, Regularizer, auto_weight
+from .regularizer import AUTO, Regularizer, auto_weight
 from .spectral import SpectralJacobianPenalty
 
 REGULARIZERS = ("none", "wd", "sw", "sj", "sja", "sja+sj", "fj", "fja", "fja+fj", "datagrad", "spectreg")
@@ -35,12 +35,11 @@ _FROBENIUS_OPTIONS = ("n_projections", "projection", "seed")
 
 
 def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_ja=AUTO, lambda_j=AUTO,
-                      weight=AUTO, kappa: float = 20.0, every: int = 1, lazy: str = "scale", **options) -> Regularizer:
+                      weight=AUTO, kappa: float = 20.0, every: int = 1, **options) -> Regularizer:
     """Build the regulariser ``name`` (see the module docstring).
 
-    ``every`` = k > 1 evaluates the penalty on every k-th training step only (lazy regularisation);
-    ``lazy`` says what the steps in between get: "scale" nothing, with the weights multiplied by k on
-    the evaluated steps, or "hold" the last evaluated penalty's gradient again (see ``Regularizer``).
+    ``every`` = k > 1 evaluates the penalty on every k-th training step only, with its weights
+    multiplied by k (lazy regularisation; see ``Regularizer``).
 
     ``operator`` (A) is required by the model-aware names (sja, fja, ...).  ``options``
     tune the estimators: spectral (iters, cold_iters, candidates, refresh, store_dtype,
@@ -54,7 +53,7 @@ def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for regularizer {name!r}; expected a subset of {list(allowed)}")
     if name == "none":
-        return Regularizer(name, [], {}, kappa, every, lazy)
+        return Regularizer(name, [], {}, kappa, every)
     if name in _JACOBIAN_TARGETS:
         term_names = _JACOBIAN_TARGETS[name]
         if any(t.endswith("ja") for t in term_names) and not isinstance(operator, LinearOperator):
@@ -63,12 +62,12 @@ def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_
         targets = {t: (operator if t.endswith("ja") else None) for t in term_names}
         weights = {t: (lambda_ja if t.endswith("ja") else lambda_j) for t in term_names}
         penalty = (SpectralJacobianPenalty if name[0] == "s" else FrobeniusJacobianPenalty)(targets, **options)
-        return Regularizer(name, [penalty], weights, kappa, every, lazy)
+        return Regularizer(name, [penalty], weights, kappa, every)
     if name == "spectreg":
         penalty = FrobeniusJacobianPenalty({"spectreg": None}, n_projections=1, reduction="mean", **options)
-        return Regularizer(name, [penalty], {"spectreg": weight}, kappa, every, lazy)
+        return Regularizer(name, [penalty], {"spectreg": weight}, kappa, every)
     term = {"wd": WeightDecay, "sw": WeightSpectralNorm, "datagrad": DataGrad}[name](**options)
-    return Regularizer(name, [term], {name: weight}, kappa, every, lazy)
+    return Regularizer(name, [term], {name: weight}, kappa, every)
 
 
 __all__ = [

@@ -119,8 +119,6 @@ MB_CS_EXTRAS = {"stability": True, "shifts": (("natural patches", "data", ("data
                                                                           "data.patch_size=28")),
                                               ("blob", "blob", ()))}
 MB_MRI_EXTRAS = {"stability": True, "shifts": (("ring", "ring", ()), ("blob", "blob", ()))}
-EVERY_POINTS = (("1", ("regularizer.every=1",)), ("4", ("regularizer.every=4",)),
-                ("4, held", ("regularizer.every=4", "regularizer.lazy=hold")))
 MB_CS_QUICK = (*CS_QUICK, "model.kwargs={iterations: 2, depth: 3, features: 8}")
 # VarNet's and the SR net's penalty costs 7x a plain epoch and more: evaluated on every 4th step there (within
 # the seed spread of every = 1 on the unrolled CS net; README, "Cost of the Jacobian penalties")
@@ -137,12 +135,12 @@ STUDIES = {
                quick=CS_QUICK),
     "eps": Study("cs", "noise.radius", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), SWEEP_REGULARIZERS, 200, "central",
                  tuple(BASE), quick=CS_QUICK),
-    # Lazy regularisation check (regularizer.every = 4 against 1, both lazy modes) at the CS central point,
+    # Lazy regularisation check (regularizer.every = 4 against 1) at the CS central point,
     # sja+sj with the central point's kappa for the FC net and the cs_unrolled config's kappa 20 for the unrolled
     # net; each row's paired gain is over every = 1.
-    "every": Study("cs", "", EVERY_POINTS, ("sja+sj",), 600, "fixed", (*BASE, "regularizer.kappa=2.0"),
+    "every": Study("cs", "regularizer.every", (1, 4), ("sja+sj",), 600, "fixed", (*BASE, "regularizer.kappa=2.0"),
                    quick=CS_QUICK, paired="point"),
-    "every_unrolled": Study("cs_unrolled", "", EVERY_POINTS, ("sja+sj",), 60, "fixed", tuple(BASE),
+    "every_unrolled": Study("cs_unrolled", "regularizer.every", (1, 4), ("sja+sj",), 60, "fixed", tuple(BASE),
                             quick=CS_QUICK, paired="point"),
     "denoise": Study("denoise", "data.n_train", (40, 200, 400), ("wd", "fj", "sj"), 40, "each",
                      ("data.n_val=100", "train.eval_every=5"), seeds=(0,),

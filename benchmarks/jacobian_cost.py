@@ -4,6 +4,8 @@
     python benchmarks/jacobian_cost.py --quick    # fewer steps
     python benchmarks/jacobian_cost.py --cases fc-cs --update   # re-run one case, keep the others' rows
     python benchmarks/jacobian_cost.py --device cuda              # the same on a GPU (jacobian_cost_cuda.json)
+    python benchmarks/jacobian_cost.py --methods plain jacinv --options iters=1 candidates=2 --out F
+                                                  # other estimator options (SpectralJacobianPenalty's) for jacinv
 
 Each (case, method) runs in fresh worker processes, alone on the machine:
   accuracy   from initialisation, the batch maxima reported on the first two evaluated steps from
@@ -72,6 +74,7 @@ CHECKS = 2           # evaluated steps checked per phase
 TIMED_STEPS = {"fc-cs": 96, "dncnn5-identity": 12, "dncnn5-blur-x2": 12, "unrolled-cs": 12}
 REFERENCE_TOP = {"exact-top": 3, "lanczos": 2}
 MMAP_THRESHOLD = str(128 * 1024)
+THREADS = int(os.environ.get("JACINV_THREADS", "2"))  # torch CPU threads of the workers
 
 
 def smooth_images(n: int, shape, seed: int) -> torch.Tensor:
@@ -98,11 +101,12 @@ def seed_algorithm2(f, y, operator, n_iters: int, generator) -> torch.Tensor:
     return u.flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1)
 
 
-def make_penalty(method: str, operator):
+def make_penalty(method: str, operator, options: dict | None = None):
     """A function (f, y, x, index) -> (penalty or None, {"sja": batch max, "sj": batch max} as the values
-    that enter the loss, when the penalty was evaluated on this step, else None)."""
+    that enter the loss, when the penalty was evaluated on this step, else None).  ``options``: estimator
+    options of the jacinv methods (``build_regularizer``'s)."""
     if method in ("jacinv", "jacinv-lazy"):
-        options = RECOMMENDED if method == "jacinv-lazy" else {}
+        options = {**(options or {}), **(RECOMMENDED if method == "jacinv-lazy" else {})}
         reg = build_regularizer("sja+sj", operator=operator, lambda_ja=LAMBDA, lambda_j=LAMBDA, **options)
 
         def penalty(f, y, x, index):
@@ -213,9 +217,9 @@ def reset_peak_rss() -> None:
 class Trainer:
     """One case and method: the model, its data, Adam and the step function (fixed seeds)."""
 
-    def __init__(self, case: str, method: str, device: str = "cpu"):
+    def __init__(self, case: str, method: str, device: str = "cpu", options: dict | None = None):
         torch.manual_seed(0)
-        torch.set_num_threads(int(os.environ.get("JACINV_THREADS", "2")))
+        torch.set_num_threads(THREADS)
         self.device = torch.device(device)
         model_name, make_op, kwargs, self.batch, self.n_train = CASES[case]
         self.operator = make_op().to(self.device)
@@ -225,7 +229,7 @@ class Trainer:
         with torch.no_grad():
             self.y = self.operator(self.x)
         self.opt = torch.optim.Adam(self.f.parameters(), lr=TRAIN_LR)
-        self.penalty = make_penalty(method, self.operator)
+        self.penalty = make_penalty(method, self.operator, options)
         self.order = torch.Generator().manual_seed(2)
         self.steps_per_epoch = self.n_train // self.batch
         self.stream = self._batches()
@@ -282,9 +286,9 @@ def max_rel_error(pairs: list[dict]) -> dict:
     return {k: max(abs(p[k][0] - p[k][1]) / p[k][1] for p in pairs) for k in ("sja", "sj")}
 
 
-def accuracy_worker(case: str, method: str, timed_steps: int, device: str) -> dict:
+def accuracy_worker(case: str, method: str, timed_steps: int, device: str, options: dict) -> dict:
     """Early check, training to TRAIN_STEPS, timing, trained check (see the module docstring)."""
-    t = Trainer(case, method, device)
+    t = Trainer(case, method, device, options)
     checked = method.startswith("jacinv") or (method.startswith("seed") and t.reference != "lanczos")
     out = {"case": case, "method": method}
     while t.steps < EARLY_FROM - 1:
@@ -307,10 +311,10 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str) -> di
     return out
 
 
-def memory_worker(case: str, method: str, device: str) -> dict:
+def memory_worker(case: str, method: str, device: str, options: dict) -> dict:
     """Peak memory above the set-up (resident set on the CPU, allocated GPU memory on CUDA): over the first
     epoch, and over the next one (MiB)."""
-    t = Trainer(case, method, device)
+    t = Trainer(case, method, device, options)
     cuda = t.device.type == "cuda"
     current = (lambda: torch.cuda.memory_allocated(t.device) / 2**20) if cuda else rss_mb  # noqa: E731
     peak = (lambda: torch.cuda.max_memory_allocated(t.device) / 2**20) if cuda else lambda: rss_mb("VmHWM")  # noqa: E731
@@ -336,11 +340,12 @@ def available(method: str) -> bool:
     return True
 
 
-def run_worker(kind: str, case: str, method: str, timed_steps: int, device: str) -> dict:
+def run_worker(kind: str, case: str, method: str, timed_steps: int, device: str, options: list[str]) -> dict:
     env = dict(os.environ)
     if kind == "memory":
         env["MALLOC_MMAP_THRESHOLD_"] = MMAP_THRESHOLD
-    cmd = [sys.executable, __file__, "--worker", kind, case, method, "--steps", str(timed_steps), "--device", device]
+    cmd = [sys.executable, __file__, "--worker", kind, case, method, "--steps", str(timed_steps), "--device", device,
+           "--options", *options]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode:
         print(proc.stderr, file=sys.stderr)
@@ -359,15 +364,23 @@ def main():
                         help="keep the other cases' rows of --out and replace only those of --cases")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "CASE", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help=f"timed steps (default per case: {TIMED_STEPS})")
+    parser.add_argument("--options", nargs="*", default=[], metavar="KEY=INT",
+                        help="estimator options of the jacinv methods, e.g. iters=1 candidates=2")
     args = parser.parse_args()
+    options = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep or not value.lstrip("-").isdigit():
+            parser.error(f"--options takes KEY=INT items (e.g. iters=1), got {item!r}")
+        options[key] = int(value)
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         parser.error(f"--device must be cpu, or cuda[:N] on a machine with a CUDA GPU; got {args.device!r}")
     args.out = args.out or (RESULTS.with_name(RESULTS.stem + "_cuda.json") if args.device != "cpu" else RESULTS)
     steps = lambda case: args.steps or (RECOMMENDED["every"] if args.quick else TIMED_STEPS[case])  # noqa: E731
     if args.worker:
         kind, case, method = args.worker
-        result = (accuracy_worker(case, method, steps(case), args.device) if kind == "accuracy"
-                  else memory_worker(case, method, args.device))
+        result = (accuracy_worker(case, method, steps(case), args.device, options) if kind == "accuracy"
+                  else memory_worker(case, method, args.device, options))
         print(json.dumps(result))
         return
     rows = []
@@ -376,8 +389,8 @@ def main():
             if not available(method):
                 print(f"{case:18s} {method:12s} skipped (not installed)")
                 continue
-            row = {**run_worker("accuracy", case, method, steps(case), args.device),
-                   **run_worker("memory", case, method, steps(case), args.device)}
+            row = {**run_worker("accuracy", case, method, steps(case), args.device, args.options),
+                   **run_worker("memory", case, method, steps(case), args.device, args.options)}
             rows.append(row)
             print(f"{case:18s} {method:12s} {row['step_ms']:9.1f} ms  {row['peak_mb']:8.1f} MB", flush=True)
     if args.update and args.out.exists():
@@ -387,7 +400,8 @@ def main():
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     device = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "cpu"
-    tmp.write_text(json.dumps({"torch": torch.__version__, "threads": 2, "device": device, "recommended": RECOMMENDED,
+    tmp.write_text(json.dumps({"torch": torch.__version__, "threads": THREADS, "device": device, "recommended": RECOMMENDED,
+                               "options": options,
                                "train_steps": TRAIN_STEPS, "rows": rows}, indent=1))
     tmp.replace(args.out)
     print(f"wrote {args.out}")

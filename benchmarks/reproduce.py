@@ -308,34 +308,42 @@ def run_many(jobs: list[tuple[str, list[str], bool, int]], workers: int, workdir
     return results
 
 
-def run_extras(jobs: list[tuple], study: Study, workdir: Path, cache: Path, compute: bool) -> dict[str, dict]:
+def run_extras(jobs: list[tuple], study: Study, workdir: Path, cache: Path, compute: bool, workers: int = 1,
+               threads: int | None = None, samples: tuple[int, int] = (SHIFT_SAMPLES, STABILITY_SAMPLES)) -> dict[str, dict]:
     """{run key: {"shift": {label: shift report}, "stability": stability report}} of the trained nets of ``jobs``
-    (evaluate.py --shift / --stability on their run folders), each cached as <key>-shift-<label>.json and
-    <key>-stability.json (with ``compute`` False: the cached ones only)."""
+    (evaluate.py --shift / --stability on their run folders, ``samples`` test signals each), each cached as
+    <key>-shift-<label>.json and <key>-stability.json; with ``compute`` the missing ones of existing run folders
+    are made ``workers`` at a time (otherwise the cached ones only)."""
+    tasks = {}  # {run key: {label or "stability": (cache path, run folder, what, its arguments)}}
+    for config, overrides, *_ in jobs:
+        key = run_key(overrides, config)
+        own = {label: (cache / f"{key}-shift-{re.sub(r'[^a-z0-9]+', '_', label)}.json", workdir / key, "shift",
+                       {"shift": kind, "overrides": data, "n_samples": samples[0]}) for label, kind, data in study.shifts}
+        if study.stability:
+            own["stability"] = (cache / f"{key}-stability.json", workdir / key, "stability", {"n_samples": samples[1]})
+        tasks[key] = own
+    todo = [t for own in tasks.values() for t in own.values() if compute and not t[0].exists() and t[1].exists()]
+    if todo:
+        cache.mkdir(parents=True, exist_ok=True)
+        threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        print(f"{len(todo)} shift / stability evaluations ({workers} at a time)", flush=True)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(extra_one, *t, threads) for t in todo]):
+                future.result()
+    read = lambda path: json.loads(path.read_text()) if path.exists() else None  # noqa: E731
+    return {key: {"shift": {label: read(t[0]) for label, t in own.items() if label != "stability" and t[0].exists()},
+                  "stability": read(own["stability"][0]) if "stability" in own else None}
+            for key, own in tasks.items()}
+
+
+def extra_one(path: Path, run_dir: Path, what: str, arguments: dict, threads: int) -> None:
+    """evaluate.py --shift or --stability (``what``, with its keyword ``arguments``) on ``run_dir``, written to
+    ``path``."""
     from jacinv.shift import shift_report
     from jacinv.stability import stability_report
 
-    def cached(path: Path, run_dir: Path, make):
-        """The JSON at ``path``, else ``make()`` written there when the run's folder exists, else None."""
-        if path.exists():
-            return json.loads(path.read_text())
-        if not compute or not run_dir.exists():
-            return None
-        out = make()
-        write_json(out, path)
-        return out
-
-    extras = {}
-    for config, overrides, *_ in jobs:
-        key = run_key(overrides, config)
-        run_dir = workdir / key
-        shifts = {label: cached(cache / f"{key}-shift-{re.sub(r'[^a-z0-9]+', '_', label)}.json", run_dir,
-                                lambda: shift_report(run_dir, kind, data, n_samples=SHIFT_SAMPLES))
-                  for label, kind, data in study.shifts}
-        stability = cached(cache / f"{key}-stability.json", run_dir,
-                           lambda: stability_report(run_dir, n_samples=STABILITY_SAMPLES)) if study.stability else None
-        extras[key] = {"shift": {k: v for k, v in shifts.items() if v is not None}, "stability": stability}
-    return extras
+    torch.set_num_threads(threads)
+    write_json((shift_report if what == "shift" else stability_report)(run_dir, **arguments), path)
 
 
 def classical_references(finals: dict, cache: Path, compute: bool) -> dict:
@@ -748,7 +756,8 @@ def main():
     candidates, results, chosen, finals = trained(plan, seeds_of, args, train)
 
     extras = {name: run_extras([j for jobs in finals[name].values() for j in jobs], study, args.workdir, args.cache,
-                               train) for name, study in plan.studies.items() if study.shifts or study.stability}
+                               train, args.jobs, args.threads)
+              for name, study in plan.studies.items() if study.shifts or study.stability}
     classical = {name: classical_references(finals[name], args.cache, train) for name, study in plan.studies.items()
                  if study.config.startswith("cs")}
 

@@ -135,6 +135,25 @@ def test_earlier_rows_are_relabelled_for_the_later_table(tmp_path):
     assert reproduce.earlier_rows(missing, "mb", tmp_path) == []
 
 
+def test_shift_and_stability_of_the_seeds_nets_are_made_side_by_side_and_cached(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_training import COMMON, TINY, trained_tiny_run
+
+    overrides = [*TINY["cs"], *COMMON, "regularizer.name=none"]
+    key = reproduce.run_key(overrides, "cs")
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    trained_tiny_run(runs / key, "cs", "regularizer.name=none")
+    study = reproduce.Study("cs", "noise.radius", (0.3,), ("none",), 2, "fixed", stability=True,
+                            shifts=(("a blob", "blob", ()), ("ring", "ring", ())))
+    jobs = [("cs", overrides, False, 0), ("cs", [*overrides, "seed=5"], False, 0)]  # the second was never trained
+    assert reproduce.run_extras(jobs, study, runs, cache, compute=False)[key] == {"shift": {}, "stability": None}
+    extras = reproduce.run_extras(jobs, study, runs, cache, compute=True, workers=2, threads=1, samples=(4, 2))
+    assert set(extras[key]["shift"]) == {"a blob", "ring"} and extras[key]["stability"]["curves"]["network"]
+    assert sorted(p.name for p in cache.iterdir()) == [f"{key}-shift-a_blob.json", f"{key}-shift-ring.json",
+                                                       f"{key}-stability.json"]
+    assert reproduce.run_extras(jobs, study, runs, cache, compute=False)[key] == extras[key]  # from the cache
+
+
 @pytest.mark.parametrize("name", ["denoise", "mri", "sr", "mb_mri", "mb_sr"])
 def test_every_imaging_point_builds(name):
     from jacinv.experiment import build_experiment

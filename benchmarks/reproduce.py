@@ -285,6 +285,8 @@ def run_many(jobs: list[tuple[str, list[str], bool, int]], workers: int, workdir
         keys[key] = (config, overrides, report, max(bound, wanted))
     results = {k: json.loads((cache / f"{k}.json").read_text()) for k in keys if (cache / f"{k}.json").exists()}
     todo = [k for k in keys if k not in results or (keys[k][3] and "bound" not in results[k])]
+    # seed by seed: a study stopped part-way has every regulariser at the same number of seeds
+    todo.sort(key=lambda k: int(next((o.split("=", 1)[1] for o in keys[k][1] if o.startswith("seed=")), 0)))
     if not todo or not train:
         if todo:
             print(f"{len(results)} runs cached, {len(todo)} missing (not trained: --tables-only)", flush=True)

@@ -286,7 +286,7 @@ def run_many(jobs: list[tuple[str, list[str], bool, int]], workers: int, workdir
     results = {k: json.loads((cache / f"{k}.json").read_text()) for k in keys if (cache / f"{k}.json").exists()}
     todo = [k for k in keys if k not in results or (keys[k][3] and "bound" not in results[k])]
     # seed by seed: a study stopped part-way has every regulariser at the same number of seeds
-    todo.sort(key=lambda k: int(next((o.split("=", 1)[1] for o in keys[k][1] if o.startswith("seed=")), 0)))
+    todo.sort(key=lambda k: int(_setting(keys[k][1], "seed")))
     if not todo or not train:
         if todo:
             print(f"{len(results)} runs cached, {len(todo)} missing (not trained: --tables-only)", flush=True)
@@ -531,7 +531,7 @@ def run_tv(overrides: list[str], config: str, cache: Path, compute: bool = True)
 
 
 def _seed(result: dict) -> int:
-    return int(_setting(result, "seed"))
+    return int(_setting(result["overrides"], "seed"))
 
 
 def paired_gains(rows: list[dict], study: str, over: str = "regularizer") -> list[dict]:
@@ -798,7 +798,7 @@ def main():
     if set(CS_FIGURE_STUDIES) <= set(args.study) and len(cs_runs) > 2:  # the scatter covers the whole CS study
         groups = {}
         for r in cs_runs:
-            groups.setdefault(_setting(r, "regularizer.name"), []).append(r)
+            groups.setdefault(_setting(r["overrides"], "regularizer.name"), []).append(r)
         rho = plot_ge_against_jacobian(groups, args.out / f"cs_ge_vs_jacobian{suffix}.png")["all"]
         print(f"Spearman correlation of GE and max ||J A|| over {len(cs_runs)} CS runs: {rho:.3f}")
         (args.out / f"cs_ge_vs_jacobian{suffix}.md").write_text(
@@ -817,9 +817,9 @@ def refresh_tables(doc: Path, out: Path) -> None:
     doc.write_text(text)
 
 
-def _setting(result: dict, key: str) -> str:
-    """The value of override ``key`` in a cached run."""
-    return next(o.split("=", 1)[1] for o in result["overrides"] if o.startswith(key + "="))
+def _setting(overrides: list[str], key: str) -> str:
+    """The value of ``key`` in a run's overrides."""
+    return next(o.split("=", 1)[1] for o in overrides if o.startswith(key + "="))
 
 
 def stem_of(name: str, study: Study) -> str:

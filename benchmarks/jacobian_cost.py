@@ -218,13 +218,12 @@ def reset_peak_rss() -> None:
 class Trainer:
     """One case and method: the model, its data, Adam and the step function (fixed seeds)."""
 
-    def __init__(self, case: str, method: str, device: str = "cpu", options: dict | None = None,
-                 keep_memory: bool = True):
+    def __init__(self, case: str, method: str, device: str = "cpu", options: dict | None = None):
         torch.manual_seed(0)
         torch.set_num_threads(THREADS)
         self.device = torch.device(device)
         # as jacinv's training loop does on CPU; the memory worker's own mmap threshold is left alone
-        self.allocator = keep_freed_memory() if keep_memory and self.device.type == "cpu" else None
+        self.allocator = keep_freed_memory() if self.device.type == "cpu" else None
         model_name, make_op, kwargs, self.batch, self.n_train = CASES[case]
         self.operator = make_op().to(self.device)
         self.reference = REFERENCE[model_name]

@@ -237,7 +237,8 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     if cached.exists():
         result = json.loads(cached.read_text())
         if bound and "bound" not in result:
-            result.update(bound_terms(build_experiment(resolved), workdir / key, result["ge"], bound))
+            result.update(bound_terms(build_experiment(resolved), workdir / key, result["ge"], bound,
+                                      resolved["train"]["batch_size"]))
             write_json(result, cached)
         return result
     t0 = time.perf_counter()
@@ -251,7 +252,7 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
               **{k: v for k, v in last.items() if k.startswith(("test_", "train_", "val_", "probe_", "lambda_"))},
               "ge": last["ge"], "curve": {k: [r[k] for r in evaluated] for k in ("epoch", "train_loss", "test_loss", "ge")}}
     if bound:
-        result.update(bound_terms(exp, workdir / key, last["ge"], bound))
+        result.update(bound_terms(exp, workdir / key, last["ge"], bound, resolved["train"]["batch_size"]))
     if report:
         result["report"] = evaluate_run(workdir / key)["summary"]
     cache.mkdir(parents=True, exist_ok=True)
@@ -259,9 +260,9 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     return result
 
 
-def bound_terms(exp, run_dir: Path, ge: float, samples: int) -> dict:
+def bound_terms(exp, run_dir: Path, ge: float, samples: int, rows: int) -> dict:
     """The generalisation bound of the net trained in ``run_dir`` (its experiment ``exp``; jacinv.bounds.bound_report,
-    its Lipschitz estimates from ``samples`` training measurements)."""
+    its Lipschitz estimates from ``samples`` training measurements, ``rows`` per pass)."""
     from jacinv.bounds import bound_report
 
     if not (run_dir / CHECKPOINT).exists():
@@ -269,7 +270,7 @@ def bound_terms(exp, run_dir: Path, ge: float, samples: int) -> dict:
                                 f"train it again by deleting its cache entry")
     exp.model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)[0]["model"])
     exp.model.eval()
-    bound = bound_report(exp.model, exp, delta=0.05, measured_gap=ge, max_samples=samples)
+    bound = bound_report(exp.model, exp, delta=0.05, measured_gap=ge, max_samples=samples, rows=rows)
     return {"bound": bound["total"], "bound_terms": bound["terms"], "bound_gamma": bound["gamma"],
             "bound_samples": min(samples, len(exp.train_set))}
 

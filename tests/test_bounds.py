@@ -99,3 +99,20 @@ def test_estimate_lipschitz_reuses_the_norms_of_an_identity_operator_exactly():
     est = estimate_lipschitz(model, op, y, iters=50, ascent_steps=2)
     assert est["lip_f"] == est["lip_fa"]
     np.testing.assert_array_equal(est["per_sample_f"], per_sample_norms(model, None, y, iters=50).numpy())
+
+
+def test_per_sample_norms_do_not_depend_on_the_rows_per_pass():
+    """Start vectors are drawn per block of DRAW_BLOCK samples, so a small ``rows`` (for a large net) changes
+    the memory, not the numbers; with rows = DRAW_BLOCK they are jacobian_spectral_norm's on each block."""
+    from jacinv.bounds import DRAW_BLOCK
+    from jacinv.regularizers import jacobian_spectral_norm
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 9), torch.nn.Tanh(), torch.nn.Linear(9, 4)).double()
+    op = GaussianCS((6,), 6, seed=0).double()
+    y = torch.randn(DRAW_BLOCK + 9, 6, dtype=torch.float64)
+    whole = per_sample_norms(model, op, y, iters=3, rows=DRAW_BLOCK)
+    np.testing.assert_allclose(per_sample_norms(model, op, y, iters=3, rows=5).numpy(), whole.numpy(), rtol=1e-12)
+    g = torch.Generator().manual_seed(0)
+    by_block = torch.cat([jacobian_spectral_norm(model, y[k: k + DRAW_BLOCK], op, iters=3, generator=g).detach()
+                          for k in (0, DRAW_BLOCK)])
+    np.testing.assert_allclose(whole.numpy(), by_block.numpy(), rtol=1e-12)

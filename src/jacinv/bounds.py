@@ -22,6 +22,7 @@ from scipy.spatial import cKDTree
 
 from ._checks import finite_number, positive_int
 from .regularizers import jacobian_spectral_norm, with_and_without_operator
+from .regularizers.norms import random_unit_vectors
 from .regularizers.products import JacobianProducts
 
 
@@ -197,23 +198,35 @@ def product_of_layer_norms(model) -> float | None:
                           for m in layers if isinstance(m, torch.nn.Linear)]))
 
 
-def per_sample_norms(model, operator, measurements: torch.Tensor, iters: int = 30, chunk: int = 64) -> torch.Tensor:
-    """(B,) power-method lower bounds on ||J(y_i) A|| (||J(y_i)|| for operator None), in chunks of ``chunk``."""
+DRAW_BLOCK = 64  # start vectors are drawn per block of this many samples, whatever ``rows`` is
+
+
+def per_sample_norms(model, operator, measurements: torch.Tensor, iters: int = 30, rows: int = 64) -> torch.Tensor:
+    """(B,) power-method lower bounds on ||J(y_i) A|| (||J(y_i)|| for operator None), ``rows`` samples per
+    pass (memory grows with it: the training batch size is a safe choice); the result does not depend on it."""
+    positive_int(rows, "rows")
     g = torch.Generator().manual_seed(0)
-    return torch.cat([jacobian_spectral_norm(model, measurements[k: k + chunk], operator, iters=iters, generator=g)
-                      .detach() for k in range(0, len(measurements), chunk)])
+    out = []
+    for k in range(0, len(measurements), DRAW_BLOCK):
+        block = measurements[k: k + DRAW_BLOCK]
+        v0 = random_unit_vectors((len(block), *(operator.in_shape if operator is not None else block.shape[1:])),
+                                 block, g)
+        out += [jacobian_spectral_norm(model, block[s: s + rows], operator, iters=iters, v0=v0[s: s + rows]).detach()
+                for s in range(0, len(block), rows)]
+    return torch.cat(out)
 
 
 def estimate_lipschitz(model, operator, measurements: torch.Tensor, iters: int = 30, top: int = 4,
-                       ascent_steps: int = 10, lr: float = 0.3) -> dict:
+                       ascent_steps: int = 10, lr: float = 0.3, rows: int = 64) -> dict:
     """Lower estimates of L_fa = sup ||J(y) A|| and L_f = sup ||J(y)|| over the convex hull of the
     measurements (B, *y_shape): the largest per-sample norm, improved by gradient ascent over convex
     combinations of the ``top`` worst samples.  These are lower bounds on the suprema (the report
-    says so); ``upper_*`` is the product of layer norms where that is a valid upper bound."""
+    says so); ``upper_*`` is the product of layer norms where that is a valid upper bound.  ``rows``: samples
+    per pass of the per-sample norms."""
     model.eval()
 
     def lipschitz(op) -> tuple[float, np.ndarray]:
-        norms = per_sample_norms(model, op, measurements, iters)
+        norms = per_sample_norms(model, op, measurements, iters, rows)
         worst = measurements[norms.topk(min(top, len(norms))).indices]
         hull = _hull_ascent(model, op, worst, ascent_steps, lr, iters) if ascent_steps else 0.0
         return max(float(norms.max()), hull), norms.numpy()
@@ -228,8 +241,10 @@ def estimate_lipschitz(model, operator, measurements: torch.Tensor, iters: int =
     return out
 
 
-def bound_report(model, exp, delta: float, measured_gap: float, run_dir=None, max_samples: int = 512) -> dict:
-    """Every ingredient of Theorem 3 for a trained run, the bound, and (with ``run_dir``) bound.png."""
+def bound_report(model, exp, delta: float, measured_gap: float, run_dir=None, max_samples: int = 512,
+                 rows: int = 64) -> dict:
+    """Every ingredient of Theorem 3 for a trained run, the bound, and (with ``run_dir``) bound.png.
+    ``rows``: samples per pass of the Jacobian norms (the run's training batch size keeps memory in check)."""
     from .evaluation import batches
     from .noise import BoundedNoise, GaussianNoise
     from .regularizers import l2_distance
@@ -237,7 +252,7 @@ def bound_report(model, exp, delta: float, measured_gap: float, run_dir=None, ma
     train, test = exp.train_set, exp.test_set
     n_probe = min(max_samples, len(train))
     y_train = train.measure(torch.arange(n_probe))
-    lips = estimate_lipschitz(model, exp.operator, y_train)
+    lips = estimate_lipschitz(model, exp.operator, y_train, rows=rows)
     noise = train.noise
     if isinstance(noise, BoundedNoise):
         eps, eps_note = noise.radius, "bounded noise radius"
@@ -259,7 +274,7 @@ def bound_report(model, exp, delta: float, measured_gap: float, run_dir=None, ma
               "covering_kind": f"C_M = {c_m:.4g}, k = {k:.3g} fitted by TwoNN and greedy nets on the training signals"}
     if run_dir is not None:
         y_test = test.measure(torch.arange(min(max_samples, len(test))))
-        test_norms = with_and_without_operator(lambda op: per_sample_norms(model, op, y_test).numpy(), exp.operator)
+        test_norms = with_and_without_operator(lambda op: per_sample_norms(model, op, y_test, rows=rows).numpy(), exp.operator)
         _bound_figure(report, lips, test_norms, run_dir)
     return report
 

@@ -168,7 +168,7 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
         from .bounds import bound_report
 
         report["bound"] = bound_report(model, exp, delta=delta, measured_gap=summary["network"]["generalisation_gap"],
-                                       run_dir=run_dir)
+                                       run_dir=run_dir, rows=config["train"]["batch_size"])
         report["summary"]["bound"] = {k: report["bound"][k] for k in ("total", "gamma", "vacuous", "measured_gap")}
     write_json(report, run_dir / "report.json")
     _figure(*shown, per_sample, run_dir / "report.png")

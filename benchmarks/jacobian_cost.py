@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from jacinv.cpu_memory import keep_freed_memory
 from jacinv.models import build_model
 from jacinv.operators import BlurDecimate, GaussianCS, Identity
 from jacinv.regularizers import build_regularizer, jacobian_spectral_norm, l2_distance
@@ -217,10 +218,13 @@ def reset_peak_rss() -> None:
 class Trainer:
     """One case and method: the model, its data, Adam and the step function (fixed seeds)."""
 
-    def __init__(self, case: str, method: str, device: str = "cpu", options: dict | None = None):
+    def __init__(self, case: str, method: str, device: str = "cpu", options: dict | None = None,
+                 keep_memory: bool = True):
         torch.manual_seed(0)
         torch.set_num_threads(THREADS)
         self.device = torch.device(device)
+        # as jacinv's training loop does on CPU; the memory worker's own mmap threshold is left alone
+        self.allocator = keep_freed_memory() if keep_memory and self.device.type == "cpu" else None
         model_name, make_op, kwargs, self.batch, self.n_train = CASES[case]
         self.operator = make_op().to(self.device)
         self.reference = REFERENCE[model_name]
@@ -290,7 +294,7 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
     """Early check, training to TRAIN_STEPS, timing, trained check (see the module docstring)."""
     t = Trainer(case, method, device, options)
     checked = method.startswith("jacinv") or (method.startswith("seed") and t.reference != "lanczos")
-    out = {"case": case, "method": method}
+    out = {"case": case, "method": method, "allocator": t.allocator}
     while t.steps < EARLY_FROM - 1:
         t.step()
     if checked:

@@ -257,6 +257,8 @@ CLI_CASES = [
     ("zero probe size", ["train.probe_size=0"], r"config key 'train.probe_size' must be an int >= 1, got 0"),
     ("unknown loss", ["train.loss=l1"], r"config key 'train.loss' must be 'l2' or 'mse', got 'l1'"),
     ("unknown scheduler", ["train.scheduler=linear"], r"config key 'train.scheduler' must be none, cosine or step, got 'linear'"),
+    ("allocator switch not a boolean", ["train.keep_freed_memory=maybe"],
+     r"config key 'train.keep_freed_memory' must be true or false, got 'maybe'"),
     ("unknown device", ["train.device=tpu"], r"config key 'train.device' must be auto, cpu, cuda or cuda:N, got 'tpu'"),
     ("unknown key", ["train.epoch=3"], r"unknown config key 'train.epoch'"),
     ("value of the wrong type", ["train.epochs=3.5"], r"config key 'train.epochs' must be int, got 3.5"),

@@ -49,6 +49,7 @@ DEFAULTS: dict = {
         "checkpoint_every": 1,    # epochs between checkpoints (and metrics files); the last epoch always
         "num_workers": 0,
         "threads": 0,             # torch CPU threads, 0 = torch's default
+        "keep_freed_memory": True,  # on CPU: glibc keeps freed activations for the next step (jacinv.cpu_memory)
     },
     "out_dir": "runs",
 }

@@ -6,8 +6,9 @@ import torch
 from .models import count_parameters
 
 
-def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir) -> str:
-    """Data actually used, operator, noise, model, regulariser, device and run directory, one line each."""
+def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir, allocator: str | None = None) -> str:
+    """Data actually used, operator, noise, model, regulariser, device (``allocator``: what
+    ``keep_freed_memory`` did, if it ran) and run directory, one line each."""
     op = exp.operator
     norm = f"||A|| = {op.spectral_norm():.4g} ({'exact' if op.spectral_norm_is_exact else 'power-method estimate'})"
     counts = f"{len(exp.train_set)} train / {len(exp.val_set) if exp.val_set is not None else 0} val / " \
@@ -35,7 +36,7 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir)
             ("regulariser", reg_text),
             ("training", f"{config['train']['epochs']} epochs, batch {config['train']['batch_size']}, "
                          f"lr {config['train']['lr']:g}, seed {config['seed']}"),
-            ("device", f"{device}{threads}"),
+            ("device", f"{device}{threads}" + (f"; {allocator}" if allocator else "")),
             ("run directory", str(run_dir))]
     return "\n".join(f"  {k:<13} {v}" for k, v in rows)
 

@@ -20,6 +20,7 @@ from ._checks import finite_number, positive_int
 from .checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint, previous, write_csv, write_json
 from .config import ConfigError, dump_config, with_absolute_paths
 from .console import epoch_line, startup_block
+from .cpu_memory import keep_freed_memory
 from .errors import UserError
 from .evaluation import evaluate_split, probe_jacobian_norms
 from .experiment import build_experiment, build_run_regularizer
@@ -81,6 +82,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
         raise ConfigError(str(err)) from None
     if tc["threads"]:
         torch.set_num_threads(tc["threads"])
+    allocator = keep_freed_memory() if tc["keep_freed_memory"] and device.type == "cpu" else None
     progress = sys.stderr.isatty() if progress is None else progress
     exp = build_experiment(config)
     model = exp.model.to(device)
@@ -106,7 +108,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
     distributed.broadcast_parameters(model)
     if rank == 0:
         print(f"{'resuming' if resume else 'training'} {config['name']} from epoch {start + 1}\n"
-              f"{startup_block(config, exp, reg, device, run_dir)}", flush=True)
+              f"{startup_block(config, exp, reg, device, run_dir, allocator)}", flush=True)
 
     probe_y = exp.test_set.measure(torch.arange(min(tc["probe_size"], len(exp.test_set)))).to(device)
     end = tc["epochs"] if stop_after is None else min(tc["epochs"], start + stop_after)

@@ -271,3 +271,17 @@ def test_validation_split_is_disjoint_and_evaluated(tmp_path):
     assert len(val_x) == 10 and not any(bool((v == train_x).flatten(1).all(1).any()) for v in val_x)
     history = train(config, tmp_path / "run", progress=False)
     assert "val_psnr" in history[-1] and "val_loss" in history[-1]
+
+
+def test_result_files_written_side_by_side_do_not_collide(tmp_path):
+    """Two processes writing the same figure or JSON use their own temporary files (the parallel shift
+    evaluations of one run once renamed each other's half-written shift.png away)."""
+    import os
+    from pathlib import Path
+
+    from jacinv.checkpoint import temporary_twin
+
+    path = tmp_path / "shift.png"
+    mine = temporary_twin(path)
+    assert mine.parent == tmp_path and mine.suffix == ".png" and str(os.getpid()) in mine.name
+    assert mine != path and temporary_twin(Path(str(path))) == mine

@@ -24,9 +24,15 @@ def previous(path: Path) -> Path:
     return path.with_name(name)
 
 
+def temporary_twin(path: Path) -> Path:
+    """A temporary file beside ``path`` that is this process's own (processes writing the same file
+    side by side must not rename each other's half-written files), with the same suffix."""
+    return path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     """Write ``obj`` to ``path`` through a temporary file; the file it replaces becomes ``previous(path)``."""
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp = temporary_twin(path)
     torch.save(obj, tmp)
     if path.exists():
         path.replace(previous(path))
@@ -62,7 +68,7 @@ def load_checkpoint(path: Path, fallback: bool = False) -> tuple[dict, Path]:
 
 
 def write_json(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = temporary_twin(path)
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)
 
@@ -71,7 +77,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
     if not rows:
         return
     fields = list(dict.fromkeys(k for row in rows for k in row))  # every column, in order of appearance
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = temporary_twin(path)
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()

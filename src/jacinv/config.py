@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from .checkpoint import temporary_twin
 from .errors import UserError
 
 DEFAULTS: dict = {
@@ -179,6 +180,6 @@ def with_absolute_paths(config: dict) -> dict:
 
 def dump_config(config: dict, path) -> None:
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = temporary_twin(path)
     tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     tmp.replace(path)

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import batched_tensor, choice, finite_tensor
+from ..checkpoint import temporary_twin
 from ..operators import LinearOperator
 
 NOISE_MODES = ("fixed", "fresh")
@@ -123,7 +124,7 @@ class InverseProblemDataset(Dataset):
                     return torch.from_numpy(fh["y"][()])
         index = torch.arange(len(self))
         y = torch.cat([self._simulate(index[k: k + 1024]) for k in range(0, len(self), 1024)])
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp = temporary_twin(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(tmp, "w") as fh:
             fh.create_dataset("y", data=y.numpy(), compression="lzf")

@@ -28,6 +28,16 @@ def test_worst_case_of_a_linear_map_is_its_spectral_norm_times_the_radius():
     assert bool((change <= 3.0 * 0.2 * (1 + 1e-9)).all()) and bool((change >= 0.999 * 3.0 * 0.2).all())
 
 
+def test_worst_case_perturbations_do_not_depend_on_the_rows_per_pass():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 5)).double()
+    y = torch.randn(7, 6, dtype=torch.float64)
+    whole = worst_case_perturbation(net, y, radius=0.3, steps=5, generator=torch.Generator().manual_seed(2))
+    chunked = worst_case_perturbation(net, y, radius=0.3, steps=5, generator=torch.Generator().manual_seed(2), rows=3)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
 def test_worst_case_beats_a_random_perturbation_and_grows_with_the_radius():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 64),

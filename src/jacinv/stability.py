@@ -27,15 +27,24 @@ STEP = 1.0                                     # ascent step, in units of the ra
 
 
 def worst_case_perturbation(reconstruct, y: torch.Tensor, radius: float, steps: int = 20,
-                            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            generator: torch.Generator | None = None,
+                            rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(e (B, *y_shape) with ||e_i|| <= radius, ||f(y_i + e_i) - f(y_i)|| (B,)): projected gradient ascent
     from a random point of the sphere, ``steps`` normalised-gradient steps of STEP x radius, each projected
-    back onto the ball, the best iterate kept per sample (for a linear map: a power iteration)."""
+    back onto the ball, the best iterate kept per sample (for a linear map: a power iteration).
+    ``rows``: samples attacked per pass (memory grows with it; the result does not depend on it)."""
     radius = finite_number(radius, "radius", low=0.0, low_open=True)
     positive_int(steps, "steps")
+    start = radius * random_unit_vectors(y.shape, y, generator)
+    rows = y.shape[0] if rows is None else positive_int(rows, "rows")
+    parts = [_ascent(reconstruct, y[k: k + rows], start[k: k + rows], radius, steps) for k in range(0, y.shape[0], rows)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _ascent(reconstruct, y: torch.Tensor, e: torch.Tensor, radius: float, steps: int):
+    """worst_case_perturbation from the start points ``e`` (B, *y_shape) on the sphere."""
     with torch.no_grad():
         base = reconstruct(y)
-    e = radius * random_unit_vectors(y.shape, y, generator)
     best_e, best = e.clone(), torch.full((y.shape[0],), -1.0, dtype=y.dtype, device=y.device)
     for k in range(steps + 1):
         e = e.detach().requires_grad_(k < steps)
@@ -62,11 +71,12 @@ def default_radii(noise_radius: float, y: torch.Tensor) -> tuple[float, ...]:
 
 
 def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, steps: int = 20,
-                     seed: int = 0) -> tuple[dict, dict]:
+                     seed: int = 0, attack_rows: int | None = None) -> tuple[dict, dict]:
     """For each method {name: reconstruct}, per radius: mean and max output change under the worst-case
     and a random perturbation, mean PSNR at y and at y + e (worst case), mean PSNR drop.
     Returns (curves {name: [row per radius]}, worst {name: (x, f(y), f(y + e)) of the sample with the
-    largest change at the largest radius})."""
+    largest change at the largest radius}).  ``attack_rows``: samples per attack pass of the "network" method (the
+    others see the whole batch: TV's stopping rule is batch-wide)."""
     curves, worst = {}, {}
     for name, reconstruct in methods.items():
         with torch.no_grad():
@@ -74,7 +84,8 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
         psnr_clean = image_metrics(x, clean)["psnr"]
         rows = []
         for radius in radii:
-            e, change = worst_case_perturbation(reconstruct, y, radius, steps, torch.Generator().manual_seed(seed))
+            e, change = worst_case_perturbation(reconstruct, y, radius, steps, torch.Generator().manual_seed(seed),
+                                                attack_rows if name == "network" else None)
             with torch.no_grad():
                 perturbed = reconstruct(y + e)
                 random_e = radius * random_unit_vectors(y.shape, y, torch.Generator().manual_seed(seed + 1))
@@ -93,7 +104,8 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
 
 def stability_report(run_dir, overrides=(), radii=None, n_samples: int = 16, steps: int = 20) -> dict:
     """Worst-case stability of the run's network and of TV (the run's cached weight) on the first
-    ``n_samples`` test measurements; writes stability.json and stability.png into ``run_dir``."""
+    ``n_samples`` test measurements, attacked a training batch at a time; writes stability.json and
+    stability.png into ``run_dir``."""
     from .report import _weights, load_run
 
     run_dir = Path(run_dir)
@@ -110,7 +122,8 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int = 16, ste
         methods[weighted_name("tv", mu, grid)] = lambda ys: tv_reconstruction(exp.operator, ys, mu)
     for p in model.parameters():
         p.requires_grad_(False)
-    curves, worst = stability_curves(methods, y, x, radii, steps, seed=int(config["seed"]))
+    curves, worst = stability_curves(methods, y, x, radii, steps, seed=int(config["seed"]),
+                                     attack_rows=config["train"]["batch_size"])
     report = {"run_dir": str(run_dir), "data": exp.data_note, "samples": int(y.shape[0]), "steps": steps,
               "noise_radius": float(config["noise"]["radius"]), "curves": curves}
     write_json(report, run_dir / "stability.json")

@@ -273,15 +273,17 @@ def test_validation_split_is_disjoint_and_evaluated(tmp_path):
     assert "val_psnr" in history[-1] and "val_loss" in history[-1]
 
 
-def test_result_files_written_side_by_side_do_not_collide(tmp_path):
+def test_result_files_written_side_by_side_do_not_collide(tmp_path, monkeypatch):
     """Two processes writing the same figure or JSON use their own temporary files (the parallel shift
     evaluations of one run once renamed each other's half-written shift.png away)."""
     import os
-    from pathlib import Path
 
     from jacinv.checkpoint import temporary_twin
 
     path = tmp_path / "shift.png"
-    mine = temporary_twin(path)
-    assert mine.parent == tmp_path and mine.suffix == ".png" and str(os.getpid()) in mine.name
-    assert mine != path and temporary_twin(Path(str(path))) == mine
+    names = []
+    for pid in (101, 202):  # two processes
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        names.append(temporary_twin(path))
+    assert names[0] != names[1] and path not in names
+    assert all(n.parent == tmp_path and n.suffix == ".png" for n in names)  # beside it, same format

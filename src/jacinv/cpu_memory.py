@@ -22,7 +22,7 @@ USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNA
 
 def keep_freed_memory() -> str:
     """Raise glibc's mmap and trim thresholds for this process.  Returns what was done, for the start-up
-    block: "kept for reuse", or why nothing was changed (not glibc, or the user's own settings)."""
+    block: "freed memory kept for reuse", or why nothing was changed (not glibc, or the user's own settings)."""
     user = [name for name in USER_SETTINGS if name in os.environ]
     if user:
         return f"allocator left as set by {', '.join(user)}"

@@ -384,6 +384,13 @@ def weight_of(overrides: list[str]) -> float:
                       if o.startswith(("regularizer.kappa=", "regularizer.lambda_ja="))))
 
 
+def configured_kappa(reg: str, config: str, overrides: list[str]) -> float | None:
+    """Algorithm 4's kappa of an untuned run (its config's); None for "none" and the fixed-weight arms."""
+    if reg == "none" or reg.endswith(FIXED):
+        return None
+    return float(resolve(overrides, config)["regularizer"]["kappa"])
+
+
 def half_decade(weight: float, direction: int) -> float:
     """The next weight of a half-decade grid up (+1) or down (-1), two significant digits: 20 -> 63 -> 200."""
     return float(f"{weight * 10 ** (0.5 * direction):.2g}")
@@ -468,7 +475,7 @@ def summarise(name: str, finals: dict, chosen: dict, results: dict, classical: d
     for (value, reg), jobs in finals.items():
         runs = [results[k] for k in (run_key(overrides, config) for config, overrides, *_ in jobs) if k in results]
         if runs:
-            rows.append(_row(name, value, reg, chosen.get((name, value, reg)), runs))
+            rows.append(_row(name, value, reg, chosen.get((name, value, reg)) or configured_kappa(reg, *jobs[0][:2]), runs))
     for value, runs in (classical or {}).items():
         rows.append({**_row(name, value, TV, None, runs), "mu_by_seed": {_seed(r): r["mu"] for r in runs}})
     rows += [r for r in earlier if any(value == r[name] for value, _ in finals)]

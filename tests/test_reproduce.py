@@ -123,6 +123,15 @@ def test_fixed_weight_arms_and_bounds_of_the_model_based_study():
     assert all(job[3] for jobs in old.values() for job in jobs)  # earlier studies: a bound for every run
 
 
+def test_untuned_arms_show_the_kappa_their_config_gives():
+    finals = reproduce.Plan({"mb_sr": reproduce.STUDIES["mb_sr"]}, quick=False).finals(
+        "mb_sr", reproduce.STUDIES["mb_sr"], {}, (0,))
+    kappas = {reg: reproduce.configured_kappa(reg, *jobs[0][:2]) for (_, reg), jobs in finals.items()}
+    assert kappas == {"none": None, "wd": 20.0, "sja+sj": 20.0}
+    assert reproduce.configured_kappa("sja+sj", "cs_unrolled", ["regularizer.kappa=63"]) == 63.0
+    assert reproduce.configured_kappa("sja+sj:fixed", "cs_unrolled", ["regularizer.lambda_ja=0.05"]) is None
+
+
 def test_earlier_rows_are_relabelled_for_the_later_table(tmp_path):
     rows = [{"q": 160, "regularizer": "none", "test_psnr": 18.5}, {"q": 160, "regularizer": "sj", "test_psnr": 18.7},
             {"q": 80, "regularizer": "none", "test_psnr": 17.4}]

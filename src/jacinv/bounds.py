@@ -22,7 +22,7 @@ from scipy.spatial import cKDTree
 
 from ._checks import finite_number, positive_int
 from .regularizers import jacobian_spectral_norm, with_and_without_operator
-from .regularizers.norms import random_unit_vectors
+from .regularizers.norms import jacobian_input_shape, random_unit_vectors
 from .regularizers.products import JacobianProducts
 
 
@@ -209,8 +209,7 @@ def per_sample_norms(model, operator, measurements: torch.Tensor, iters: int = 3
     out = []
     for k in range(0, len(measurements), DRAW_BLOCK):
         block = measurements[k: k + DRAW_BLOCK]
-        v0 = random_unit_vectors((len(block), *(operator.in_shape if operator is not None else block.shape[1:])),
-                                 block, g)
+        v0 = random_unit_vectors((len(block), *jacobian_input_shape(operator, block)), block, g)
         out += [jacobian_spectral_norm(model, block[s: s + rows], operator, iters=iters, v0=v0[s: s + rows]).detach()
                 for s in range(0, len(block), rows)]
     return torch.cat(out)

@@ -63,6 +63,11 @@ def random_unit_vectors(shape, like: torch.Tensor, generator: torch.Generator | 
     return normalise(z)
 
 
+def jacobian_input_shape(operator: LinearOperator | None, y: torch.Tensor) -> tuple[int, ...]:
+    """Per-sample shape of the vectors J(y) A acts on: A's input shape, or y's (B, *shape) sample shape for J."""
+    return tuple(operator.in_shape) if operator is not None else tuple(y.shape[1:])
+
+
 def jacobian_spectral_norm(f, y: torch.Tensor, operator: LinearOperator | None = None, iters: int = 3,
                            v0: torch.Tensor | None = None, generator: torch.Generator | None = None,
                            return_vectors: bool = False, jvp_mode: str = "auto"):
@@ -78,7 +83,7 @@ def jacobian_spectral_norm(f, y: torch.Tensor, operator: LinearOperator | None =
     positive_int(iters, "iters", minimum=0)
     refuse_batch_coupling(f)
     products = JacobianProducts(f, y, jvp_mode)
-    shape = (y.shape[0], *(operator.in_shape if operator is not None else y.shape[1:]))
+    shape = (y.shape[0], *jacobian_input_shape(operator, y))
     if v0 is None:
         v0 = random_unit_vectors(shape, y, generator)
     elif tuple(v0.shape) != shape:

@@ -22,7 +22,8 @@ from torch import nn
 from .._checks import choice, positive_int
 from ..operators import Identity, LinearOperator
 from .bank import VectorBank
-from .norms import apply, apply_adjoint, normalise, per_sample_norm, power_iteration, random_unit_vectors
+from .norms import (apply, apply_adjoint, jacobian_input_shape, normalise, per_sample_norm, power_iteration,
+                    random_unit_vectors)
 from .products import JVP_MODES, JacobianProducts, resolve_jvp_mode
 
 
@@ -63,8 +64,7 @@ class SpectralJacobianPenalty(nn.Module):
         return self.operators[key] if key in self.operators else None
 
     def _input_shape(self, key: str, y: torch.Tensor) -> tuple[int, ...]:
-        op = self._operator(key)
-        return op.in_shape if op is not None else tuple(y.shape[1:])
+        return jacobian_input_shape(self._operator(key), y)
 
     def _refresh_mask(self, values: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
         """Samples to refresh this step: unseen, top ``candidates`` by estimate, ``refresh`` stalest."""

@@ -47,13 +47,16 @@ def cs_run(tmp_path_factory):
 def test_evaluate_shift_compares_the_network_with_tv_and_the_adjoint(cs_run, capsys):
     assert evaluate_main([str(cs_run), "--shift", "blob", "--shift-samples", "6"]) == 0
     out = capsys.readouterr().out
-    report = json.loads((cs_run / "shift.json").read_text())
+    report = json.loads((cs_run / "shift_blob.json").read_text())
     assert report["n_samples"] == 6 and report["zero_filled"] == "adjoint"
     for split in ("in_distribution", "shifted"):
         assert {"network", "adjoint"} <= set(report[split]) and any(m.startswith("tv(mu=") for m in report[split])
     # the blob adds error for every method measured on it: the shifted PSNR differs from the in-distribution one
     assert report["shifted"]["network"]["psnr"] != report["in_distribution"]["network"]["psnr"]
-    assert (cs_run / "shift.png").stat().st_size > 0 and "| network |" in out
+    assert (cs_run / "shift_blob.png").stat().st_size > 0 and "| network |" in out
+    shift_report(cs_run, "ring", n_samples=2)  # another shift of the same run keeps the blob's files
+    assert json.loads((cs_run / "shift_blob.json").read_text())["shift"] == "blob"
+    assert json.loads((cs_run / "shift_ring.json").read_text())["n_samples"] == 2
 
 
 def test_shift_to_another_family_reads_the_overrides(cs_run):

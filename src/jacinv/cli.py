@@ -132,7 +132,7 @@ def evaluate_main(argv=None) -> int:
     parser.add_argument("--shift", choices=["ring", "blob", "data"],
                         help="distribution shift: a bright ring or blob added to the test images, or 'data': the "
                              "family the overrides give (e.g. data.source=embedded data.name=patches); "
-                             "network against the classical reconstructions: shift.json/png")
+                             "network against the classical reconstructions: shift_<shift>.json/png")
     parser.add_argument("--shift-samples", type=int, default=64, metavar="N",
                         help="--shift: test signals compared (default 64)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
@@ -149,11 +149,12 @@ def evaluate_main(argv=None) -> int:
         parser.error(f"--stability-samples must be >= 1, got {args.stability_samples}")
     try:
         if args.shift:
-            from .shift import shift_report, shift_table
+            from .shift import shift_paths, shift_report, shift_table
 
             report = shift_report(args.run_dir, args.shift, overrides=args.data_overrides, n_samples=args.shift_samples)
             print(shift_table(report))
-            print(f"\nreport: {args.run_dir / 'shift.json'}, figure: {args.run_dir / 'shift.png'}")
+            json_path, figure_path = shift_paths(args.run_dir, args.shift)
+            print(f"\nreport: {json_path}, figure: {figure_path}")
             return 0
         if args.stability:
             from .stability import stability_report, stability_table

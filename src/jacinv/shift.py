@@ -48,11 +48,17 @@ def add_structure(signals: torch.Tensor, kind: str, amplitude: float = 0.8,
     return torch.maximum(signals, (amplitude * shape[:, None]).to(signals.dtype))
 
 
+def shift_paths(run_dir, shift: str) -> tuple[Path, Path]:
+    """Where ``shift_report`` writes its report and figure: shift_<shift>.json / .png in the run directory,
+    one pair per shift, so that evaluations of several shifts side by side keep each other's files."""
+    return Path(run_dir) / f"shift_{shift}.json", Path(run_dir) / f"shift_{shift}.png"
+
+
 def shift_report(run_dir, shift: str, overrides=(), n_samples: int = 64, seed: int = 0) -> dict:
     """Mean PSNR / SSIM of the network and the classical reconstructions on ``n_samples`` test signals, in
     distribution and shifted (``shift``: "ring" or "blob" added to the test images, whose family
-    ``overrides`` may also change; "data": the family the ``overrides`` give).  Writes shift.json and
-    shift.png (the shifted sample the network handles worst against TV) to ``run_dir``."""
+    ``overrides`` may also change; "data": the family the ``overrides`` give).  Writes shift_<shift>.json and
+    shift_<shift>.png (the shifted sample the network handles worst against TV) to ``run_dir``."""
     from .report import _weights, load_run
 
     if shift not in SHIFTS:
@@ -84,8 +90,9 @@ def shift_report(run_dir, shift: str, overrides=(), n_samples: int = 64, seed: i
     baseline = next(name for name in report["shifted"] if name.startswith(("zero_filled_real", "adjoint")))
     report["zero_filled"] = baseline
     report["network_below_zero_filled"] = report["shifted"]["network"]["psnr"] < report["shifted"][baseline]["psnr"]
-    write_json(report, run_dir / "shift.json")
-    _figure(shown, run_dir / "shift.png", f"shift: {shift} {' '.join(overrides)}".strip())
+    json_path, figure_path = shift_paths(run_dir, shift)
+    write_json(report, json_path)
+    _figure(shown, figure_path, f"shift: {shift} {' '.join(overrides)}".strip())
     return report
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from jacinv.checkpoint import write_json
 from jacinv.cpu_memory import keep_freed_memory
 from jacinv.models import build_model
 from jacinv.operators import BlurDecimate, GaussianCS, Identity
@@ -402,12 +403,9 @@ def main():
         rows = sorted(kept + rows, key=lambda r: (list(CASES).index(r["case"]), list(METHODS).index(r["method"])))
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
     device = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "cpu"
-    tmp.write_text(json.dumps({"torch": torch.__version__, "threads": THREADS, "device": device, "recommended": RECOMMENDED,
-                               "options": options,
-                               "train_steps": TRAIN_STEPS, "rows": rows}, indent=1))
-    tmp.replace(args.out)
+    write_json({"torch": torch.__version__, "threads": THREADS, "device": device, "recommended": RECOMMENDED,
+                "options": options, "train_steps": TRAIN_STEPS, "rows": rows}, args.out)
     print(f"wrote {args.out}")
 
 

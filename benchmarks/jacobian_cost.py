@@ -4,7 +4,7 @@
     python benchmarks/jacobian_cost.py --quick    # fewer steps
     python benchmarks/jacobian_cost.py --cases fc-cs --update   # re-run one case, keep the others' rows
     python benchmarks/jacobian_cost.py --device cuda              # the same on a GPU (jacobian_cost_cuda.json)
-    python benchmarks/jacobian_cost.py --methods plain jacinv --options iters=1 drift=true --out F
+    python benchmarks/jacobian_cost.py --methods plain jacinv --options iters=1 candidates=2 --out F
                                                   # other estimator options (SpectralJacobianPenalty's) for jacinv
 
 Each (case, method) runs in fresh worker processes, alone on the machine:
@@ -369,18 +369,15 @@ def main():
                         help="keep the other cases' rows of --out and replace only those of --cases")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "CASE", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help=f"timed steps (default per case: {TIMED_STEPS})")
-    parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="estimator options of the jacinv methods, integers or true/false, e.g. iters=1 drift=true")
+    parser.add_argument("--options", nargs="*", default=[], metavar="KEY=INT",
+                        help="estimator options of the jacinv methods, e.g. iters=1 candidates=2")
     args = parser.parse_args()
     options = {}
     for item in args.options:
         key, sep, value = item.partition("=")
-        if sep and value in ("true", "false"):
-            options[key] = value == "true"
-        elif sep and value.lstrip("-").isdigit():
-            options[key] = int(value)
-        else:
-            parser.error(f"--options takes KEY=INT or KEY=true/false items (e.g. iters=1), got {item!r}")
+        if not sep or not value.lstrip("-").isdigit():
+            parser.error(f"--options takes KEY=INT items (e.g. iters=1), got {item!r}")
+        options[key] = int(value)
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         parser.error(f"--device must be cpu, or cuda[:N] on a machine with a CUDA GPU; got {args.device!r}")
     args.out = args.out or (RESULTS.with_name(RESULTS.stem + "_cuda.json") if args.device != "cpu" else RESULTS)

@@ -278,8 +278,6 @@ CLI_CASES = [
     ("negative penalty weight", ["regularizer.lambda_ja=-1"], r"config key 'regularizer': lambda for 'sja' must be a finite number"),
     ("lazy penalty every 0 steps", ["regularizer.every=0"], r"config key 'regularizer': every must be an int >= 1, got 0"),
     ("unknown regulariser option", ["regularizer.options={iter: 3}"], r"unknown option\(s\) \['iter'\] for regularizer 'sja\+sj'"),
-    ("drift that is not a bool", ["regularizer.options={drift: 1}"], r"config key 'regularizer': drift must be True or False, got 1"),
-    ("negative polish", ["regularizer.options={polish: -1}"], r"config key 'regularizer': polish must be an int >= 0, got -1"),
     ("missing plug-in", ["plugins=[nowhere.py]"], r"config key 'plugins': cannot import 'nowhere.py'"),
     # files
     ("missing config file", no_file, r"config file .*missing.yaml does not exist"),

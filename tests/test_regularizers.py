@@ -139,44 +139,6 @@ def test_forward_mode_chunks_do_not_change_the_penalty():
                 torch.testing.assert_close(stats_a[name], stats_b[name], rtol=1e-5, atol=0)
 
 
-def test_polish_takes_the_argmax_row_to_its_exact_norm_and_gradient(cs_problem):
-    """One power iteration leaves the arg-max estimate short of the norm; ``polish`` iterations on that row
-    alone reach its exact ||J A|| and the exact norm's parameter gradient."""
-    f, op, y = cs_problem
-    exact = torch.linalg.matrix_norm(exact_jacobians(f, y) @ op.to_dense(), ord=2)
-    rough, stats = SpectralJacobianPenalty({"sja": op}, cold_iters=1, seed=3)(f, y)
-    polished, _ = SpectralJacobianPenalty({"sja": op}, cold_iters=1, seed=3, polish=300)(f, y)
-    row = int(stats["sja"].argmax())  # the same start vectors: polish works on this row
-    assert float(rough["sja"].detach()) < 0.999 * float(exact[row].detach())
-    torch.testing.assert_close(polished["sja"].detach(), exact[row].detach(), rtol=1e-7, atol=0)
-    params = list(f.parameters())
-    for a, b in zip(grads(polished["sja"], params), grads(exact[row], params)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
-
-
-def test_drift_follows_a_uniform_growth_of_the_norms():
-    """Doubling a linear net doubles every ||J||: the bank's log-level rises by log 2."""
-    torch.manual_seed(0)
-    f = nn.Linear(6, 6, bias=False)
-    y = torch.randn(8, 6)
-    penalty = SpectralJacobianPenalty({"sj": None}, iters=200, cold_iters=200, drift=True)
-    penalty(f, y, index=torch.arange(8))
-    with torch.no_grad():
-        f.weight *= 2
-    penalty(f, y, index=torch.arange(8))
-    assert penalty.banks["J"].current_level == pytest.approx(math.log(2), rel=1e-6)
-
-
-def test_drift_ranks_a_stale_estimate_by_the_growth_since_it_was_stored():
-    """Estimate 1.5 stored before the norms doubled against 2.0 stored after: with ``drift`` the stale one
-    (3.0 today) is the likely maximum, without it the fresh one is."""
-    values, age, level = torch.tensor([1.5, 2.0]), torch.zeros(2, dtype=torch.long), torch.tensor([0.0, math.log(2)])
-    for drift, expected in ((True, [True, False]), (False, [False, True])):
-        penalty = SpectralJacobianPenalty({"sj": None}, candidates=1, refresh=0, drift=drift)
-        chosen = penalty._refresh_mask(values, age, penalty._scores(values, level, math.log(2)))
-        assert chosen.tolist() == expected
-
-
 def test_cold_penalty_without_index_is_a_lower_bound_on_the_max(cs_problem):
     f, op, y = cs_problem
     exact = torch.linalg.matrix_norm(exact_jacobians(f, y) @ op.to_dense(), ord=2).max().detach()
@@ -194,15 +156,12 @@ def test_identity_target_shares_the_work_of_j():
 
 def test_bank_state_round_trips_through_state_dict(cs_problem):
     f, op, y = cs_problem
-    reg = build_regularizer("sja+sj", operator=op, lambda_ja=0.1, lambda_j=0.1, drift=True)
+    reg = build_regularizer("sja+sj", operator=op, lambda_ja=0.1, lambda_j=0.1)
     reg(f, y, index=torch.arange(5))
-    reg(f, y, index=torch.arange(5))  # a second visit moves the drift level
-    clone = build_regularizer("sja+sj", operator=op, lambda_ja=0.1, lambda_j=0.1, drift=True)
+    clone = build_regularizer("sja+sj", operator=op, lambda_ja=0.1, lambda_j=0.1)
     clone.load_state_dict(reg.state_dict())
     for key, bank in reg.terms[0].banks.items():
         assert torch.equal(bank.vectors, clone.terms[0].banks[key].vectors)
-        assert torch.equal(bank.level, clone.terms[0].banks[key].level)
-        assert bank.current_level == clone.terms[0].banks[key].current_level != 0.0
     a = reg(f, y, index=torch.arange(5))
     b = clone(f, y, index=torch.arange(5))
     assert float(a) == float(b)
@@ -216,8 +175,7 @@ def test_eval_mode_does_not_update_the_bank(cs_problem):
     reg.eval()
     reg(f, y, index=torch.arange(5))
     after = reg.terms[0].banks["sja"].state()
-    assert all(torch.equal(before[k], after[k]) if torch.is_tensor(before[k]) else before[k] == after[k]
-               for k in before)
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.parametrize("name", REGULARIZERS)

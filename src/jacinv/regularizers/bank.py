@@ -5,8 +5,7 @@ import torch
 
 
 class VectorBank:
-    """Singular-vector estimates v_i, norm estimates s_i, staleness and the log-level of the whole bank when
-    s_i was stored (see ``SpectralJacobianPenalty``'s ``drift``) per dataset index.
+    """Singular-vector estimates v_i, norm estimates s_i and staleness per dataset index.
 
     Vectors are stored compactly (float16 on the CPU by default) and grown on demand
     to the largest index seen; unseen samples have s_i = NaN.
@@ -18,8 +17,6 @@ class VectorBank:
         self.vectors = torch.zeros((0, *self.sample_shape), dtype=dtype, device=self.device)
         self.values = torch.zeros(0, dtype=torch.float32, device=self.device)
         self.age = torch.zeros(0, dtype=torch.int64, device=self.device)  # visits since last refresh
-        self.level = torch.zeros(0, dtype=torch.float32, device=self.device)  # ``current_level`` at refresh
-        self.current_level = 0.0  # log-growth of the estimates since training began (drift correction)
 
     def _grow(self, size: int) -> None:
         n = self.values.numel()
@@ -29,14 +26,12 @@ class VectorBank:
         self.vectors = torch.cat((self.vectors, self.vectors.new_zeros((size - n, *self.sample_shape))))
         self.values = torch.cat((self.values, self.values.new_full((size - n,), float("nan"))))
         self.age = torch.cat((self.age, self.age.new_zeros(size - n)))
-        self.level = torch.cat((self.level, self.level.new_zeros(size - n)))
 
     def lookup(self, index: torch.Tensor):
-        """(values (B,), vectors (B, *sample_shape) float32, age (B,), log-level at refresh (B,)) for dataset
-        indices ``index``."""
+        """(values (B,), vectors (B, *sample_shape) float32, age (B,)) for dataset indices ``index``."""
         index = index.to(self.device)
         self._grow(int(index.max()) + 1)
-        return self.values[index], self.vectors[index].float(), self.age[index], self.level[index]
+        return self.values[index], self.vectors[index].float(), self.age[index]
 
     def store(self, index: torch.Tensor, refreshed: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor) -> None:
         """Write fresh values/vectors for ``index[refreshed]`` and age the others by one visit."""
@@ -47,16 +42,11 @@ class VectorBank:
         self.vectors[fresh] = vectors.detach().to(self.device, self.dtype)
         self.age[index[~refreshed]] += 1
         self.age[fresh] = 0
-        self.level[fresh] = self.current_level
 
     def state(self) -> dict:
-        return {"vectors": self.vectors.clone(), "values": self.values.clone(), "age": self.age.clone(),
-                "level": self.level.clone(), "current_level": self.current_level}
+        return {"vectors": self.vectors.clone(), "values": self.values.clone(), "age": self.age.clone()}
 
     def load(self, state: dict) -> None:
         self.vectors = state["vectors"].to(self.device, self.dtype)
         self.values = state["values"].to(self.device)
         self.age = state["age"].to(self.device)
-        # banks saved before the drift correction: every level 0
-        self.level = state.get("level", torch.zeros_like(self.values)).to(self.device)
-        self.current_level = float(state.get("current_level", 0.0))

@@ -5,10 +5,7 @@ Only the batch maximum receives gradient, so a step needs
      from each sample's vector of its previous visit (kept in a ``VectorBank`` keyed by
      dataset index), and run only on the likely maxima — the top ``candidates`` by their
      previous estimate plus the ``refresh`` samples stalest in the bank (a round-robin that
-     keeps every estimate honest) and every sample not seen before.  With ``drift`` the previous
-     estimates are ranked after scaling by how much the refreshed samples' estimates have grown
-     since each was stored (one log-level per bank), so that a sample last seen early in training,
-     when every norm was smaller, can still be a likely maximum;
+     keeps every estimate honest) and every sample not seen before;
   2. one differentiable evaluation ||J A v|| for the arg-max sample: taken from the
      shared jvp graph of the candidates when products use double-vjp (memory-bound dense
      nets: extra rows are free there), or a separate pass on the arg-max row alone when
@@ -42,15 +39,11 @@ class SpectralJacobianPenalty(nn.Module):
         store_dtype, store_device: how the per-sample vectors are kept.
         jvp_mode: "auto", "double_vjp" or "forward" (see ``products``).
         chunk_rows: rows per forward-mode pass (memory grows with it; CPU time barely).
-        drift: rank the previous estimates corrected for the growth of the norms since each was stored.
-        polish: further power iterations on each target's arg-max row alone, before its differentiable
-            evaluation (then a separate forward-mode pass, also for double-vjp products).
     """
 
     def __init__(self, targets: dict[str, LinearOperator | None], iters: int = 2, cold_iters: int = 4,
                  candidates: int = 4, refresh: int = 1, store_dtype: torch.dtype = torch.float16,
-                 store_device="cpu", seed: int = 0, jvp_mode: str = "auto", chunk_rows: int = 4,
-                 drift: bool = False, polish: int = 0):
+                 store_device="cpu", seed: int = 0, jvp_mode: str = "auto", chunk_rows: int = 4):
         super().__init__()
         if not targets:
             raise ValueError("targets must name at least one operator (or None for J itself)")
@@ -60,10 +53,6 @@ class SpectralJacobianPenalty(nn.Module):
         self.refresh = positive_int(refresh, "refresh", minimum=0)
         self.jvp_mode = choice(jvp_mode, "jvp_mode", JVP_MODES)
         self.chunk_rows = positive_int(chunk_rows, "chunk_rows")
-        if not isinstance(drift, bool):
-            raise ValueError(f"drift must be True or False, got {drift!r}")
-        self.drift = drift
-        self.polish = positive_int(polish, "polish", minimum=0)
         # Identity targets are J itself: map every name to a shared key.
         self.keys = {name: ("J" if op is None or isinstance(op, Identity) else name) for name, op in targets.items()}
         self.operators = nn.ModuleDict({self.keys[n]: op for n, op in targets.items() if self.keys[n] != "J"})
@@ -77,20 +66,13 @@ class SpectralJacobianPenalty(nn.Module):
     def _input_shape(self, key: str, y: torch.Tensor) -> tuple[int, ...]:
         return jacobian_input_shape(self._operator(key), y)
 
-    def _scores(self, values: torch.Tensor, level: torch.Tensor, current_level: float) -> torch.Tensor:
-        """How likely each seen sample is to be the maximum: its previous estimate, or with ``drift`` its log
-        scaled by the growth of the bank's estimates since it was stored."""
-        if not self.drift:
-            return values
-        return values.clamp_min(torch.finfo(values.dtype).tiny).log() + (current_level - level)
-
-    def _refresh_mask(self, values: torch.Tensor, age: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Samples to refresh this step: unseen, top ``candidates`` by score, ``refresh`` stalest."""
+    def _refresh_mask(self, values: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+        """Samples to refresh this step: unseen, top ``candidates`` by estimate, ``refresh`` stalest."""
         unseen = torch.isnan(values)
         chosen = unseen.clone()
         seen = (~unseen).nonzero().flatten()
         if seen.numel():
-            top = seen[scores[seen].topk(min(self.candidates, seen.numel())).indices]
+            top = seen[values[seen].topk(min(self.candidates, seen.numel())).indices]
             chosen[top] = True
             rest = (~chosen).nonzero().flatten()
             if rest.numel() and self.refresh:
@@ -103,14 +85,13 @@ class SpectralJacobianPenalty(nn.Module):
         return self.banks[key]
 
     def _plan(self, key: str, y: torch.Tensor, index):
-        """One target's work this step: (bank lookup (values, vectors, age, level) or None, chosen (B,) bool mask,
+        """One target's work this step: (bank lookup (values, vectors, age) or None, chosen (B,) bool mask,
         start vectors of the chosen rows, whether any chosen row is unseen)."""
         if index is None:
             shape = (y.shape[0], *self._input_shape(key, y))
             return None, torch.ones(y.shape[0], dtype=torch.bool), random_unit_vectors(shape, y, self.generator), True
-        bank = self._bank(key, y)
-        lookup = [t.cpu() for t in bank.lookup(index)]
-        chosen = self._refresh_mask(lookup[0], lookup[2], self._scores(lookup[0], lookup[3], bank.current_level))
+        lookup = [t.cpu() for t in self._bank(key, y).lookup(index)]
+        chosen = self._refresh_mask(lookup[0], lookup[2])
         values, stored = lookup[0][chosen], lookup[1][chosen]
         v0 = random_unit_vectors(stored.shape, y, self.generator)
         warm = ~torch.isnan(values)
@@ -168,20 +149,15 @@ class SpectralJacobianPenalty(nn.Module):
         else:
             vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter)
             differentiable = None
-        best = {key: int(sigma.argmax()) for key, sigma in zip(keys, sigmas)}
-        if self.polish:
-            vectors, sigmas = self._polish(f, y_rows, operators, vectors, sigmas, [best[k] for k in keys])
-            differentiable = None  # the norm is taken afresh at the polished vectors
 
-        estimates = {}
+        estimates, best = {}, {}
         for key, (lookup, chosen, _, _), sel, v, sigma in zip(keys, plans, sels, vectors, sigmas):
-            if lookup is not None and self.training:
-                if self.drift:
-                    self._follow_drift(self.banks[key], lookup, chosen, sigma)
-                self.banks[key].store(index, chosen, sigma, v)
-            estimates[key] = (lookup[0].to(y.device, y.dtype, copy=True) if lookup is not None
+            estimates[key] = (lookup[0].to(y.device, y.dtype) if lookup is not None
                               else torch.zeros(y.shape[0], dtype=y.dtype, device=y.device))
             estimates[key][sel] = sigma
+            best[key] = int(sigma.argmax())
+            if lookup is not None and self.training:
+                self.banks[key].store(index, chosen, sigma, v)
         if differentiable is None:
             # one differentiable forward-mode pass on the arg-max rows only
             argmax_rows = torch.stack([rows[best[k]] for k, rows in zip(keys, y_rows)])
@@ -194,26 +170,6 @@ class SpectralJacobianPenalty(nn.Module):
             row = int(sel[best[key]])
             estimates[key][row] = torch.maximum(estimates[key][row], maxima[key].detach())
         return ({n: maxima[k] for n, k in self.keys.items()}, {n: estimates[k] for n, k in self.keys.items()})
-
-    def _polish(self, f, y_rows, operators, vectors, sigmas, best: list[int]):
-        """``polish`` more power iterations on each target's arg-max row (its estimate can only rise, so it
-        stays the arg-max); the other rows are left as they are.  Returns (vectors, sigmas) per target."""
-        rows = [r[b: b + 1] for r, b in zip(y_rows, best)]
-        polished, bounds = self._chunked_steps(f, rows, operators, [v[b: b + 1] for v, b in zip(vectors, best)],
-                                               self.polish)
-        vectors = [torch.cat((v[:b], p, v[b + 1:])) for v, p, b in zip(vectors, polished, best)]
-        sigmas = [torch.cat((s[:b], torch.maximum(s[b: b + 1], q), s[b + 1:])) for s, q, b in zip(sigmas, bounds, best)]
-        return vectors, sigmas
-
-    def _follow_drift(self, bank: VectorBank, lookup, chosen: torch.Tensor, sigma: torch.Tensor) -> None:
-        """Move the bank's log-level by the median amount the refreshed samples' fresh estimates ``sigma``
-        exceed their previous ones scaled to the present (log scale; samples seen for the first time left out)."""
-        old, level = lookup[0][chosen], lookup[3][chosen]
-        warm = ~torch.isnan(old)
-        if warm.any():
-            predicted = self._scores(old[warm], level[warm], bank.current_level)
-            fresh = sigma.detach().cpu().float()[warm].clamp_min(torch.finfo(torch.float32).tiny).log()
-            bank.current_level += float((fresh - predicted).median())
 
     def store_bytes(self, n_samples: int, y_shape: tuple[int, ...]) -> int:
         """Bytes the warm-start vectors of ``n_samples`` training samples will take (one per target)."""

@@ -475,7 +475,8 @@ def summarise(name: str, finals: dict, chosen: dict, results: dict, classical: d
     for (value, reg), jobs in finals.items():
         runs = [results[k] for k in (run_key(overrides, config) for config, overrides, *_ in jobs) if k in results]
         if runs:
-            rows.append(_row(name, value, reg, chosen.get((name, value, reg)) or configured_kappa(reg, *jobs[0][:2]), runs))
+            kappa = chosen.get((name, value, reg)) or configured_kappa(reg, *jobs[0][:2])
+            rows.append(_row(name, value, reg, kappa, runs))
     for value, runs in (classical or {}).items():
         rows.append({**_row(name, value, TV, None, runs), "mu_by_seed": {_seed(r): r["mu"] for r in runs}})
     rows += [r for r in earlier if any(value == r[name] for value, _ in finals)]

@@ -312,18 +312,21 @@ def run_many(jobs: list[tuple[str, list[str], bool, int]], workers: int, workdir
 
 
 def run_extras(jobs: list[tuple], study: Study, workdir: Path, cache: Path, compute: bool, workers: int = 1,
-               threads: int | None = None, samples: tuple[int, int] = (SHIFT_SAMPLES, STABILITY_SAMPLES)) -> dict[str, dict]:
+               threads: int | None = None, samples: tuple[int, int] = (SHIFT_SAMPLES, STABILITY_SAMPLES),
+               with_tv: set[str] | None = None) -> dict[str, dict]:
     """{run key: {"shift": {label: shift report}, "stability": stability report}} of the trained nets of ``jobs``
     (evaluate.py --shift / --stability on their run folders, ``samples`` test signals each), each cached as
     <key>-shift-<label>.json and <key>-stability.json; with ``compute`` the missing ones of existing run folders
-    are made ``workers`` at a time (otherwise the cached ones only)."""
+    are made ``workers`` at a time (otherwise the cached ones only).  The stability reports of the runs in
+    ``with_tv`` (all when None) also attack TV, whose curve is the same for every net of a point."""
     tasks = {}  # {run key: {label or "stability": (cache path, run folder, what, its arguments)}}
     for config, overrides, *_ in jobs:
         key = run_key(overrides, config)
         own = {label: (cache / f"{key}-shift-{re.sub(r'[^a-z0-9]+', '_', label)}.json", workdir / key, "shift",
                        {"shift": kind, "overrides": data, "n_samples": samples[0]}) for label, kind, data in study.shifts}
         if study.stability:
-            own["stability"] = (cache / f"{key}-stability.json", workdir / key, "stability", {"n_samples": samples[1]})
+            own["stability"] = (cache / f"{key}-stability.json", workdir / key, "stability",
+                                {"n_samples": samples[1], "classical": with_tv is None or key in with_tv})
         tasks[key] = own
     todo = [t for own in tasks.values() for t in own.values() if compute and not t[0].exists() and t[1].exists()]
     if todo:
@@ -337,6 +340,14 @@ def run_extras(jobs: list[tuple], study: Study, workdir: Path, cache: Path, comp
     return {key: {"shift": {label: read(t[0]) for label, t in own.items() if label != "stability" and t[0].exists()},
                   "stability": read(own["stability"][0]) if "stability" in own else None}
             for key, own in tasks.items()}
+
+
+def first_run_of_each_point(finals: dict) -> set[str]:
+    """Run keys of the first job (first regulariser, first seed) at each point of a study's ``finals``."""
+    first = {}
+    for (value, _), jobs in finals.items():
+        first.setdefault(value, jobs[0])
+    return {run_key(overrides, config) for config, overrides, *_ in first.values()}
 
 
 def extra_one(path: Path, run_dir: Path, what: str, arguments: dict, threads: int) -> None:
@@ -628,14 +639,15 @@ def stability_markdown(finals: dict, extras: dict, study: str) -> str:
             reports = [r for r in reports if r]
             if reports:
                 rows.append((f"{reg} ({len(reports)} seeds)", [r["curves"]["network"] for r in reports]))
-                tv = tv or next((name, [reports[0]["curves"][name]]) for name in reports[0]["curves"] if name != "network")
+                tv = tv or next(((name, [r["curves"][name]]) for r in reports for name in r["curves"] if name != "network"),
+                                None)
         if not rows:
             continue
         radii = [c["radius"] for c in rows[0][1][0]]
         if not lines:
             lines = [f"| {study} | method | " + " | ".join(f"r = {r:.3g}: ‖Δf‖ (PSNR drop)" for r in radii) + " |",
                      "| --- | --- |" + " ---: |" * len(radii)]
-        for name, curves in [*rows, tv]:
+        for name, curves in [*rows, *([tv] if tv else [])]:
             cells = [f"{np.mean([c[i]['change_mean'] for c in curves]):.3f} ({np.mean([c[i]['psnr_drop'] for c in curves]):.2f})"
                      for i in range(len(radii))]
             lines.append(f"| {value} | {name} | " + " | ".join(cells) + " |")
@@ -767,7 +779,7 @@ def main():
     candidates, results, chosen, finals = trained(plan, seeds_of, args, train)
 
     extras = {name: run_extras([j for jobs in finals[name].values() for j in jobs], study, args.workdir, args.cache,
-                               train, args.jobs, args.threads)
+                               train, args.jobs, args.threads, with_tv=first_run_of_each_point(finals[name]))
               for name, study in plan.studies.items() if study.shifts or study.stability}
     classical = {name: classical_references(finals[name], args.cache, train) for name, study in plan.studies.items()
                  if study.config.startswith("cs")}

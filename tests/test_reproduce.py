@@ -161,6 +161,19 @@ def test_shift_and_stability_of_the_seeds_nets_are_made_side_by_side_and_cached(
     assert sorted(p.name for p in cache.iterdir()) == [f"{key}-shift-a_blob.json", f"{key}-shift-ring.json",
                                                        f"{key}-stability.json"]
     assert reproduce.run_extras(jobs, study, runs, cache, compute=False)[key] == extras[key]  # from the cache
+    assert any(name.startswith("tv") for name in extras[key]["stability"]["curves"])
+    # TV's curve is the same for every net of a point: the runs left out of with_tv attack the network alone
+    alone = reproduce.run_extras(jobs, study, runs, tmp_path / "cache2", compute=True, threads=1, samples=(4, 2),
+                                 with_tv=set())
+    assert list(alone[key]["stability"]["curves"]) == ["network"]
+    assert alone[key]["stability"]["curves"]["network"] == extras[key]["stability"]["curves"]["network"]
+
+
+def test_tv_stability_is_asked_of_the_first_run_of_each_point_only():
+    plan = reproduce.Plan({"mb_q": reproduce.STUDIES["mb_q"]}, quick=False)
+    finals = plan.finals("mb_q", reproduce.STUDIES["mb_q"], {("mb_q", q, "sja+sj"): 200.0 for q in (80, 640)}, (0, 1, 2))
+    first = {reproduce.run_key(jobs[0][1], jobs[0][0]) for (q, reg), jobs in finals.items() if reg == "none"}
+    assert reproduce.first_run_of_each_point(finals) == first and len(first) == 2
 
 
 @pytest.mark.parametrize("name", ["denoise", "mri", "sr", "mb_mri", "mb_sr"])

@@ -102,10 +102,12 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
     return curves, worst
 
 
-def stability_report(run_dir, overrides=(), radii=None, n_samples: int = 16, steps: int = 20) -> dict:
-    """Worst-case stability of the run's network and of TV (the run's cached weight) on the first
-    ``n_samples`` test measurements, attacked a training batch at a time; writes stability.json and
-    stability.png into ``run_dir``."""
+def stability_report(run_dir, overrides=(), radii=None, n_samples: int = 16, steps: int = 20,
+                     classical: bool = True) -> dict:
+    """Worst-case stability of the run's network and, with ``classical``, of TV (the run's cached weight) on
+    the first ``n_samples`` test measurements, the network attacked a training batch at a time; writes
+    stability.json and stability.png into ``run_dir``.  TV's curve does not depend on the network, so a
+    study of many nets on one test set needs it once."""
     from .report import _weights, load_run
 
     run_dir = Path(run_dir)
@@ -117,7 +119,7 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int = 16, ste
     radii = tuple(finite_number(r, "radius", low=0.0, low_open=True) for r in radii)
     methods = {"network": model}
     weights = _weights(exp.operator, exp.train_set, config, run_dir)
-    if "tv" in weights:
+    if classical and "tv" in weights:
         mu, grid = weights["tv"]
         methods[weighted_name("tv", mu, grid)] = lambda ys: tv_reconstruction(exp.operator, ys, mu)
     for p in model.parameters():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from jacinv.checkpoint import write_json
 from jacobian_cost import CASES, THREADS, TIMED_STEPS, Trainer
 
 RESULTS = Path(__file__).parent / "results" / "cpu_allocator.json"
@@ -68,8 +69,7 @@ def main():
         print(f"| {system['case']} | {system['method']} | {system['step_ms']:.1f} | {kept['step_ms']:.1f} | "
               f"{system['step_ms'] / kept['step_ms']:.2f}x | {system['faults_per_step']:.0f} / {kept['faults_per_step']:.0f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"torch": torch.__version__, "threads": THREADS, "warmup": WARMUP,
-                                    "rows": rows}, indent=1))
+    write_json({"torch": torch.__version__, "threads": THREADS, "warmup": WARMUP, "rows": rows}, args.out)
     print(f"wrote {args.out}")
 
 

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from jacinv.operators import BlurDecimate, GaussianCS, Identity
-from jacinv.regularizers import (REGULARIZERS, SpectralJacobianPenalty, auto_weight, build_regularizer,
-                                 jacobian_frobenius_sq, jacobian_spectral_norm)
+from jacinv.regularizers import (REGULARIZERS, JacobianProducts, SpectralJacobianPenalty, auto_weight,
+                                 build_regularizer, jacobian_frobenius_sq, jacobian_spectral_norm, power_iteration)
 
 from jacobians import exact_jacobians, grads
 
@@ -122,6 +122,27 @@ def test_warm_started_argmax_penalty_matches_full_computation(cs_problem, store_
         assert stats[name].shape == (y.shape[0],)
 
 
+def test_krylov_estimate_is_between_the_power_estimate_and_the_exact_norm():
+    """On a linear map with clustered top singular values, the Krylov estimate from the same products
+    is a lower bound no smaller than plain power iteration's, and far closer to the norm."""
+    torch.manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(30, 30))
+    v, _ = torch.linalg.qr(torch.randn(20, 20))
+    singular = torch.cat([torch.tensor([1.0, 0.99, 0.98, 0.97]), torch.linspace(0.9, 0.1, 16)])
+    layer = nn.Linear(20, 30, bias=False)
+    layer.weight.data = u[:, :20] @ torch.diag(singular) @ v.T
+    y = torch.randn(6, 20)
+    v0 = torch.randn(6, 20, generator=torch.Generator().manual_seed(1))
+    products = JacobianProducts(layer, y, "double_vjp")
+    for iters in (1, 2, 4, 7):
+        _, (plain,) = power_iteration(products, [None], [v0], iters)
+        _, (krylov,) = power_iteration(products, [None], [v0], iters, krylov=4)
+        assert bool((krylov <= 1.0 + 1e-9).all()) and bool((krylov >= plain - 1e-9).all())
+        if iters == 1:
+            torch.testing.assert_close(krylov, plain, rtol=1e-12, atol=0)
+    assert float((1 - krylov).mean()) < 0.5 * float((1 - plain).mean())
+
+
 def test_forward_mode_chunks_do_not_change_the_penalty():
     """Rows are iterated in chunks of chunk_rows to bound memory; any chunking gives the same values."""
     f = conv_net()
@@ -137,6 +158,26 @@ def test_forward_mode_chunks_do_not_change_the_penalty():
             for name in ("sja", "sj"):
                 torch.testing.assert_close(values_a[name], values_b[name], rtol=1e-5, atol=0)
                 torch.testing.assert_close(stats_a[name], stats_b[name], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("screen", [False, True])
+def test_screen_ranks_samples_by_their_current_norm_at_the_stored_vectors(cs_problem, screen):
+    """Stale stored estimates that hide the batch maximum mislead the choice of the refreshed sample;
+    the screen re-evaluates ||J A v_i|| at the stored vectors and finds it."""
+    f, op, y = cs_problem
+    exact = torch.linalg.matrix_norm(exact_jacobians(f, y) @ op.to_dense(), ord=2).detach()
+    penalty = SpectralJacobianPenalty({"sja": op}, iters=50, cold_iters=50, candidates=1, refresh=0, screen=screen,
+                                      store_dtype=torch.float64)
+    index = torch.arange(y.shape[0])
+    penalty(f, y, index=index)                          # first visit: every vector converges
+    bank = penalty.banks["sja"]
+    bank.values[int(exact.argmax())] = 0.0              # a stale estimate hides the maximum
+    bank.values[int(exact.argmin())] = 2 * exact.max()  # and another one pretends to be it
+    values, stats = penalty(f, y, index=index)
+    found = torch.isclose(values["sja"].detach(), exact.max(), rtol=1e-6)
+    assert bool(found) == screen
+    if screen:  # every sample's estimate is its current norm at its stored vector
+        torch.testing.assert_close(stats["sja"], exact, rtol=1e-6, atol=0)
 
 
 def test_cold_penalty_without_index_is_a_lower_bound_on_the_max(cs_problem):
@@ -243,6 +284,8 @@ def test_batchnorm_in_train_mode_is_refused(cs_problem):
     (dict(name="fj", iters=3), r"unknown option\(s\) \['iters'\] for regularizer 'fj'"),
     (dict(name="sj", candidates=0), "candidates must be an int >= 1, got 0"),
     (dict(name="sj", chunk_rows=0), "chunk_rows must be an int >= 1, got 0"),
+    (dict(name="sj", krylov=0), "krylov must be an int >= 1, got 0"),
+    (dict(name="sj", screen="yes"), "screen must be a bool, got 'yes'"),
     (dict(name="fj", projection="uniform"), r"projection must be one of"),
 ])
 def test_bad_regularizer_arguments(kwargs, match):

@@ -41,6 +41,12 @@ def resolve_jvp_mode(f, mode: str) -> str:
     return "forward" if has_conv else "double_vjp"
 
 
+def forward_jvp(f, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """J(y) t by one forward-mode pass without any backward graph (detached), (B, *out_shape)."""
+    with torch.no_grad(), fwAD.dual_level():
+        return fwAD.unpack_dual(f(fwAD.make_dual(y.detach(), t.to(y))))[1]
+
+
 class JacobianProducts:
     """Products with J(y) for a batch y of shape (B, *y_shape); f maps it to (B, *out_shape).
 

@@ -5,7 +5,9 @@ Only the batch maximum receives gradient, so a step needs
      from each sample's vector of its previous visit (kept in a ``VectorBank`` keyed by
      dataset index), and run only on the likely maxima — the top ``candidates`` by their
      previous estimate plus the ``refresh`` samples stalest in the bank (a round-robin that
-     keeps every estimate honest) and every sample not seen before;
+     keeps every estimate honest) and every sample not seen before; with ``screen`` the
+     previous estimates are first brought up to date: ||J A v_i|| at each sample's stored v_i
+     with the current weights, one forward-mode pass over the batch without a graph;
   2. one differentiable evaluation ||J A v|| for the arg-max sample: taken from the
      shared jvp graph of the candidates when products use double-vjp (memory-bound dense
      nets: extra rows are free there), or a separate pass on the arg-max row alone when
@@ -24,7 +26,7 @@ from ..operators import Identity, LinearOperator
 from .bank import VectorBank
 from .norms import (apply, apply_adjoint, jacobian_input_shape, normalise, per_sample_norm, power_iteration,
                     random_unit_vectors)
-from .products import JVP_MODES, JacobianProducts, resolve_jvp_mode
+from .products import JVP_MODES, JacobianProducts, forward_jvp, resolve_jvp_mode
 
 
 class SpectralJacobianPenalty(nn.Module):
@@ -39,11 +41,17 @@ class SpectralJacobianPenalty(nn.Module):
         store_dtype, store_device: how the per-sample vectors are kept.
         jvp_mode: "auto", "double_vjp" or "forward" (see ``products``).
         chunk_rows: rows per forward-mode pass (memory grows with it; CPU time barely).
+        krylov: power iterations build a Krylov basis of up to this many vectors and take the best
+            estimate in its span (``norms.power_iteration``); 1 is plain power iteration.
+        screen: rank the samples by ||J A v_i|| at their stored vectors under the current weights
+            (one extra forward-mode pass over the batch per step) instead of by their estimates
+            from the last refresh, which go stale as training moves the weights.
     """
 
     def __init__(self, targets: dict[str, LinearOperator | None], iters: int = 2, cold_iters: int = 4,
                  candidates: int = 4, refresh: int = 1, store_dtype: torch.dtype = torch.float16,
-                 store_device="cpu", seed: int = 0, jvp_mode: str = "auto", chunk_rows: int = 4):
+                 store_device="cpu", seed: int = 0, jvp_mode: str = "auto", chunk_rows: int = 4,
+                 krylov: int = 1, screen: bool = False):
         super().__init__()
         if not targets:
             raise ValueError("targets must name at least one operator (or None for J itself)")
@@ -53,6 +61,10 @@ class SpectralJacobianPenalty(nn.Module):
         self.refresh = positive_int(refresh, "refresh", minimum=0)
         self.jvp_mode = choice(jvp_mode, "jvp_mode", JVP_MODES)
         self.chunk_rows = positive_int(chunk_rows, "chunk_rows")
+        self.krylov = positive_int(krylov, "krylov")
+        if screen not in (True, False, 0, 1):
+            raise ValueError(f"screen must be a bool, got {screen!r}")
+        self.screen = bool(screen)
         # Identity targets are J itself: map every name to a shared key.
         self.keys = {name: ("J" if op is None or isinstance(op, Identity) else name) for name, op in targets.items()}
         self.operators = nn.ModuleDict({self.keys[n]: op for n, op in targets.items() if self.keys[n] != "J"})
@@ -84,13 +96,28 @@ class SpectralJacobianPenalty(nn.Module):
             self.banks[key] = VectorBank(self._input_shape(key, y), self.store_dtype, self.store_device)
         return self.banks[key]
 
-    def _plan(self, key: str, y: torch.Tensor, index):
+    def _screened(self, f, key: str, y: torch.Tensor, values: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+        """(B,) values with every seen sample's replaced by ||J A v_i|| at its stored unit vector under the
+        current weights: a lower bound on ||J A|| as fresh as the step."""
+        seen = (~torch.isnan(values)).nonzero().flatten()
+        if not seen.numel():
+            return values
+        rows = seen.to(y.device)
+        jv = forward_jvp(f, y[rows], apply(self._operator(key), normalise(stored[seen].to(y))))
+        values = values.clone()
+        values[seen] = per_sample_norm(jv).float().cpu()
+        return values
+
+    def _plan(self, f, key: str, y: torch.Tensor, index):
         """One target's work this step: (bank lookup (values, vectors, age) or None, chosen (B,) bool mask,
-        start vectors of the chosen rows, whether any chosen row is unseen)."""
+        start vectors of the chosen rows, whether any chosen row is unseen).  With ``screen`` the
+        lookup's values are the screened ones."""
         if index is None:
             shape = (y.shape[0], *self._input_shape(key, y))
             return None, torch.ones(y.shape[0], dtype=torch.bool), random_unit_vectors(shape, y, self.generator), True
         lookup = [t.cpu() for t in self._bank(key, y).lookup(index)]
+        if self.screen:
+            lookup[0] = self._screened(f, key, y, lookup[0], lookup[1])
         chosen = self._refresh_mask(lookup[0], lookup[2])
         values, stored = lookup[0][chosen], lookup[1][chosen]
         v0 = random_unit_vectors(stored.shape, y, self.generator)
@@ -98,15 +125,14 @@ class SpectralJacobianPenalty(nn.Module):
         v0[warm.to(v0.device)] = stored[warm].to(v0)
         return lookup, chosen, v0, not bool(warm.all())
 
-    @staticmethod
-    def _fused_steps(f, y_rows, operators, vectors, n_iter):
+    def _fused_steps(self, f, y_rows, operators, vectors, n_iter):
         """Double-vjp products share one graph: the last power step's vjp, taken with create_graph,
         also gives the differentiable norm u^T J A v = ||J A v|| (u = J A v / ||J A v|| fixed),
         whose parameter gradient u^T d(J A) v is that of the norm at v.
         Returns (new vectors, bounds sigma, differentiable norms at the previous vectors) per target."""
         sizes = [v.shape[0] for v in vectors]
         products = JacobianProducts(f, y_rows, "double_vjp")
-        vectors, _ = power_iteration(products, operators, vectors, n_iter - 1)
+        vectors, _ = power_iteration(products, operators, vectors, n_iter - 1, self.krylov)
         tangent = torch.cat([apply(op, v) for op, v in zip(operators, vectors)])
         jv = products.jvp(tangent)
         jtu = products.vjp(normalise(jv), create_graph=True)
@@ -123,7 +149,7 @@ class SpectralJacobianPenalty(nn.Module):
         size = self.chunk_rows
         out_vectors, out_sigmas = [], []
         for rows, op, v in zip(y_rows, operators, vectors):
-            parts = [power_iteration(JacobianProducts(f, rows[s: s + size], "forward"), [op], [v[s: s + size]], n_iter)
+            parts = [power_iteration(JacobianProducts(f, rows[s: s + size], "forward"), [op], [v[s: s + size]], n_iter, self.krylov)
                      for s in range(0, rows.shape[0], size)]
             out_vectors.append(torch.cat([p[0][0] for p in parts]))
             out_sigmas.append(torch.cat([p[1][0] for p in parts]))
@@ -139,7 +165,7 @@ class SpectralJacobianPenalty(nn.Module):
         operators = [self._operator(k) for k in keys]
         if index is not None:
             index = index.detach().cpu().long()
-        plans = [self._plan(key, y, index) for key in keys]
+        plans = [self._plan(f, key, y, index) for key in keys]
         sels = [chosen.nonzero().flatten().to(y.device) for _, chosen, _, _ in plans]
         vectors = [v0 for _, _, v0, _ in plans]
         n_iter = self.cold_iters if any(cold for *_, cold in plans) else self.iters

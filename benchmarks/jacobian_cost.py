@@ -1,6 +1,6 @@
 """Cost and accuracy of the batch-max spectral penalty "sja+sj" against a plain training step.
 
-    python benchmarks/jacobian_cost.py            # full table (about 30 minutes on 2 CPU cores)
+    python benchmarks/jacobian_cost.py            # full table (about 55 minutes on 2 CPU cores)
     python benchmarks/jacobian_cost.py --quick    # fewer steps
     python benchmarks/jacobian_cost.py --cases fc-cs --update   # re-run one case, keep the others' rows
     python benchmarks/jacobian_cost.py --device cuda              # the same on a GPU (jacobian_cost_cuda.json)
@@ -8,11 +8,11 @@
                                                   # other estimator options (SpectralJacobianPenalty's) for jacinv
 
 Each (case, method) runs in fresh worker processes, alone on the machine:
-  accuracy   from initialisation, the batch maxima reported on the first two evaluated steps from
+  accuracy   from initialisation, the batch maxima reported on the first CHECKS (4) evaluated steps from
              step 10 on ("early": ||J A|| moves fastest there) are checked against references;
              then training goes on (Adam, lr 1e-3) to TRAIN_STEPS steps, the next TIMED_STEPS steps
              are timed (mean of forward + penalty + backward + Adam; with every = k the mean covers
-             whole cycles of k), and two more evaluated steps are checked ("trained").
+             whole cycles of k), and CHECKS more evaluated steps are checked ("trained").
   memory     a second process with glibc's mmap threshold fixed at 128 KiB, so that freed tensors
              leave the resident set and its peak follows the live tensors: peak RSS above the
              set-up during the first epoch (every sample cold) and during the next epoch (reset with

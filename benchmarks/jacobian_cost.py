@@ -29,7 +29,7 @@ Methods:
 Reference norms: exact Jacobians (forward-mode products with the 160 basis vectors) for the FC
 net; for the unrolled net exact Jacobians of the 3 samples ranked highest by 30 Krylov-refined
 power iterations (krylov = 8); for DnCNN, Lanczos (scipy svds on the matrix-free J A, tol 1e-4) on
-the 2 samples ranked highest so, checked against an exact Jacobian on one sample.
+the 2 samples ranked highest the same way, checked against an exact Jacobian on one sample.
 Prints a table with ratios to the plain step and writes benchmarks/results/jacobian_cost.json
 (jacobian_cost_cuda.json with --device cuda).
 """
@@ -152,7 +152,8 @@ def reference_norms(f, y, operator, how: str) -> dict[str, torch.Tensor]:
         if key == "sj" and isinstance(operator, Identity):
             out[key] = out["sja"]
             continue
-        rough = jacobian_spectral_norm(f, y, op, iters=30, krylov=8, generator=torch.Generator().manual_seed(1)).detach()
+        rough = jacobian_spectral_norm(f, y, op, iters=30, krylov=8,
+                                       generator=torch.Generator().manual_seed(1)).detach()
         for i in rough.topk(min(REFERENCE_TOP[how], y.shape[0])).indices.tolist():
             rough[i] = lanczos_norm(f, y[i: i + 1], op) if how == "lanczos" else exact_norm(f, y[i], op)
         out[key] = rough

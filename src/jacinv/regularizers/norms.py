@@ -82,10 +82,11 @@ def power_iteration(products: JacobianProducts, operators: list, vectors: list, 
         images = [apply_adjoint(op, g).detach() for op, g in zip(operators, cotangent.split(rows))]
         for (q, w), image in zip(spaces, images):
             w.append(image)
-        vectors, sigmas = map(list, zip(*[_refined(q, w) for q, w in spaces]))
-        if step + 1 < iters:
-            spaces = [(q + [_orthonormal_to(q, w[-1])], w) if len(q) < krylov else ([v], [])
-                      for (q, w), v in zip(spaces, vectors)]
+        if step + 1 == iters or len(spaces[0][0]) == krylov:  # every block's basis has the same length
+            vectors, sigmas = map(list, zip(*[_refined(q, w) for q, w in spaces]))
+            spaces = [([v], []) for v in vectors]
+        else:
+            spaces = [(q + [_orthonormal_to(q, w[-1])], w) for q, w in spaces]
     return vectors, sigmas
 
 

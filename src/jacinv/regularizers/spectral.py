@@ -149,7 +149,8 @@ class SpectralJacobianPenalty(nn.Module):
         size = self.chunk_rows
         out_vectors, out_sigmas = [], []
         for rows, op, v in zip(y_rows, operators, vectors):
-            parts = [power_iteration(JacobianProducts(f, rows[s: s + size], "forward"), [op], [v[s: s + size]], n_iter, self.krylov)
+            parts = [power_iteration(JacobianProducts(f, rows[s: s + size], "forward"), [op], [v[s: s + size]],
+                                     n_iter, self.krylov)
                      for s in range(0, rows.shape[0], size)]
             out_vectors.append(torch.cat([p[0][0] for p in parts]))
             out_sigmas.append(torch.cat([p[1][0] for p in parts]))

@@ -16,12 +16,17 @@ Each (case, method) runs in fresh worker processes, alone on the machine:
   memory     a second process with glibc's mmap threshold fixed at 128 KiB, so that freed tensors
              leave the resident set and its peak follows the live tensors: peak RSS above the
              set-up during the first epoch (every sample cold) and during the next epoch (reset with
-             /proc/self/clear_refs), each against the plain step's.  On CUDA: the peak of allocated GPU
-             memory above the set-up (torch.cuda.max_memory_allocated), steps timed after a synchronise.
+             /proc/self/clear_refs), each against the plain step's.  The ratios count anonymous
+             memory: the peak less the library code paged in since the set-up (RssFile at the start
+             of the phase, an upper bound on the anonymous peak).  Code pages are shared, a few MB
+             once per process whatever the model's size, and the first use of new kernels (forward
+             mode, double backward) pages in more of them; the total is kept in the JSON as well.
+             On CUDA: the peak of allocated GPU memory above the set-up
+             (torch.cuda.max_memory_allocated), steps timed after a synchronise.
 Methods:
   plain         fidelity loss only
   jacinv        build_regularizer("sja+sj") at its defaults (every = 1)
-  jacinv-lazy   the recommended setting: every = 4, iters = 3, krylov = 4 (RECOMMENDED)
+  jacinv-lazy   the recommended setting: every = 4, iters = 3, krylov = 4, jvp_mode = "fastest" (RECOMMENDED)
   seed-n1/n3    the seed's Algorithm 2: n power iterations on the whole batch, differentiated through
                 every iteration (written here as the reference); timed and checked from
                 initialisation only (its cost does not depend on the training state)
@@ -67,8 +72,9 @@ CASES = {
 REFERENCE = {"fc": "exact", "unrolled": "exact-top", "dncnn": "lanczos"}
 METHODS = ("plain", "jacinv", "jacinv-lazy", "seed-n1", "seed-n3", "deepinv")
 # jacinv-lazy's setting: every = 4 (README: 3-seed check at the CS central point) with 3 Krylov-refined
-# iterations per visit, which bring back the accuracy that the staler vectors of a lazy penalty lose
-RECOMMENDED = {"every": 4, "iters": 3, "krylov": 4}
+# iterations per visit, which bring back the accuracy that the staler vectors of a lazy penalty lose, run
+# by finite differences on the conv nets (one plain forward per product instead of a dual pass)
+RECOMMENDED = {"every": 4, "iters": 3, "krylov": 4, "jvp_mode": "fastest"}
 LAMBDA = 1e-3
 TRAIN_LR = 1e-3
 TRAIN_STEPS = {"fc-cs": 400, "dncnn5-identity": 80, "dncnn5-blur-x2": 80, "unrolled-cs": 150}
@@ -209,7 +215,8 @@ def check_reference_on_one_sample(f, y, operator) -> float:
 
 
 def rss_mb(field: str = "VmRSS") -> float:
-    """Resident set (VmRSS) or its peak since the last reset (VmHWM) of this process, in MiB."""
+    """Resident set (VmRSS), its peak since the last reset (VmHWM) or its file-backed part (RssFile: mapped
+    library code and files) of this process, in MiB."""
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
 
@@ -320,22 +327,26 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
 
 
 def memory_worker(case: str, method: str, device: str, options: dict) -> dict:
-    """Peak memory above the set-up (resident set on the CPU, allocated GPU memory on CUDA): over the first
-    epoch, and over the next one (MiB)."""
+    """Peak memory above the set-up over the first epoch, and over the next one (MiB).  On the CPU
+    ``peak_mb*`` are anonymous memory (the resident set's peak less the code paged in since the set-up) and
+    ``peak_rss_mb*`` the whole resident set; on CUDA both are allocated GPU memory."""
     t = Trainer(case, method, device, options)
     cuda = t.device.type == "cuda"
     current = (lambda: torch.cuda.memory_allocated(t.device) / 2**20) if cuda else rss_mb  # noqa: E731
     peak = (lambda: torch.cuda.max_memory_allocated(t.device) / 2**20) if cuda else lambda: rss_mb("VmHWM")  # noqa: E731
     reset = (lambda: torch.cuda.reset_peak_memory_stats(t.device)) if cuda else reset_peak_rss  # noqa: E731
-    baseline = current()
-    reset()
-    for _ in range(t.steps_per_epoch):
-        t.step()
-    first = peak() - baseline
-    reset()
-    for _ in range(max(t.steps_per_epoch, 2 * RECOMMENDED["every"])):
-        t.step()
-    return {"peak_mb_first_epoch": first, "peak_mb": peak() - baseline}
+    code = (lambda: 0.0) if cuda else lambda: rss_mb("RssFile")  # noqa: E731
+    baseline, code_baseline = current(), code()
+    out = {}
+    for phase, steps in (("_first_epoch", t.steps_per_epoch), ("", max(t.steps_per_epoch, 2 * RECOMMENDED["every"]))):
+        reset()
+        paged_in = code() - code_baseline
+        for _ in range(steps):
+            t.step()
+        out["peak_rss_mb" + phase] = peak() - baseline
+        out["peak_mb" + phase] = out["peak_rss_mb" + phase] - paged_in
+    out["code_paged_in_mb"] = code() - code_baseline
+    return out
 
 
 def available(method: str) -> bool:
@@ -372,15 +383,15 @@ def main():
                         help="keep the other cases' rows of --out and replace only those of --cases")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "CASE", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help=f"timed steps (default per case: {TIMED_STEPS})")
-    parser.add_argument("--options", nargs="*", default=[], metavar="KEY=INT",
-                        help="estimator options of the jacinv methods, e.g. iters=1 candidates=2")
+    parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="estimator options of the jacinv methods, e.g. iters=1 jvp_mode=forward")
     args = parser.parse_args()
     options = {}
     for item in args.options:
         key, sep, value = item.partition("=")
-        if not sep or not value.lstrip("-").isdigit():
-            parser.error(f"--options takes KEY=INT items (e.g. iters=1), got {item!r}")
-        options[key] = int(value)
+        if not sep or not value:
+            parser.error(f"--options takes KEY=VALUE items (e.g. iters=1 jvp_mode=forward), got {item!r}")
+        options[key] = int(value) if value.lstrip("-").isdigit() else value
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         parser.error(f"--device must be cpu, or cuda[:N] on a machine with a CUDA GPU; got {args.device!r}")
     args.out = args.out or (RESULTS.with_name(RESULTS.stem + "_cuda.json") if args.device != "cpu" else RESULTS)

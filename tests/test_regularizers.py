@@ -4,9 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from jacinv.models import build_model
 from jacinv.operators import BlurDecimate, GaussianCS, Identity
 from jacinv.regularizers import (REGULARIZERS, JacobianProducts, SpectralJacobianPenalty, auto_weight,
-                                 build_regularizer, jacobian_frobenius_sq, jacobian_spectral_norm, power_iteration)
+                                 build_regularizer, jacobian_frobenius_sq, jacobian_spectral_norm, power_iteration,
+                                 products)
 
 from jacobians import exact_jacobians, grads
 
@@ -158,6 +160,62 @@ def test_forward_mode_chunks_do_not_change_the_penalty():
             for name in ("sja", "sj"):
                 torch.testing.assert_close(values_a[name], values_b[name], rtol=1e-5, atol=0)
                 torch.testing.assert_close(stats_a[name], stats_b[name], rtol=1e-5, atol=0)
+
+
+def blur_problem(rows=7):
+    """A conv net behind A^T for BlurDecimate, and low-resolution measurements (rows, 1, 4, 4)."""
+    f, op = conv_net(), BlurDecimate((1, 8, 8), factor=2)
+    return (lambda y: f(op.adjoint(y))), op, torch.randn(rows, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+
+
+def relative_errors(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)
+
+
+def test_finite_difference_products_converge_to_exact_ones_at_first_order(monkeypatch):
+    g, _, y = blur_problem()
+    t = torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
+    exact = JacobianProducts(g, y, "forward").jvp(t)
+    errors = []
+    for step in (1e-2, 1e-3, 1e-4):
+        monkeypatch.setattr(products, "FD_STEP", step)
+        errors.append(float(relative_errors(JacobianProducts(g, y, "finite_difference").jvp(t), exact).max()))
+    assert errors[0] < 1e-2
+    assert 5 < errors[0] / errors[1] < 20 and 5 < errors[1] / errors[2] < 20  # error proportional to the step
+
+
+def test_finite_difference_products_on_a_float32_relu_net():
+    """The regime the mode is meant for: about 1e-3 of ||J t|| (kinks crossed within the step, rounding)."""
+    net = build_model("dncnn", Identity((1, 16, 16)), depth=3).float()
+    y = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    t = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    exact = JacobianProducts(net, y, "forward").jvp(t)
+    assert float(relative_errors(JacobianProducts(net, y, "finite_difference").jvp(t), exact).max()) < 1e-2
+    zero = JacobianProducts(net, y, "finite_difference").jvp(torch.zeros_like(t))
+    assert torch.equal(zero, torch.zeros_like(zero))
+
+
+def test_finite_difference_penalty_matches_exact_norms():
+    """Finite differences drive the detached power iterations only; the differentiable value is
+    forward mode at the final vector, so it stays a lower bound of the exact norm."""
+    g, op, y = blur_problem()
+    exact = torch.linalg.matrix_norm(exact_jacobians(g, y) @ op.to_dense(), ord=2).detach()
+    penalty = SpectralJacobianPenalty({"sja": op}, iters=60, cold_iters=60, jvp_mode="finite_difference")
+    values, stats = penalty(g, y, index=torch.arange(y.shape[0]))
+    torch.testing.assert_close(stats["sja"], exact, rtol=1e-4, atol=0)
+    assert values["sja"].requires_grad
+    assert float(exact.max()) * (1 - 1e-4) <= float(values["sja"].detach()) <= float(exact.max()) * (1 + 1e-9)
+
+
+def test_finite_difference_products_are_not_differentiable():
+    g, _, y = blur_problem()
+    with pytest.raises(ValueError, match="'finite_difference' gives detached products"):
+        JacobianProducts(g, y, "finite_difference").jvp(torch.ones_like(y), create_graph=True)
+
+
+def test_fastest_mode_picks_finite_differences_for_conv_nets_only(cs_problem):
+    assert JacobianProducts(conv_net(), torch.zeros(1, 1, 4, 4), "fastest").mode == "finite_difference"
+    assert JacobianProducts(cs_problem[0], cs_problem[2], "fastest").mode == "double_vjp"
 
 
 @pytest.mark.parametrize("screen", [False, True])

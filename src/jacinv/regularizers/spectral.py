@@ -10,10 +10,12 @@ Only the batch maximum receives gradient, so a step needs
      with the current weights, one forward-mode pass over the batch without a graph;
   2. one differentiable evaluation ||J A v|| for the arg-max sample: taken from the
      shared jvp graph of the candidates when products use double-vjp (memory-bound dense
-     nets: extra rows are free there), or a separate pass on the arg-max row alone when
-     products use forward mode (compute-bound conv nets).
+     nets: extra rows are free there), or a separate forward-mode pass on the arg-max row
+     alone otherwise (compute-bound conv nets), whose iterations use forward mode or, with
+     ``jvp_mode="finite_difference"`` / ``"fastest"``, finite differences (one plain forward per
+     product instead of a dual pass; the differentiable pass stays exact).
 With double-vjp products all targets (J A and J) share one forward pass: their rows are
-stacked; forward-mode products run ``chunk_rows`` rows per pass, which bounds the memory.
+stacked; the other modes run ``chunk_rows`` rows per pass, which bounds the memory.
 Without ``index`` there is no bank: every sample gets ``cold_iters`` iterations.
 """
 from __future__ import annotations
@@ -39,8 +41,9 @@ class SpectralJacobianPenalty(nn.Module):
         candidates: samples refreshed per step by their previous estimate (the likely maxima).
         refresh: further samples refreshed per step, stalest first.
         store_dtype, store_device: how the per-sample vectors are kept.
-        jvp_mode: "auto", "double_vjp" or "forward" (see ``products``).
-        chunk_rows: rows per forward-mode pass (memory grows with it; CPU time barely).
+        jvp_mode: "auto", "fastest", "double_vjp", "forward" or "finite_difference" (see ``products``).
+        chunk_rows: rows per pass of the forward-mode / finite-difference iterations (memory grows with
+            it; CPU time barely).
         krylov: power iterations build a Krylov basis of up to this many vectors and take the best
             estimate in its span (``norms.power_iteration``); 1 is plain power iteration.
         screen: rank the samples by ||J A v_i|| at their stored vectors under the current weights
@@ -142,14 +145,14 @@ class SpectralJacobianPenalty(nn.Module):
         sigmas = [(per_sample_norm(w) * n).sqrt() for w, n in zip(ws, per_sample_norm(jv).split(sizes))]
         return [normalise(w) for w in ws], sigmas, differentiable
 
-    def _chunked_steps(self, f, y_rows, operators, vectors, n_iter):
-        """Forward-mode products: each is its own forward pass, so each target's rows are iterated in
-        chunks of ``chunk_rows``, and memory stays that of a few samples even when a whole batch is
-        new (the first epoch).  Returns (new vectors, bounds sigma) per target."""
+    def _chunked_steps(self, f, y_rows, operators, vectors, n_iter, mode):
+        """Forward-mode or finite-difference products: each is its own forward pass, so each target's rows
+        are iterated in chunks of ``chunk_rows``, and memory stays that of a few samples even when a whole
+        batch is new (the first epoch).  Returns (new vectors, bounds sigma) per target."""
         size = self.chunk_rows
         out_vectors, out_sigmas = [], []
         for rows, op, v in zip(y_rows, operators, vectors):
-            parts = [power_iteration(JacobianProducts(f, rows[s: s + size], "forward"), [op], [v[s: s + size]],
+            parts = [power_iteration(JacobianProducts(f, rows[s: s + size], mode), [op], [v[s: s + size]],
                                      n_iter, self.krylov)
                      for s in range(0, rows.shape[0], size)]
             out_vectors.append(torch.cat([p[0][0] for p in parts]))
@@ -171,10 +174,11 @@ class SpectralJacobianPenalty(nn.Module):
         vectors = [v0 for _, _, v0, _ in plans]
         n_iter = self.cold_iters if any(cold for *_, cold in plans) else self.iters
         y_rows = [y[sel] for sel in sels]
-        if resolve_jvp_mode(f, self.jvp_mode) == "double_vjp":
+        mode = resolve_jvp_mode(f, self.jvp_mode)
+        if mode == "double_vjp":
             vectors, sigmas, differentiable = self._fused_steps(f, torch.cat(y_rows), operators, vectors, n_iter)
         else:
-            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter)
+            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter, mode)
             differentiable = None
 
         estimates, best = {}, {}

@@ -424,18 +424,19 @@ def main():
 
 
 def print_table(rows):
-    print("\n| case | method | step (ms) | time / plain | memory / plain (first epoch) | "
+    print("\n| case | method | step (ms) | time / plain | memory / plain (first epoch) | whole RSS / plain | "
           "batch-max error ‖JA‖ / ‖J‖, early | trained |")
-    print("| --- | --- | ---: | ---: | ---: | --- | --- |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- | --- |")
     plain = {r["case"]: r for r in rows if r["method"] == "plain"}
     for r in rows:
         p = plain.get(r["case"])
         t = r["step_ms"] / p["step_ms"] if p else float("nan")
         m = r["peak_mb"] / p["peak_mb"] if p else float("nan")
         m1 = r["peak_mb_first_epoch"] / p["peak_mb_first_epoch"] if p else float("nan")
+        rss = r["peak_rss_mb"] / p["peak_rss_mb"] if p else float("nan")
         errors = [f"{100 * r[k]['sja']:.1f}% / {100 * r[k]['sj']:.1f}%" if k in r else "" for k in
                   ("early_error", "trained_error")]
-        print(f"| {r['case']} | {r['method']} | {r['step_ms']:.1f} | {t:.2f}x | {m:.2f}x ({m1:.2f}x) | "
+        print(f"| {r['case']} | {r['method']} | {r['step_ms']:.1f} | {t:.2f}x | {m:.2f}x ({m1:.2f}x) | {rss:.2f}x | "
               f"{errors[0]} | {errors[1]} |")
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/jacobian_cost.py            # full table (about 55 minutes on 2 CPU cores)
     python benchmarks/jacobian_cost.py --quick    # fewer steps
-    python benchmarks/jacobian_cost.py --cases fc-cs --update   # re-run one case, keep the others' rows
+    python benchmarks/jacobian_cost.py --cases fc-cs --update   # re-run one case, keep the other rows
     python benchmarks/jacobian_cost.py --device cuda              # the same on a GPU (jacobian_cost_cuda.json)
     python benchmarks/jacobian_cost.py --methods plain jacinv --options iters=1 candidates=2 --out F
                                                   # other estimator options (SpectralJacobianPenalty's) for jacinv
@@ -80,8 +80,11 @@ TRAIN_LR = 1e-3
 TRAIN_STEPS = {"fc-cs": 400, "dncnn5-identity": 80, "dncnn5-blur-x2": 80, "unrolled-cs": 150}
 EARLY_FROM = 10      # the early check starts at this step (1-based) from initialisation
 CHECKS = 4           # evaluated steps checked per phase
-# timed steps, multiples of every k in RECOMMENDED: the FC step takes about 10 ms, so it needs more
-TIMED_STEPS = {"fc-cs": 96, "dncnn5-identity": 12, "dncnn5-blur-x2": 12, "unrolled-cs": 12}
+# timed steps, multiples of every k in RECOMMENDED, several seconds each: 12 DnCNN steps (2 s) timed the same plain
+# step at 147 and 180 ms in two runs; the seed's algorithm, whose steps take seconds and do not cycle, gets
+# SEED_TIMED_STEPS
+TIMED_STEPS = {"fc-cs": 384, "dncnn5-identity": 48, "dncnn5-blur-x2": 48, "unrolled-cs": 48}
+SEED_TIMED_STEPS = 12
 REFERENCE_TOP = {"exact-top": 3, "lanczos": 2}
 MMAP_THRESHOLD = str(128 * 1024)
 THREADS = int(os.environ.get("JACINV_THREADS", "2"))  # torch CPU threads of the workers
@@ -314,7 +317,7 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
     if not method.startswith("seed"):  # the seed's algorithm is timed from initialisation
         while t.steps < TRAIN_STEPS[case]:
             t.step()
-    times = [t.step()[0] for _ in range(timed_steps)]
+    times = [t.step()[0] for _ in range(min(timed_steps, SEED_TIMED_STEPS) if method.startswith("seed") else timed_steps)]
     out.update(step_ms=1000 * sum(times) / len(times), step_ms_all=[1000 * s for s in times], at_step=t.steps)
     if checked and method.startswith("jacinv"):
         out["trained"] = t.check(CHECKS)
@@ -380,7 +383,7 @@ def main():
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--out", type=Path, help=f"default {RESULTS} ({RESULTS.stem}_cuda.json on CUDA)")
     parser.add_argument("--update", action="store_true",
-                        help="keep the other cases' rows of --out and replace only those of --cases")
+                        help="keep the other rows of --out and replace only those of --cases x --methods")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "CASE", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=None, help=f"timed steps (default per case: {TIMED_STEPS})")
     parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
@@ -413,7 +416,8 @@ def main():
             rows.append(row)
             print(f"{case:18s} {method:12s} {row['step_ms']:9.1f} ms  {row['peak_mb']:8.1f} MB", flush=True)
     if args.update and args.out.exists():
-        kept = [r for r in json.loads(args.out.read_text())["rows"] if r["case"] not in args.cases]
+        kept = [r for r in json.loads(args.out.read_text())["rows"]
+                if r["case"] not in args.cases or r["method"] not in args.methods]
         rows = sorted(kept + rows, key=lambda r: (list(CASES).index(r["case"]), list(METHODS).index(r["method"])))
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@
     python benchmarks/reproduce.py --study q_fine --jobs 2            # q = 320, 640 with five kappas
     python benchmarks/reproduce.py --study denoise mri sr --jobs 2    # denoising, MRI masks, SR GE curves
     python benchmarks/reproduce.py --study every every_unrolled --jobs 2   # lazy penalty (every = 4) check
+    python benchmarks/reproduce.py --study every_recommended every_recommended_unrolled --jobs 2
+                                                                      # the same, recommended estimator
     python benchmarks/reproduce.py --study central q m eps --tables-only   # redraw from the cache only
     python benchmarks/reproduce.py --quick --study q                  # a few minutes: tiny grid, embedded data
 
@@ -123,6 +125,9 @@ MB_CS_QUICK = (*CS_QUICK, "model.kwargs={iterations: 2, depth: 3, features: 8}")
 # VarNet's and the SR net's penalty costs 7x a plain epoch and more: evaluated on every 4th step there (within
 # the seed spread of every = 1 on the unrolled CS net; README, "Cost of the Jacobian penalties")
 MB_LAZY = ("regularizer.every=4",)
+EVERY_RECOMMENDED = (("every 1", ("regularizer.every=1",)),
+                     ("every 4, recommended", ("regularizer.every=4",
+                                               "regularizer.options={iters: 3, krylov: 4, jvp_mode: fastest}")))
 MB_MRI_MASKS = tuple(point for point in MRI_MASKS if point[0].endswith("random"))
 STUDIES = {
     "central": Study("cs", "noise.radius", (0.3,), REGULARIZERS, 600, "each", tuple(BASE), quick=CS_QUICK),
@@ -142,6 +147,12 @@ STUDIES = {
                    quick=CS_QUICK, paired="point"),
     "every_unrolled": Study("cs_unrolled", "regularizer.every", (1, 4), ("sja+sj",), 60, "fixed", tuple(BASE),
                             quick=CS_QUICK, paired="point"),
+    # The same check for the cost benchmark's recommended setting (every 4, 3 Krylov-refined iterations,
+    # finite differences on conv nets); its every = 1 runs are those of the two studies above.
+    "every_recommended": Study("cs", "", EVERY_RECOMMENDED, ("sja+sj",), 600, "fixed",
+                               (*BASE, "regularizer.kappa=2.0"), quick=CS_QUICK, paired="point"),
+    "every_recommended_unrolled": Study("cs_unrolled", "", EVERY_RECOMMENDED, ("sja+sj",), 60, "fixed", tuple(BASE),
+                                        quick=CS_QUICK, paired="point"),
     "denoise": Study("denoise", "data.n_train", (40, 200, 400), ("wd", "fj", "sj"), 40, "each",
                      ("data.n_val=100", "train.eval_every=5"), seeds=(0,),
                      quick=("data.n_val=10", "data.n_test=10", "data.patch_size=20")),

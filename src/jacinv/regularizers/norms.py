@@ -118,6 +118,8 @@ def jacobian_spectral_norm(f, y: torch.Tensor, operator: LinearOperator | None =
     the norm that converges to it, whose gradient with respect to f's parameters is
     that of the top singular value once v has converged (u^T d(JA) v).  ``krylov`` > 1 takes the
     best vector of a Krylov basis of that many vectors instead (see ``power_iteration``).
+    With ``jvp_mode`` "finite_difference" (or "fastest" on a conv net) the iterations use finite
+    differences and the differentiable evaluation forward mode.
 
     Returns the norms, and the final vectors (B, *input_shape) when ``return_vectors``.
     """
@@ -130,6 +132,8 @@ def jacobian_spectral_norm(f, y: torch.Tensor, operator: LinearOperator | None =
     elif tuple(v0.shape) != shape:
         raise ValueError(f"v0 must have shape {shape}, got {tuple(v0.shape)}")
     (v,), _ = power_iteration(products, [operator], [v0], iters, krylov)
+    if products.mode == "finite_difference":
+        products = JacobianProducts(f, y, "forward")
     sigma = per_sample_norm(products.jvp(apply(operator, v), create_graph=True))
     return (sigma, v) if return_vectors else sigma
 

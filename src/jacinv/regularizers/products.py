@@ -57,6 +57,23 @@ def forward_jvp(f, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return fwAD.unpack_dual(f(fwAD.make_dual(y.detach(), t.to(y))))[1]
 
 
+def finite_difference_jvp(f, y: torch.Tensor, t: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+    """J(y) t ~ (f(y + h t) - f(y)) / h per sample, h = FD_STEP ||y_i|| / ||t_i|| (FD_STEP / ||t_i|| where
+    y_i = 0; a zero tangent gives a zero product), detached, (B, *out_shape).  ``base``: f(y) when known."""
+    y, t = y.detach(), t.detach().to(y)
+    y_norm, t_norm = y.flatten(1).norm(dim=1), t.flatten(1).norm(dim=1)
+    h = FD_STEP * torch.where(y_norm > 0, y_norm, torch.ones_like(y_norm)) / t_norm.clamp_min(torch.finfo(t.dtype).tiny)
+    with torch.no_grad():
+        base = f(y) if base is None else base.detach()
+        return (f(y + h.view(-1, *[1] * (t.dim() - 1)) * t) - base) / h.view(-1, *[1] * (base.dim() - 1))
+
+
+def detached_jvp(f, y: torch.Tensor, t: torch.Tensor, mode: str, base: torch.Tensor | None = None) -> torch.Tensor:
+    """J(y) t without a graph: finite differences in mode "finite_difference" (``base`` = f(y) when known),
+    else one forward-mode pass."""
+    return finite_difference_jvp(f, y, t, base) if mode == "finite_difference" else forward_jvp(f, y, t)
+
+
 class JacobianProducts:
     """Products with J(y) for a batch y of shape (B, *y_shape); f maps it to (B, *out_shape).
 
@@ -87,7 +104,7 @@ class JacobianProducts:
             if create_graph:
                 raise ValueError("jvp_mode 'finite_difference' gives detached products; use 'forward' or "
                                  "'double_vjp' for differentiable ones (create_graph=True)")
-            return self._finite_difference(t)
+            return finite_difference_jvp(self.f, self.y, t, base=self.out)
         if self.mode == "forward":
             with torch.enable_grad(), fwAD.dual_level():
                 primal, tangent = fwAD.unpack_dual(self.f(fwAD.make_dual(self.y, t.to(self.y))))
@@ -99,17 +116,6 @@ class JacobianProducts:
                 (self._jt_dummy,) = torch.autograd.grad(self.out, self.y, self._dummy, create_graph=True)
             (jt,) = torch.autograd.grad(self._jt_dummy, self._dummy, t, retain_graph=True, create_graph=create_graph)
         return jt
-
-    def _finite_difference(self, t: torch.Tensor) -> torch.Tensor:
-        """(f(y + h t) - f(y)) / h per sample, h = FD_STEP ||y_i|| / ||t_i|| (FD_STEP / ||t_i|| where y_i = 0;
-        a zero tangent gives a zero product)."""
-        t = t.detach().to(self.y)
-        y_norm, t_norm = self.y.detach().flatten(1).norm(dim=1), t.flatten(1).norm(dim=1)
-        h = FD_STEP * torch.where(y_norm > 0, y_norm, torch.ones_like(y_norm)) / t_norm.clamp_min(torch.finfo(t.dtype).tiny)
-        with torch.no_grad():
-            base = self.out.detach()
-            step = self.f(self.y.detach() + h.view(-1, *[1] * (t.dim() - 1)) * t)
-            return (step - base) / h.view(-1, *[1] * (base.dim() - 1))
 
     def vjp(self, u: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         with torch.enable_grad():

@@ -28,7 +28,7 @@ from ..operators import Identity, LinearOperator
 from .bank import VectorBank
 from .norms import (apply, apply_adjoint, jacobian_input_shape, normalise, per_sample_norm, power_iteration,
                     random_unit_vectors)
-from .products import JVP_MODES, JacobianProducts, forward_jvp, resolve_jvp_mode
+from .products import JVP_MODES, JacobianProducts, detached_jvp, resolve_jvp_mode
 
 
 class SpectralJacobianPenalty(nn.Module):
@@ -47,8 +47,9 @@ class SpectralJacobianPenalty(nn.Module):
         krylov: power iterations build a Krylov basis of up to this many vectors and take the best
             estimate in its span (``norms.power_iteration``); 1 is plain power iteration.
         screen: rank the samples by ||J A v_i|| at their stored vectors under the current weights
-            (one extra forward-mode pass over the batch per step) instead of by their estimates
-            from the last refresh, which go stale as training moves the weights.
+            (one extra forward-mode pass over the batch per target and step; with finite differences one
+            plain forward per target and one shared) instead of by their estimates from the last
+            refresh, which go stale as training moves the weights.
     """
 
     def __init__(self, targets: dict[str, LinearOperator | None], iters: int = 2, cold_iters: int = 4,
@@ -99,28 +100,34 @@ class SpectralJacobianPenalty(nn.Module):
             self.banks[key] = VectorBank(self._input_shape(key, y), self.store_dtype, self.store_device)
         return self.banks[key]
 
-    def _screened(self, f, key: str, y: torch.Tensor, values: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+    def _screened(self, f, key: str, y: torch.Tensor, values: torch.Tensor, stored: torch.Tensor, mode: str,
+                  outputs: dict) -> torch.Tensor:
         """(B,) values with every seen sample's replaced by ||J A v_i|| at its stored unit vector under the
-        current weights: a lower bound on ||J A|| as fresh as the step."""
+        current weights: a lower bound on ||J A|| as fresh as the step.  Finite differences (``mode``) share
+        f(y), kept in ``outputs`` for the other targets of the step."""
         seen = (~torch.isnan(values)).nonzero().flatten()
         if not seen.numel():
             return values
+        if mode == "finite_difference" and "f(y)" not in outputs:
+            with torch.no_grad():
+                outputs["f(y)"] = f(y.detach())
         rows = seen.to(y.device)
-        jv = forward_jvp(f, y[rows], apply(self._operator(key), normalise(stored[seen].to(y))))
+        base = outputs["f(y)"][rows] if mode == "finite_difference" else None
+        jv = detached_jvp(f, y[rows], apply(self._operator(key), normalise(stored[seen].to(y))), mode, base)
         values = values.clone()
         values[seen] = per_sample_norm(jv).float().cpu()
         return values
 
-    def _plan(self, f, key: str, y: torch.Tensor, index):
+    def _plan(self, f, key: str, y: torch.Tensor, index, mode: str, outputs: dict):
         """One target's work this step: (bank lookup (values, vectors, age) or None, chosen (B,) bool mask,
         start vectors of the chosen rows, whether any chosen row is unseen).  With ``screen`` the
-        lookup's values are the screened ones."""
+        lookup's values are the screened ones (``mode``, ``outputs``: see ``_screened``)."""
         if index is None:
             shape = (y.shape[0], *self._input_shape(key, y))
             return None, torch.ones(y.shape[0], dtype=torch.bool), random_unit_vectors(shape, y, self.generator), True
         lookup = [t.cpu() for t in self._bank(key, y).lookup(index)]
         if self.screen:
-            lookup[0] = self._screened(f, key, y, lookup[0], lookup[1])
+            lookup[0] = self._screened(f, key, y, lookup[0], lookup[1], mode, outputs)
         chosen = self._refresh_mask(lookup[0], lookup[2])
         values, stored = lookup[0][chosen], lookup[1][chosen]
         v0 = random_unit_vectors(stored.shape, y, self.generator)
@@ -169,12 +176,12 @@ class SpectralJacobianPenalty(nn.Module):
         operators = [self._operator(k) for k in keys]
         if index is not None:
             index = index.detach().cpu().long()
-        plans = [self._plan(f, key, y, index) for key in keys]
+        mode, outputs = resolve_jvp_mode(f, self.jvp_mode), {}
+        plans = [self._plan(f, key, y, index, mode, outputs) for key in keys]
         sels = [chosen.nonzero().flatten().to(y.device) for _, chosen, _, _ in plans]
         vectors = [v0 for _, _, v0, _ in plans]
         n_iter = self.cold_iters if any(cold for *_, cold in plans) else self.iters
         y_rows = [y[sel] for sel in sels]
-        mode = resolve_jvp_mode(f, self.jvp_mode)
         if mode == "double_vjp":
             vectors, sigmas, differentiable = self._fused_steps(f, torch.cat(y_rows), operators, vectors, n_iter)
         else:

@@ -317,7 +317,8 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
     if not method.startswith("seed"):  # the seed's algorithm is timed from initialisation
         while t.steps < TRAIN_STEPS[case]:
             t.step()
-    times = [t.step()[0] for _ in range(min(timed_steps, SEED_TIMED_STEPS) if method.startswith("seed") else timed_steps)]
+    n_timed = min(timed_steps, SEED_TIMED_STEPS) if method.startswith("seed") else timed_steps
+    times = [t.step()[0] for _ in range(n_timed)]
     out.update(step_ms=1000 * sum(times) / len(times), step_ms_all=[1000 * s for s in times], at_step=t.steps)
     if checked and method.startswith("jacinv"):
         out["trained"] = t.check(CHECKS)

@@ -12,7 +12,10 @@ Each (case, method) runs in fresh worker processes, alone on the machine:
              step 10 on ("early": ||J A|| moves fastest there) are checked against references;
              then training goes on (Adam, lr 1e-3) to TRAIN_STEPS steps, the next TIMED_STEPS steps
              are timed (mean of forward + penalty + backward + Adam; with every = k the mean covers
-             whole cycles of k), and CHECKS more evaluated steps are checked ("trained").
+             whole cycles of k) in blocks of 4 between blocks of 4 plain steps (no penalty) timed as
+             well, which give the time ratio ("same process": it does not drift with the machine, as
+             the ratio to the plain method's own run does), and CHECKS more evaluated steps are
+             checked ("trained").
   memory     a second process with glibc's mmap threshold fixed at 128 KiB, so that freed tensors
              leave the resident set and its peak follows the live tensors: peak RSS above the
              set-up during the first epoch (every sample cold) and during the next epoch (reset with
@@ -85,6 +88,7 @@ CHECKS = 4           # evaluated steps checked per phase
 # SEED_TIMED_STEPS
 TIMED_STEPS = {"fc-cs": 384, "dncnn5-identity": 48, "dncnn5-blur-x2": 48, "unrolled-cs": 48}
 SEED_TIMED_STEPS = 12
+INTERLEAVE = RECOMMENDED["every"]  # steps per block when plain steps are timed between the method's blocks
 REFERENCE_TOP = {"exact-top": 3, "lanczos": 2}
 MMAP_THRESHOLD = str(128 * 1024)
 THREADS = int(os.environ.get("JACINV_THREADS", "2"))  # torch CPU threads of the workers
@@ -259,17 +263,17 @@ class Trainer:
             for s in range(self.steps_per_epoch):
                 yield order[s * self.batch:(s + 1) * self.batch]
 
-    def step(self, before_update=None):
-        """One training step as jacinv's loop takes it (fidelity backward, then penalty backward).
-        ``before_update(y, stats)`` runs, untimed, before Adam's update when the penalty was evaluated.
-        Returns (seconds, its result or None)."""
+    def step(self, before_update=None, plain: bool = False):
+        """One training step as jacinv's loop takes it (fidelity backward, then penalty backward; ``plain``:
+        without the penalty, which is not called).  ``before_update(y, stats)`` runs, untimed, before Adam's
+        update when the penalty was evaluated.  Returns (seconds, its result or None)."""
         index = next(self.stream)
         y, x = self.y[index], self.x[index]
         self.synchronize()
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         l2_distance(self.f(y), x).mean().backward()
-        value, stats = self.penalty(self.f, y, x, index)
+        value, stats = (None, None) if plain else self.penalty(self.f, y, x, index)
         if value is not None and value.requires_grad:
             value.backward()
         self.synchronize()
@@ -300,6 +304,18 @@ class Trainer:
         return pairs
 
 
+def timed_steps_interleaved(t: Trainer, n: int, interleave: bool) -> tuple[list[float], list[float]]:
+    """Seconds of ``n`` steps of the method and, with ``interleave``, of as many plain steps taken in blocks of
+    INTERLEAVE between the method's blocks in the same process: their ratio does not drift with the machine
+    (the same plain DnCNN step timed in two processes took 147 and 180 ms)."""
+    times, plain_times = [], []
+    while len(times) < n:
+        if interleave:
+            plain_times += [t.step(plain=True)[0] for _ in range(INTERLEAVE)]
+        times += [t.step()[0] for _ in range(min(INTERLEAVE, n - len(times)))]
+    return times, plain_times
+
+
 def max_rel_error(pairs: list[dict]) -> dict:
     return {k: max(abs(p[k][0] - p[k][1]) / p[k][1] for p in pairs) for k in ("sja", "sj")}
 
@@ -318,8 +334,10 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
         while t.steps < TRAIN_STEPS[case]:
             t.step()
     n_timed = min(timed_steps, SEED_TIMED_STEPS) if method.startswith("seed") else timed_steps
-    times = [t.step()[0] for _ in range(n_timed)]
+    times, plain_times = timed_steps_interleaved(t, n_timed, interleave=method != "plain")
     out.update(step_ms=1000 * sum(times) / len(times), step_ms_all=[1000 * s for s in times], at_step=t.steps)
+    if plain_times:
+        out["plain_ms_interleaved"] = 1000 * sum(plain_times) / len(plain_times)
     if checked and method.startswith("jacinv"):
         out["trained"] = t.check(CHECKS)
         out["trained_error"] = max_rel_error(out["trained"])
@@ -429,19 +447,20 @@ def main():
 
 
 def print_table(rows):
-    print("\n| case | method | step (ms) | time / plain | memory / plain (first epoch) | whole RSS / plain | "
+    print("\n| case | method | step (ms) | time / plain, same process (separate) | memory / plain (first epoch) | whole RSS / plain | "
           "batch-max error ‖JA‖ / ‖J‖, early | trained |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- | --- |")
     plain = {r["case"]: r for r in rows if r["method"] == "plain"}
     for r in rows:
         p = plain.get(r["case"])
         t = r["step_ms"] / p["step_ms"] if p else float("nan")
+        t_same = r["step_ms"] / r["plain_ms_interleaved"] if "plain_ms_interleaved" in r else t
         m = r["peak_mb"] / p["peak_mb"] if p else float("nan")
         m1 = r["peak_mb_first_epoch"] / p["peak_mb_first_epoch"] if p else float("nan")
         rss = r["peak_rss_mb"] / p["peak_rss_mb"] if p else float("nan")
         errors = [f"{100 * r[k]['sja']:.1f}% / {100 * r[k]['sj']:.1f}%" if k in r else "" for k in
                   ("early_error", "trained_error")]
-        print(f"| {r['case']} | {r['method']} | {r['step_ms']:.1f} | {t:.2f}x | {m:.2f}x ({m1:.2f}x) | {rss:.2f}x | "
+        print(f"| {r['case']} | {r['method']} | {r['step_ms']:.1f} | {t_same:.2f}x ({t:.2f}x) | {m:.2f}x ({m1:.2f}x) | {rss:.2f}x | "
               f"{errors[0]} | {errors[1]} |")
 
 

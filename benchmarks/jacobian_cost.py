@@ -121,9 +121,9 @@ def seed_algorithm2(f, y, operator, n_iters: int, generator) -> torch.Tensor:
 def make_penalty(method: str, operator, options: dict | None = None):
     """A function (f, y, x, index) -> (penalty or None, {"sja": batch max, "sj": batch max} as the values
     that enter the loss, when the penalty was evaluated on this step, else None).  ``options``: estimator
-    options of the jacinv methods (``build_regularizer``'s)."""
+    options of the jacinv methods (``build_regularizer``'s), over RECOMMENDED's for jacinv-lazy."""
     if method in ("jacinv", "jacinv-lazy"):
-        options = {**(options or {}), **(RECOMMENDED if method == "jacinv-lazy" else {})}
+        options = {**(RECOMMENDED if method == "jacinv-lazy" else {}), **(options or {})}
         reg = build_regularizer("sja+sj", operator=operator, lambda_ja=LAMBDA, lambda_j=LAMBDA, **options)
 
         def penalty(f, y, x, index):

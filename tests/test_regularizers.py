@@ -248,6 +248,48 @@ def test_screen_ranks_samples_by_their_current_norm_at_the_stored_vectors(cs_pro
         torch.testing.assert_close(stats["sja"], exact, rtol=rtol, atol=0)
 
 
+class _RowCounting(nn.Module):
+    """Wraps a net and counts the rows (samples) of every forward call."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.rows = net, 0
+
+    def forward(self, y):
+        self.rows += y.shape[0]
+        return self.net(y)
+
+
+# rows through the net on a warm step of one target: (rows chosen, iterations, focus) -> rows
+_WARM_STEP_ROWS = {
+    # a dual pass per step (its primal gives the graph for the vjp), + the differentiable pass on the arg-max
+    "forward": lambda chosen, iters, focus: (iters * chosen if not focus else chosen + (iters - 1) * focus) + 1,
+    # a graph forward, then a plain forward per step, + the differentiable pass on the arg-max
+    "finite_difference": lambda chosen, iters, focus: (
+        chosen + iters * chosen if not focus else 2 * chosen + focus + (iters - 1) * focus) + 1,
+}
+
+
+@pytest.mark.parametrize("jvp_mode", ["forward", "finite_difference"])
+def test_focus_iterates_only_the_rows_ranked_highest_after_one_step(jvp_mode):
+    """With focus = k every chosen row takes one power step and the k then ranked highest take the rest;
+    the arg-max's value stays exact once its vector has converged."""
+    _, op, y = blur_problem(rows=7)
+    net = _RowCounting(conv_net())
+    counted = lambda v: net(op.adjoint(v))  # noqa: E731
+    exact = torch.linalg.matrix_norm(exact_jacobians(counted, y) @ op.to_dense(), ord=2).detach()
+    index, chosen, iters = torch.arange(y.shape[0]), 4, 5
+    for focus in (0, 2):
+        penalty = SpectralJacobianPenalty({"sja": op}, iters=iters, cold_iters=80, candidates=3, refresh=1,
+                                          store_dtype=torch.float64, jvp_mode=jvp_mode, chunk_rows=8, focus=focus)
+        penalty(counted, y, index=index)  # first visit: every row cold and iterated to convergence
+        net.rows = 0
+        values, stats = penalty(counted, y, index=index)
+        assert net.rows == _WARM_STEP_ROWS[jvp_mode](chosen, iters, focus)
+        torch.testing.assert_close(values["sja"].detach(), exact.max(), rtol=1e-4, atol=0)
+        assert bool((stats["sja"] <= exact * (1 + 2e-3)).all())
+
+
 def test_cold_penalty_without_index_is_a_lower_bound_on_the_max(cs_problem):
     f, op, y = cs_problem
     exact = torch.linalg.matrix_norm(exact_jacobians(f, y) @ op.to_dense(), ord=2).max().detach()
@@ -354,6 +396,7 @@ def test_batchnorm_in_train_mode_is_refused(cs_problem):
     (dict(name="sj", chunk_rows=0), "chunk_rows must be an int >= 1, got 0"),
     (dict(name="sj", krylov=0), "krylov must be an int >= 1, got 0"),
     (dict(name="sj", screen="yes"), "screen must be a bool, got 'yes'"),
+    (dict(name="sj", focus=-1), "focus must be an int >= 0, got -1"),
     (dict(name="fj", projection="uniform"), r"projection must be one of"),
 ])
 def test_bad_regularizer_arguments(kwargs, match):

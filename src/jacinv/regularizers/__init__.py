@@ -30,7 +30,7 @@ REGULARIZERS = ("none", "wd", "sw", "sj", "sja", "sja+sj", "fj", "fja", "fja+fj"
 _JACOBIAN_TARGETS = {"sj": ("sj",), "sja": ("sja",), "sja+sj": ("sja", "sj"),
                      "fj": ("fj",), "fja": ("fja",), "fja+fj": ("fja", "fj")}
 _SPECTRAL_OPTIONS = ("iters", "cold_iters", "candidates", "refresh", "store_dtype", "store_device", "seed",
-                     "jvp_mode", "chunk_rows", "krylov", "screen")
+                     "jvp_mode", "chunk_rows", "krylov", "screen", "focus")
 _FROBENIUS_OPTIONS = ("n_projections", "projection", "seed")
 
 
@@ -43,7 +43,7 @@ def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_
 
     ``operator`` (A) is required by the model-aware names (sja, fja, ...).  ``options``
     tune the estimators: spectral (iters, cold_iters, candidates, refresh, store_dtype,
-    store_device, seed, jvp_mode, chunk_rows, krylov, screen), Frobenius (n_projections, projection, seed), sw (iters).
+    store_device, seed, jvp_mode, chunk_rows, krylov, screen, focus), Frobenius (n_projections, projection, seed), sw (iters).
     """
     if name not in REGULARIZERS:
         raise ValueError(f"unknown regularizer name {name!r}; expected one of {list(REGULARIZERS)}")

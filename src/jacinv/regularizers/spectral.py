@@ -50,12 +50,17 @@ class SpectralJacobianPenalty(nn.Module):
             (one extra forward-mode pass over the batch per target and step; with finite differences one
             plain forward per target and one shared) instead of by their estimates from the last
             refresh, which go stale as training moves the weights.
+        focus: with forward-mode / finite-difference products, where every row costs a pass, the chosen
+            rows all take one power step and only the ``focus`` ranked highest by it take the other
+            ``iters`` - 1 (0: all take all; steps with unseen samples always iterate every row).  Only the
+            arg-max enters the loss, so the iterations go where it is likely to be.  Double-vjp products
+            share one graph, on which extra rows are free: they iterate every row.
     """
 
     def __init__(self, targets: dict[str, LinearOperator | None], iters: int = 2, cold_iters: int = 4,
                  candidates: int = 4, refresh: int = 1, store_dtype: torch.dtype = torch.float16,
                  store_device="cpu", seed: int = 0, jvp_mode: str = "auto", chunk_rows: int = 4,
-                 krylov: int = 1, screen: bool = False):
+                 krylov: int = 1, screen: bool = False, focus: int = 0):
         super().__init__()
         if not targets:
             raise ValueError("targets must name at least one operator (or None for J itself)")
@@ -66,6 +71,7 @@ class SpectralJacobianPenalty(nn.Module):
         self.jvp_mode = choice(jvp_mode, "jvp_mode", JVP_MODES)
         self.chunk_rows = positive_int(chunk_rows, "chunk_rows")
         self.krylov = positive_int(krylov, "krylov")
+        self.focus = positive_int(focus, "focus", minimum=0)
         if screen not in (True, False, 0, 1):
             raise ValueError(f"screen must be a bool, got {screen!r}")
         self.screen = bool(screen)
@@ -152,19 +158,30 @@ class SpectralJacobianPenalty(nn.Module):
         sigmas = [(per_sample_norm(w) * n).sqrt() for w, n in zip(ws, per_sample_norm(jv).split(sizes))]
         return [normalise(w) for w in ws], sigmas, differentiable
 
-    def _chunked_steps(self, f, y_rows, operators, vectors, n_iter, mode):
+    def _chunked_steps(self, f, y_rows, operators, vectors, n_iter, mode, focus):
         """Forward-mode or finite-difference products: each is its own forward pass, so each target's rows
         are iterated in chunks of ``chunk_rows``, and memory stays that of a few samples even when a whole
-        batch is new (the first epoch).  Returns (new vectors, bounds sigma) per target."""
-        size = self.chunk_rows
+        batch is new (the first epoch).  With ``focus`` = k, every row takes one power step and only the k
+        rows then ranked highest take the other ``n_iter`` - 1.  Returns (new vectors, bounds sigma) per target."""
         out_vectors, out_sigmas = [], []
         for rows, op, v in zip(y_rows, operators, vectors):
-            parts = [power_iteration(JacobianProducts(f, rows[s: s + size], mode), [op], [v[s: s + size]],
-                                     n_iter, self.krylov)
-                     for s in range(0, rows.shape[0], size)]
-            out_vectors.append(torch.cat([p[0][0] for p in parts]))
-            out_sigmas.append(torch.cat([p[1][0] for p in parts]))
+            if not focus or n_iter == 1 or rows.shape[0] <= focus:
+                v, sigma = self._chunked_power(f, rows, op, v, n_iter, mode)
+            else:
+                v, sigma = self._chunked_power(f, rows, op, v, 1, mode)
+                top = sigma.topk(focus).indices
+                v[top], sigma[top] = self._chunked_power(f, rows[top], op, v[top], n_iter - 1, mode)
+            out_vectors.append(v)
+            out_sigmas.append(sigma)
         return out_vectors, out_sigmas
+
+    def _chunked_power(self, f, rows, op, v, n_iter, mode):
+        """``n_iter`` power steps on M = J A (``op``; J when None) for ``rows``, ``chunk_rows`` at a time:
+        (vectors, sigma)."""
+        size = self.chunk_rows
+        parts = [power_iteration(JacobianProducts(f, rows[s: s + size], mode), [op], [v[s: s + size]], n_iter,
+                                 self.krylov) for s in range(0, rows.shape[0], size)]
+        return torch.cat([p[0][0] for p in parts]), torch.cat([p[1][0] for p in parts])
 
     def forward(self, f, y: torch.Tensor, x=None, index: torch.Tensor | None = None):
         """Returns ({name: differentiable scalar batch max}, {name: (B,) detached estimates}).
@@ -180,12 +197,14 @@ class SpectralJacobianPenalty(nn.Module):
         plans = [self._plan(f, key, y, index, mode, outputs) for key in keys]
         sels = [chosen.nonzero().flatten().to(y.device) for _, chosen, _, _ in plans]
         vectors = [v0 for _, _, v0, _ in plans]
-        n_iter = self.cold_iters if any(cold for *_, cold in plans) else self.iters
+        cold = any(unseen for *_, unseen in plans)
+        n_iter = self.cold_iters if cold else self.iters
         y_rows = [y[sel] for sel in sels]
         if mode == "double_vjp":
             vectors, sigmas, differentiable = self._fused_steps(f, torch.cat(y_rows), operators, vectors, n_iter)
         else:
-            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter, mode)
+            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter, mode,
+                                                  None if cold else self.focus)
             differentiable = None
 
         estimates, best = {}, {}

@@ -395,7 +395,7 @@ def test_batchnorm_in_train_mode_is_refused(cs_problem):
     (dict(name="sj", candidates=0), "candidates must be an int >= 1, got 0"),
     (dict(name="sj", chunk_rows=0), "chunk_rows must be an int >= 1, got 0"),
     (dict(name="sj", krylov=0), "krylov must be an int >= 1, got 0"),
-    (dict(name="sj", screen="yes"), "screen must be a bool, got 'yes'"),
+    (dict(name="sj", screen="yes"), "screen must be true or false, got 'yes'"),
     (dict(name="sj", focus=-1), "focus must be an int >= 0, got -1"),
     (dict(name="fj", projection="uniform"), r"projection must be one of"),
 ])

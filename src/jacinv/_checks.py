@@ -26,6 +26,13 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
     return value
 
 
+def flag(value, name: str) -> bool:
+    """A switch: True or False (0 and 1, as command lines that parse numbers give them, count as such)."""
+    if not isinstance(value, (bool, int)) or value not in (True, False):
+        raise TypeError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def finite_number(value, name: str, *, low: float | None = None, high: float | None = None,
                   low_open: bool = False, high_open: bool = False) -> float:
     """Return ``value`` as a float inside the interval, or raise naming ``name``."""

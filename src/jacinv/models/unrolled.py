@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import finite_number, positive_int
+from .._checks import finite_number, flag, positive_int
 from ..operators import LinearOperator
 from ..operators.base import conjugate_gradient
 from .dncnn import DnCNN
@@ -52,8 +52,7 @@ class UnrolledProximalGradient(nn.Module):
                  features: int = 32, norm: str = "none"):
         super().__init__()
         positive_int(iterations, "iterations")
-        if not isinstance(shared, bool):
-            raise TypeError(f"shared must be true or false, got {shared!r}")
+        shared = flag(shared, "shared")
         self.operator = operator
         self.start = AdjointInput(operator)
         n_cnns = 1 if shared else iterations

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import choice, positive_int
+from .._checks import choice, flag, positive_int
 from ..operators import Identity, LinearOperator
 from .bank import VectorBank
 from .norms import (apply, apply_adjoint, jacobian_input_shape, normalise, per_sample_norm, power_iteration,
@@ -72,9 +72,7 @@ class SpectralJacobianPenalty(nn.Module):
         self.chunk_rows = positive_int(chunk_rows, "chunk_rows")
         self.krylov = positive_int(krylov, "krylov")
         self.focus = positive_int(focus, "focus", minimum=0)
-        if screen not in (True, False, 0, 1):
-            raise ValueError(f"screen must be a bool, got {screen!r}")
-        self.screen = bool(screen)
+        self.screen = flag(screen, "screen")
         # Identity targets are J itself: map every name to a shared key.
         self.keys = {name: ("J" if op is None or isinstance(op, Identity) else name) for name, op in targets.items()}
         self.operators = nn.ModuleDict({self.keys[n]: op for n, op in targets.items() if self.keys[n] != "J"})

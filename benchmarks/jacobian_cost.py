@@ -1,6 +1,6 @@
 """Cost and accuracy of the batch-max spectral penalty "sja+sj" against a plain training step.
 
-    python benchmarks/jacobian_cost.py            # full table (about 55 minutes on 2 CPU cores)
+    python benchmarks/jacobian_cost.py            # full table (about 50 minutes on 2 CPU cores)
     python benchmarks/jacobian_cost.py --quick    # fewer steps
     python benchmarks/jacobian_cost.py --cases fc-cs --update   # re-run one case, keep the other rows
     python benchmarks/jacobian_cost.py --device cuda              # the same on a GPU (jacobian_cost_cuda.json)

@@ -248,14 +248,15 @@ def test_screen_ranks_samples_by_their_current_norm_at_the_stored_vectors(cs_pro
         torch.testing.assert_close(stats["sja"], exact, rtol=rtol, atol=0)
 
 
-class _RowCounting(nn.Module):
-    """Wraps a net and counts the rows (samples) of every forward call."""
+class _Counting(nn.Module):
+    """Wraps a net and counts its forward calls and the rows (samples) they carry."""
 
     def __init__(self, net):
         super().__init__()
-        self.net, self.rows = net, 0
+        self.net, self.calls, self.rows = net, 0, 0
 
     def forward(self, y):
+        self.calls += 1
         self.rows += y.shape[0]
         return self.net(y)
 
@@ -275,7 +276,7 @@ def test_focus_iterates_only_the_rows_ranked_highest_after_one_step(jvp_mode):
     """With focus = k every chosen row takes one power step and the k then ranked highest take the rest;
     the arg-max's value stays exact once its vector has converged."""
     _, op, y = blur_problem(rows=7)
-    net = _RowCounting(conv_net())
+    net = _Counting(conv_net())
     counted = lambda v: net(op.adjoint(v))  # noqa: E731
     exact = torch.linalg.matrix_norm(exact_jacobians(counted, y) @ op.to_dense(), ord=2).detach()
     index, chosen, iters = torch.arange(y.shape[0]), 4, 5
@@ -408,18 +409,6 @@ def test_auto_weight_without_loss_is_refused(cs_problem):
     f, op, y = cs_problem
     with pytest.raises(ValueError, match="'auto', which needs loss="):
         build_regularizer("sja", operator=op)(f, y)
-
-
-class _Counting(nn.Module):
-    """Wraps a net and counts its forward calls."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.calls = net, 0
-
-    def forward(self, y):
-        self.calls += 1
-        return self.net(y)
 
 
 def test_lazy_regularisation_evaluates_every_kth_step_with_weight_times_k(cs_problem):

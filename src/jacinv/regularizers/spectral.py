@@ -202,7 +202,7 @@ class SpectralJacobianPenalty(nn.Module):
             vectors, sigmas, differentiable = self._fused_steps(f, torch.cat(y_rows), operators, vectors, n_iter)
         else:
             vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter, mode,
-                                                  None if cold else self.focus)
+                                                  0 if cold else self.focus)
             differentiable = None
 
         estimates, best = {}, {}

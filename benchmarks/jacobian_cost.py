@@ -6,6 +6,8 @@
     python benchmarks/jacobian_cost.py --device cuda              # the same on a GPU (jacobian_cost_cuda.json)
     python benchmarks/jacobian_cost.py --methods plain jacinv --options iters=1 candidates=2 --out F
                                                   # other estimator options (SpectralJacobianPenalty's) for jacinv
+    python benchmarks/jacobian_cost.py --accuracy-only --seeds 0 1 2 --jobs 2 --cases unrolled-cs \
+        --methods jacinv-lazy --options focus=2 --out F   # estimate errors over 3 training seeds, untimed
 
 Each (case, method) runs in fresh worker processes, alone on the machine:
   accuracy   from initialisation, the batch maxima reported on the first CHECKS (4) evaluated steps from
@@ -34,6 +36,11 @@ Methods:
                 every iteration (written here as the reference); timed and checked from
                 initialisation only (its cost does not depend on the training state)
   deepinv       deepinv.loss.JacobianSpectralNorm, 5 iterations (only when installed)
+With --seeds the accuracy worker runs once per training seed (the model's initialisation, the batch order
+and the estimator's random vectors; seed 0 is the default trajectory) and the errors are reported as the
+mean over seeds (worst seed): the largest of CHECKS errors on one trajectory moves by about 2 points from
+seed to seed.  --accuracy-only skips the timing and the memory worker; only then may --jobs run
+workers side by side, with one thread each.
 Reference norms: exact Jacobians (forward-mode products with the 160 basis vectors) for the FC
 net; for the unrolled net exact Jacobians of the 3 samples ranked highest by 30 Krylov-refined
 power iterations (krylov = 8); for DnCNN, Lanczos (scipy svds on the matrix-free J A, tol 1e-4) on
@@ -50,6 +57,7 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -118,12 +126,13 @@ def seed_algorithm2(f, y, operator, n_iters: int, generator) -> torch.Tensor:
     return u.flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1)
 
 
-def make_penalty(method: str, operator, options: dict | None = None):
+def make_penalty(method: str, operator, options: dict | None = None, seed: int = 0):
     """A function (f, y, x, index) -> (penalty or None, {"sja": batch max, "sj": batch max} as the values
     that enter the loss, when the penalty was evaluated on this step, else None).  ``options``: estimator
-    options of the jacinv methods (``build_regularizer``'s), over RECOMMENDED's for jacinv-lazy."""
+    options of the jacinv methods (``build_regularizer``'s), over RECOMMENDED's for jacinv-lazy; ``seed``:
+    that of the random start vectors."""
     if method in ("jacinv", "jacinv-lazy"):
-        options = {**(RECOMMENDED if method == "jacinv-lazy" else {}), **(options or {})}
+        options = {**(RECOMMENDED if method == "jacinv-lazy" else {}), "seed": seed, **(options or {})}
         reg = build_regularizer("sja+sj", operator=operator, lambda_ja=LAMBDA, lambda_j=LAMBDA, **options)
 
         def penalty(f, y, x, index):
@@ -132,7 +141,7 @@ def make_penalty(method: str, operator, options: dict | None = None):
         return penalty
     if method.startswith("seed-n"):
         n = int(method[len("seed-n"):])
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator().manual_seed(seed)
 
         def penalty(f, y, x, index):
             sja = seed_algorithm2(f, y, operator, n, g)
@@ -237,8 +246,8 @@ class Trainer:
     """One case and method: the model, its data, Adam and the step function (fixed seeds)."""
 
     def __init__(self, case: str, method: str, device: str = "cpu", options: dict | None = None,
-                 keep_memory: bool = True):
-        torch.manual_seed(0)
+                 keep_memory: bool = True, seed: int = 0):
+        torch.manual_seed(seed)
         torch.set_num_threads(THREADS)
         self.device = torch.device(device)
         # as jacinv's training loop does on CPU; the memory worker's own mmap threshold is left alone
@@ -251,8 +260,8 @@ class Trainer:
         with torch.no_grad():
             self.y = self.operator(self.x)
         self.opt = torch.optim.Adam(self.f.parameters(), lr=TRAIN_LR)
-        self.penalty = make_penalty(method, self.operator, options)
-        self.order = torch.Generator().manual_seed(2)
+        self.penalty = make_penalty(method, self.operator, options, seed)
+        self.order = torch.Generator().manual_seed(2 + seed)
         self.steps_per_epoch = self.n_train // self.batch
         self.stream = self._batches()
         self.steps = 0
@@ -320,11 +329,12 @@ def max_rel_error(pairs: list[dict]) -> dict:
     return {k: max(abs(p[k][0] - p[k][1]) / p[k][1] for p in pairs) for k in ("sja", "sj")}
 
 
-def accuracy_worker(case: str, method: str, timed_steps: int, device: str, options: dict) -> dict:
-    """Early check, training to TRAIN_STEPS, timing, trained check (see the module docstring)."""
-    t = Trainer(case, method, device, options)
+def accuracy_worker(case: str, method: str, timed_steps: int, device: str, options: dict, seed: int = 0) -> dict:
+    """Early check, training to TRAIN_STEPS, timing (none when ``timed_steps`` is 0), trained check (see the
+    module docstring), on the trajectory of training seed ``seed``."""
+    t = Trainer(case, method, device, options, seed=seed)
     checked = method.startswith("jacinv") or (method.startswith("seed") and t.reference != "lanczos")
-    out = {"case": case, "method": method, "allocator": t.allocator}
+    out = {"case": case, "method": method, "seed": seed, "allocator": t.allocator}
     while t.steps < EARLY_FROM - 1:
         t.step()
     if checked:
@@ -334,10 +344,12 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
         while t.steps < TRAIN_STEPS[case]:
             t.step()
     n_timed = min(timed_steps, SEED_TIMED_STEPS) if method.startswith("seed") else timed_steps
-    times, plain_times = timed_steps_interleaved(t, n_timed, interleave=method != "plain")
-    out.update(step_ms=1000 * sum(times) / len(times), step_ms_all=[1000 * s for s in times], at_step=t.steps)
-    if plain_times:
-        out["plain_ms_interleaved"] = 1000 * sum(plain_times) / len(plain_times)
+    if n_timed:
+        times, plain_times = timed_steps_interleaved(t, n_timed, interleave=method != "plain")
+        out.update(step_ms=1000 * sum(times) / len(times), step_ms_all=[1000 * s for s in times])
+        if plain_times:
+            out["plain_ms_interleaved"] = 1000 * sum(plain_times) / len(plain_times)
+    out["at_step"] = t.steps
     if checked and method.startswith("jacinv"):
         out["trained"] = t.check(CHECKS)
         out["trained_error"] = max_rel_error(out["trained"])
@@ -346,6 +358,22 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
     out["reference"] = {"exact": "exact Jacobians", "exact-top": "exact Jacobians of the likely maxima",
                         "lanczos": "Lanczos (svds, tol 1e-4)"}[t.reference]
     return out
+
+
+def over_seeds(results: list[dict]) -> dict:
+    """One row from the accuracy workers of several training seeds: the first seed's row (its times), with
+    each error replaced by its mean over the seeds, the worst seed's in ``<phase>_error_worst`` and every
+    seed's checks in ``per_seed``."""
+    row = dict(results[0])
+    if len(results) == 1:
+        return row
+    for phase in ("early_error", "trained_error"):
+        if phase in row:
+            row[phase] = {k: sum(r[phase][k] for r in results) / len(results) for k in ("sja", "sj")}
+            row[phase + "_worst"] = {k: max(r[phase][k] for r in results) for k in ("sja", "sj")}
+    row["per_seed"] = [{k: r[k] for k in ("seed", "early", "early_error", "trained", "trained_error") if k in r}
+                       for r in results]
+    return row
 
 
 def memory_worker(case: str, method: str, device: str, options: dict) -> dict:
@@ -381,16 +409,20 @@ def available(method: str) -> bool:
     return True
 
 
-def run_worker(kind: str, case: str, method: str, timed_steps: int, device: str, options: list[str]) -> dict:
+def run_worker(kind: str, case: str, method: str, timed_steps: int, device: str, options: list[str], seed: int = 0,
+               threads: int | None = None) -> dict:
+    """One worker process (``threads``: its torch and OpenMP threads, default THREADS)."""
     env = dict(os.environ)
     if kind == "memory":
         env["MALLOC_MMAP_THRESHOLD_"] = MMAP_THRESHOLD
+    if threads is not None:
+        env.update(JACINV_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", kind, case, method, "--steps", str(timed_steps), "--device", device,
-           "--options", *options]
+           "--seed", str(seed), "--options", *options]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode:
         print(proc.stderr, file=sys.stderr)
-        raise SystemExit(f"{kind} worker {case} {method} failed")
+        raise SystemExit(f"{kind} worker {case} {method} seed {seed} failed")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -407,7 +439,18 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help=f"timed steps (default per case: {TIMED_STEPS})")
     parser.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
                         help="estimator options of the jacinv methods, e.g. iters=1 jvp_mode=forward")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED",
+                        help="training seeds of the accuracy worker (default 0); errors: mean over seeds (worst)")
+    parser.add_argument("--accuracy-only", action="store_true", help="estimate errors only: no timing, no memory worker")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="accuracy workers run side by side, one thread each (only with --accuracy-only)")
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # a worker's training seed
     args = parser.parse_args()
+    if args.jobs < 1 or (args.jobs > 1 and not args.accuracy_only):
+        parser.error(f"--jobs must be 1, or more with --accuracy-only (parallel workers would spoil the timing); "
+                     f"got {args.jobs}")
+    if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct ints >= 0, got {args.seeds}")
     options = {}
     for item in args.options:
         key, sep, value = item.partition("=")
@@ -417,23 +460,17 @@ def main():
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         parser.error(f"--device must be cpu, or cuda[:N] on a machine with a CUDA GPU; got {args.device!r}")
     args.out = args.out or (RESULTS.with_name(RESULTS.stem + "_cuda.json") if args.device != "cpu" else RESULTS)
-    steps = lambda case: args.steps or (RECOMMENDED["every"] if args.quick else TIMED_STEPS[case])  # noqa: E731
+    def steps(case: str) -> int:
+        if args.steps is not None:
+            return args.steps
+        return RECOMMENDED["every"] if args.quick else TIMED_STEPS[case]
     if args.worker:
         kind, case, method = args.worker
-        result = (accuracy_worker(case, method, steps(case), args.device, options) if kind == "accuracy"
+        result = (accuracy_worker(case, method, steps(case), args.device, options, args.seed) if kind == "accuracy"
                   else memory_worker(case, method, args.device, options))
         print(json.dumps(result))
         return
-    rows = []
-    for case in args.cases:
-        for method in args.methods:
-            if not available(method):
-                print(f"{case:18s} {method:12s} skipped (not installed)")
-                continue
-            row = {**run_worker("accuracy", case, method, steps(case), args.device, args.options),
-                   **run_worker("memory", case, method, steps(case), args.device, args.options)}
-            rows.append(row)
-            print(f"{case:18s} {method:12s} {row['step_ms']:9.1f} ms  {row['peak_mb']:8.1f} MB", flush=True)
+    rows = run_rows(args, steps)
     if args.update and args.out.exists():
         kept = [r for r in json.loads(args.out.read_text())["rows"]
                 if r["case"] not in args.cases or r["method"] not in args.methods]
@@ -446,22 +483,63 @@ def main():
     print(f"wrote {args.out}")
 
 
+def run_rows(args, steps) -> list[dict]:
+    """A row per (case, method) of ``args``: the accuracy workers of every seed (the first seed's timed, unless
+    ``args.accuracy_only``) and the memory worker, one process at a time; with ``args.accuracy_only``,
+    ``args.jobs`` accuracy workers at a time, one thread each."""
+    pairs = []
+    for case in args.cases:
+        for method in args.methods:
+            if available(method):
+                pairs.append((case, method))
+            else:
+                print(f"{case:18s} {method:12s} skipped (not installed)")
+    threads = 1 if args.jobs > 1 else None
+
+    def accuracy(case, method, seed):
+        timed = 0 if args.accuracy_only or seed != args.seeds[0] else steps(case)
+        return run_worker("accuracy", case, method, timed, args.device, args.options, seed, threads)
+
+    def report(row):
+        timing = f"{row['step_ms']:9.1f} ms  {row['peak_mb']:8.1f} MB" if "peak_mb" in row else "(accuracy only)"
+        print(f"{row['case']:18s} {row['method']:12s} {timing}", flush=True)
+        return row
+
+    if args.accuracy_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [[pool.submit(accuracy, case, method, seed) for seed in args.seeds] for case, method in pairs]
+            return [report(over_seeds([f.result() for f in seeds])) for seeds in futures]
+    return [report({**over_seeds([accuracy(case, method, seed) for seed in args.seeds]),
+                    **run_worker("memory", case, method, steps(case), args.device, args.options)})
+            for case, method in pairs]
+
+
 def print_table(rows):
+    """Markdown table of ratios to the plain step of the same case ("-" where not measured) and errors (with
+    several seeds: mean over seeds (worst seed))."""
     print("\n| case | method | step (ms) | time / plain, same process (separate) | memory / plain (first epoch) | whole RSS / plain | "
           "batch-max error ‖JA‖ / ‖J‖, early | trained |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- | --- |")
     plain = {r["case"]: r for r in rows if r["method"] == "plain"}
+
+    def ratio(r, key, over=None):
+        p = plain.get(r["case"], {})
+        value, base = r.get(key), r.get(over) if over else p.get(key)
+        return f"{value / base:.2f}x" if value is not None and base else "-"
+
+    def error(r, phase):
+        if phase not in r:
+            return ""
+        mean = " / ".join(f"{100 * r[phase][k]:.1f}%" for k in ("sja", "sj"))
+        worst = r.get(phase + "_worst")
+        return mean + (" (" + " / ".join(f"{100 * worst[k]:.1f}%" for k in ("sja", "sj")) + ")" if worst else "")
+
     for r in rows:
-        p = plain.get(r["case"])
-        t = r["step_ms"] / p["step_ms"] if p else float("nan")
-        t_same = r["step_ms"] / r["plain_ms_interleaved"] if "plain_ms_interleaved" in r else t
-        m = r["peak_mb"] / p["peak_mb"] if p else float("nan")
-        m1 = r["peak_mb_first_epoch"] / p["peak_mb_first_epoch"] if p else float("nan")
-        rss = r["peak_rss_mb"] / p["peak_rss_mb"] if p else float("nan")
-        errors = [f"{100 * r[k]['sja']:.1f}% / {100 * r[k]['sj']:.1f}%" if k in r else "" for k in
-                  ("early_error", "trained_error")]
-        print(f"| {r['case']} | {r['method']} | {r['step_ms']:.1f} | {t_same:.2f}x ({t:.2f}x) | {m:.2f}x ({m1:.2f}x) | {rss:.2f}x | "
-              f"{errors[0]} | {errors[1]} |")
+        step = f"{r['step_ms']:.1f}" if "step_ms" in r else "-"
+        same = ratio(r, "step_ms", "plain_ms_interleaved" if "plain_ms_interleaved" in r else None)
+        print(f"| {r['case']} | {r['method']} | {step} | {same} "
+              f"({ratio(r, 'step_ms')}) | {ratio(r, 'peak_mb')} ({ratio(r, 'peak_mb_first_epoch')}) | "
+              f"{ratio(r, 'peak_rss_mb')} | {error(r, 'early_error')} | {error(r, 'trained_error')} |")
 
 
 if __name__ == "__main__":

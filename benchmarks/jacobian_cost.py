@@ -41,10 +41,14 @@ and the estimator's random vectors; seed 0 is the default trajectory) and the er
 mean over seeds (worst seed): the largest of CHECKS errors on one trajectory moves by about 2 points from
 seed to seed.  --accuracy-only skips the timing and the memory worker; only then may --jobs run
 workers side by side, with one thread each.
+Each error is split into its parts (the largest of each over the checks, relative to the batch max): "ranking",
+the value was taken at a sample whose norm is below the batch max, and "convergence", the value is below
+that sample's norm.
 Reference norms: exact Jacobians (forward-mode products with the 160 basis vectors) for the FC
 net; for the unrolled net exact Jacobians of the 3 samples ranked highest by 30 Krylov-refined
 power iterations (krylov = 8); for DnCNN, Lanczos (scipy svds on the matrix-free J A, tol 1e-4) on
-the 2 samples ranked highest the same way, checked against an exact Jacobian on one sample.
+the 2 samples ranked highest the same way, checked against an exact Jacobian on one sample; and the sample the
+estimate was taken at, the same way.
 Prints a table with ratios to the plain step and writes benchmarks/results/jacobian_cost.json
 (jacobian_cost_cuda.json with --device cuda).
 """
@@ -128,7 +132,8 @@ def seed_algorithm2(f, y, operator, n_iters: int, generator) -> torch.Tensor:
 
 def make_penalty(method: str, operator, options: dict | None = None, seed: int = 0):
     """A function (f, y, x, index) -> (penalty or None, {"sja": batch max, "sj": batch max} as the values
-    that enter the loss, when the penalty was evaluated on this step, else None).  ``options``: estimator
+    that enter the loss, and "argmax": {"sja": row, "sj": row} the samples they were taken at, when the penalty
+    was evaluated on this step, else None).  ``options``: estimator
     options of the jacinv methods (``build_regularizer``'s), over RECOMMENDED's for jacinv-lazy; ``seed``:
     that of the random start vectors."""
     if method in ("jacinv", "jacinv-lazy"):
@@ -137,7 +142,11 @@ def make_penalty(method: str, operator, options: dict | None = None, seed: int =
 
         def penalty(f, y, x, index):
             value = reg(f, y, x, index=index)
-            return value, ({k: reg.last_stats[f"penalty_{k}"] for k in ("sja", "sj")} if value.requires_grad else None)
+            if not value.requires_grad:
+                return value, None
+            stats = reg.last_stats
+            return value, {**{k: stats[f"penalty_{k}"] for k in ("sja", "sj")},
+                           "argmax": {k: stats[f"argmax_{k}"] for k in ("sja", "sj")}}
         return penalty
     if method.startswith("seed-n"):
         n = int(method[len("seed-n"):])
@@ -146,7 +155,8 @@ def make_penalty(method: str, operator, options: dict | None = None, seed: int =
         def penalty(f, y, x, index):
             sja = seed_algorithm2(f, y, operator, n, g)
             sj = seed_algorithm2(f, y, None, n, g)
-            return LAMBDA * (sja.max() + sj.max()), {"sja": float(sja.max()), "sj": float(sj.max())}
+            return LAMBDA * (sja.max() + sj.max()), {"sja": float(sja.max()), "sj": float(sj.max()),
+                                                     "argmax": {"sja": int(sja.argmax()), "sj": int(sj.argmax())}}
         return penalty
     if method == "deepinv":
         from deepinv.loss.regularisers import JacobianSpectralNorm  # noqa: WPS433 (optional)
@@ -161,10 +171,11 @@ def make_penalty(method: str, operator, options: dict | None = None, seed: int =
     return lambda f, y, x, index: (None, None)
 
 
-def reference_norms(f, y, operator, how: str) -> dict[str, torch.Tensor]:
+def reference_norms(f, y, operator, how: str, settle: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """Per-sample ||J A|| and ||J||.  "exact": exact Jacobians of every sample (the FC net);
     "exact-top" / "lanczos": 30 cold Krylov-refined power iterations rank the samples, and the REFERENCE_TOP
-    largest are settled by exact Jacobians or by Lanczos (ARPACK svds on the matrix-free J A, 1e-4 relative)."""
+    largest, and the row ``settle[key]`` of each target, are settled by exact Jacobians or by Lanczos (ARPACK
+    svds on the matrix-free J A, 1e-4 relative)."""
     if how == "exact":
         jac = torch.stack([exact_jacobian(f, yi) for yi in y])
         dense = operator.to_dense(dtype=jac.dtype).to(jac.device)
@@ -176,7 +187,8 @@ def reference_norms(f, y, operator, how: str) -> dict[str, torch.Tensor]:
             continue
         rough = jacobian_spectral_norm(f, y, op, iters=30, krylov=8,
                                        generator=torch.Generator().manual_seed(1)).detach()
-        for i in rough.topk(min(REFERENCE_TOP[how], y.shape[0])).indices.tolist():
+        rows = set(rough.topk(min(REFERENCE_TOP[how], y.shape[0])).indices.tolist())
+        for i in rows | ({settle[key]} if settle else set()):
             rough[i] = lanczos_norm(f, y[i: i + 1], op) if how == "lanczos" else exact_norm(f, y[i], op)
         out[key] = rough
     return out
@@ -300,10 +312,11 @@ class Trainer:
 
     def check(self, n: int) -> list[dict]:
         """Batch-max estimates against references (at the same weights) on the next ``n`` steps that
-        evaluate the penalty."""
+        evaluate the penalty: per step {target: (estimate, reference batch max, reference norm of the sample
+        the estimate was taken at)}."""
         def compare(y, stats):
-            ref = reference_norms(self.f, y, self.operator, self.reference)
-            return {k: (stats[k], float(ref[k].max())) for k in ("sja", "sj")}
+            ref = reference_norms(self.f, y, self.operator, self.reference, stats["argmax"])
+            return {k: (stats[k], float(ref[k].max()), float(ref[k][stats["argmax"][k]])) for k in ("sja", "sj")}
 
         pairs = []
         while len(pairs) < n:
@@ -329,6 +342,15 @@ def max_rel_error(pairs: list[dict]) -> dict:
     return {k: max(abs(p[k][0] - p[k][1]) / p[k][1] for p in pairs) for k in ("sja", "sj")}
 
 
+def error_parts(pairs: list[dict]) -> dict:
+    """Where the error comes from, largest over the checks, relative to the batch max: "ranking", the
+    estimate was taken at a sample whose norm is below the batch max ((max - norm) / max), and
+    "convergence", its estimate is below its norm ((norm - estimate) / max)."""
+    return {part: {k: max(fn(*p[k]) for p in pairs) for k in ("sja", "sj")}
+            for part, fn in (("ranking", lambda est, top, at: (top - at) / top),
+                             ("convergence", lambda est, top, at: (at - est) / top))}
+
+
 def accuracy_worker(case: str, method: str, timed_steps: int, device: str, options: dict, seed: int = 0) -> dict:
     """Early check, training to TRAIN_STEPS, timing (none when ``timed_steps`` is 0), trained check (see the
     module docstring), on the trajectory of training seed ``seed``."""
@@ -340,6 +362,7 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
     if checked:
         out["early"] = t.check(CHECKS)
         out["early_error"] = max_rel_error(out["early"])
+        out["early_parts"] = error_parts(out["early"])
     if not method.startswith("seed"):  # the seed's algorithm is timed from initialisation
         while t.steps < TRAIN_STEPS[case]:
             t.step()
@@ -353,6 +376,7 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
     if checked and method.startswith("jacinv"):
         out["trained"] = t.check(CHECKS)
         out["trained_error"] = max_rel_error(out["trained"])
+        out["trained_parts"] = error_parts(out["trained"])
         if t.reference == "lanczos" and method == "jacinv":
             out["reference_check_rel_gap"] = check_reference_on_one_sample(t.f, t.y[:1], t.operator)
     out["reference"] = {"exact": "exact Jacobians", "exact-top": "exact Jacobians of the likely maxima",
@@ -367,12 +391,16 @@ def over_seeds(results: list[dict]) -> dict:
     row = dict(results[0])
     if len(results) == 1:
         return row
-    for phase in ("early_error", "trained_error"):
-        if phase in row:
-            row[phase] = {k: sum(r[phase][k] for r in results) / len(results) for k in ("sja", "sj")}
-            row[phase + "_worst"] = {k: max(r[phase][k] for r in results) for k in ("sja", "sj")}
-    row["per_seed"] = [{k: r[k] for k in ("seed", "early", "early_error", "trained", "trained_error") if k in r}
-                       for r in results]
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    for phase in ("early", "trained"):
+        if phase + "_error" in row:
+            errors = [r[phase + "_error"] for r in results]
+            row[phase + "_error"] = {k: mean([e[k] for e in errors]) for k in ("sja", "sj")}
+            row[phase + "_error_worst"] = {k: max(e[k] for e in errors) for k in ("sja", "sj")}
+            row[phase + "_parts"] = {part: {k: mean([r[phase + "_parts"][part][k] for r in results]) for k in ("sja", "sj")}
+                                     for part in ("ranking", "convergence")}
+    row["per_seed"] = [{k: r[k] for k in ("seed", "early", "early_error", "early_parts", "trained", "trained_error",
+                                          "trained_parts") if k in r} for r in results]
     return row
 
 
@@ -476,6 +504,7 @@ def main():
                 if r["case"] not in args.cases or r["method"] not in args.methods]
         rows = sorted(kept + rows, key=lambda r: (list(CASES).index(r["case"]), list(METHODS).index(r["method"])))
     print_table(rows)
+    print_error_parts(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "cpu"
     write_json({"torch": torch.__version__, "threads": THREADS, "device": device, "recommended": RECOMMENDED,
@@ -540,6 +569,21 @@ def print_table(rows):
         print(f"| {r['case']} | {r['method']} | {step} | {same} "
               f"({ratio(r, 'step_ms')}) | {ratio(r, 'peak_mb')} ({ratio(r, 'peak_mb_first_epoch')}) | "
               f"{ratio(r, 'peak_rss_mb')} | {error(r, 'early_error')} | {error(r, 'trained_error')} |")
+
+
+def print_error_parts(rows):
+    """Markdown table of where the errors come from (``error_parts``; with several seeds, means over seeds)."""
+    rows = [r for r in rows if "early_parts" in r or "trained_parts" in r]
+    if not rows:
+        return
+    print("\n| case | method | phase | ‖JA‖ ranking / convergence | ‖J‖ ranking / convergence |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        for phase in ("early", "trained"):
+            if phase + "_parts" in r:
+                parts = r[phase + "_parts"]
+                cells = [f"{100 * parts['ranking'][k]:.1f}% / {100 * parts['convergence'][k]:.1f}%" for k in ("sja", "sj")]
+                print(f"| {r['case']} | {r['method']} | {phase} | {cells[0]} | {cells[1]} |")
 
 
 if __name__ == "__main__":

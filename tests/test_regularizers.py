@@ -244,6 +244,10 @@ def test_screen_ranks_samples_by_their_current_norm_at_the_stored_vectors(cs_pro
     values, stats = penalty(f, y, index=index)
     found = torch.isclose(values["sja"].detach(), exact.max(), rtol=1e-6)
     assert bool(found) == screen
+    row = stats["argmax_sja"]  # the sample the penalty's value was taken at: the stale impostor without the screen
+    assert row == (int(exact.argmax()) if screen else int(exact.argmin()))
+    # its estimate is the larger of the value and the iterations' own bound (finite differences: within rtol)
+    assert float(stats["sja"][row]) == pytest.approx(float(values["sja"]), rel=rtol)
     if screen:  # every sample's estimate is its current norm at its stored vector
         torch.testing.assert_close(stats["sja"], exact, rtol=rtol, atol=0)
 

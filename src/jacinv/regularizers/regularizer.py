@@ -35,7 +35,8 @@ class Regularizer(nn.Module):
             calls return a zero penalty without touching the network.  Eval mode always evaluates.
 
     After an evaluated call, ``last_stats`` holds per-sample estimates (B,) per term, the
-    penalty values and the weights used ("lambda_<term>", including the factor ``every``).
+    penalty values and the weights used ("lambda_<term>", including the factor ``every``); spectral
+    terms add "argmax_<term>", the row of the batch whose value entered the penalty.
     """
 
     def __init__(self, name: str, terms: list[nn.Module], weights: dict[str, float | str], kappa: float = 20.0,

@@ -182,7 +182,8 @@ class SpectralJacobianPenalty(nn.Module):
         return torch.cat([p[0][0] for p in parts]), torch.cat([p[1][0] for p in parts])
 
     def forward(self, f, y: torch.Tensor, x=None, index: torch.Tensor | None = None):
-        """Returns ({name: differentiable scalar batch max}, {name: (B,) detached estimates}).
+        """Returns ({name: differentiable scalar batch max}, {name: (B,) detached estimates, "argmax_<name>": the
+        row (int) whose value is the batch max}).
 
         Each target refreshes its own likely maxima; estimates of samples not refreshed this step
         are those of their previous visit.
@@ -221,10 +222,12 @@ class SpectralJacobianPenalty(nn.Module):
             maxima = dict(zip(keys, per_sample_norm(jv)))
         else:
             maxima = {k: d[best[k]] for k, d in zip(keys, differentiable)}
-        for key, sel in zip(keys, sels):
-            row = int(sel[best[key]])
+        rows = {key: int(sel[best[key]]) for key, sel in zip(keys, sels)}
+        for key, row in rows.items():
             estimates[key][row] = torch.maximum(estimates[key][row], maxima[key].detach())
-        return ({n: maxima[k] for n, k in self.keys.items()}, {n: estimates[k] for n, k in self.keys.items()})
+        stats = {n: estimates[k] for n, k in self.keys.items()}
+        stats.update({f"argmax_{n}": rows[k] for n, k in self.keys.items()})
+        return {n: maxima[k] for n, k in self.keys.items()}, stats
 
     def store_bytes(self, n_samples: int, y_shape: tuple[int, ...]) -> int:
         """Bytes the warm-start vectors of ``n_samples`` training samples will take (one per target)."""

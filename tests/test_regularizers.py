@@ -124,6 +124,23 @@ def test_warm_started_argmax_penalty_matches_full_computation(cs_problem, store_
         assert stats[name].shape == (y.shape[0],)
 
 
+def test_double_vjp_value_is_half_a_power_step_past_the_last_vector(cs_problem):
+    """With double-vjp products the value is ||M^T u||, u = M v / ||M v|| (M = J A, v the vector after
+    cold_iters - 1 steps): checked against dense M; between ||M v|| and ||M||."""
+    f, op, y = cs_problem
+    m = exact_jacobians(f, y) @ op.to_dense()
+    values, stats = SpectralJacobianPenalty({"sja": op}, cold_iters=3, jvp_mode="double_vjp")(f, y)
+    _, v = jacobian_spectral_norm(f, y, op, iters=2, generator=torch.Generator().manual_seed(0), return_vectors=True,
+                                  jvp_mode="double_vjp")
+    mv = (m @ v.flatten(1).unsqueeze(-1)).squeeze(-1).detach()
+    half = (m.transpose(1, 2) @ (mv / mv.norm(dim=1, keepdim=True)).unsqueeze(-1)).squeeze(-1).norm(dim=1).detach()
+    torch.testing.assert_close(stats["sja"], half, rtol=1e-10, atol=0)
+    torch.testing.assert_close(values["sja"].detach(), half.max(), rtol=1e-10, atol=0)
+    exact = torch.linalg.matrix_norm(m, ord=2).detach()
+    assert bool((half >= mv.norm(dim=1)).all()) and bool((half <= exact * (1 + 1e-9)).all())
+    assert float((half - mv.norm(dim=1)).min()) > 0  # not converged after 2 steps: the half step gains
+
+
 def test_krylov_estimate_is_between_the_power_estimate_and_the_exact_norm():
     """On a linear map with clustered top singular values, the Krylov estimate from the same products
     is a lower bound no smaller than plain power iteration's, and far closer to the norm."""

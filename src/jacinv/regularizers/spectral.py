@@ -8,9 +8,9 @@ Only the batch maximum receives gradient, so a step needs
      keeps every estimate honest) and every sample not seen before; with ``screen`` the
      previous estimates are first brought up to date: ||J A v_i|| at each sample's stored v_i
      with the current weights, one forward-mode pass over the batch without a graph;
-  2. one differentiable evaluation ||J A v|| for the arg-max sample: taken from the
-     shared jvp graph of the candidates when products use double-vjp (memory-bound dense
-     nets: extra rows are free there), or a separate forward-mode pass on the arg-max row
+  2. one differentiable evaluation for the arg-max sample: ||(J A)^T u|| (u = J A v / ||J A v||) from the
+     shared graph of the candidates' last power step when products use double-vjp (memory-bound dense
+     nets: extra rows are free there), or ||J A v|| from a separate forward-mode pass on the arg-max row
      alone otherwise (compute-bound conv nets), whose iterations use forward mode or, with
      ``jvp_mode="finite_difference"`` / ``"fastest"``, finite differences (one plain forward per
      product instead of a dual pass; the differentiable pass stays exact).
@@ -141,20 +141,19 @@ class SpectralJacobianPenalty(nn.Module):
 
     def _fused_steps(self, f, y_rows, operators, vectors, n_iter):
         """Double-vjp products share one graph: the last power step's vjp, taken with create_graph,
-        also gives the differentiable norm u^T J A v = ||J A v|| (u = J A v / ||J A v|| fixed),
-        whose parameter gradient u^T d(J A) v is that of the norm at v.
-        Returns (new vectors, bounds sigma, differentiable norms at the previous vectors) per target."""
+        also gives the differentiable norm ||M^T u|| (M = J A, u = M v / ||M v|| fixed): a lower bound on
+        ||M|| half a power step past ||M v||, never below it nor below the step's usual bound
+        ||M^T M v||^(1/2) = (||M^T u|| ||M v||)^(1/2), whose parameter gradient u^T dM w
+        (w = M^T u / ||M^T u||) is that of the norm once v has converged.
+        Returns (new vectors w, bounds sigma = the detached norms, differentiable norms) per target."""
         sizes = [v.shape[0] for v in vectors]
         products = JacobianProducts(f, y_rows, "double_vjp")
         vectors, _ = power_iteration(products, operators, vectors, n_iter - 1, self.krylov)
-        tangent = torch.cat([apply(op, v) for op, v in zip(operators, vectors)])
-        jv = products.jvp(tangent)
+        jv = products.jvp(torch.cat([apply(op, v) for op, v in zip(operators, vectors)]))
         jtu = products.vjp(normalise(jv), create_graph=True)
-        differentiable = list((jtu * tangent).flatten(1).sum(1).split(sizes))
-        ws = [apply_adjoint(op, g).detach() for op, g in zip(operators, jtu.detach().split(sizes))]
-        # ||M^T M v|| = ||M^T u|| ||M v||: its square root is the usual power-step bound
-        sigmas = [(per_sample_norm(w) * n).sqrt() for w, n in zip(ws, per_sample_norm(jv).split(sizes))]
-        return [normalise(w) for w in ws], sigmas, differentiable
+        mtu = [apply_adjoint(op, g) for op, g in zip(operators, jtu.split(sizes))]
+        differentiable = [per_sample_norm(w) for w in mtu]
+        return [normalise(w.detach()) for w in mtu], [d.detach() for d in differentiable], differentiable
 
     def _chunked_steps(self, f, y_rows, operators, vectors, n_iter, mode, focus):
         """Forward-mode or finite-difference products: each is its own forward pass, so each target's rows

@@ -1,0 +1,100 @@
+"""How flat the top of the per-sample norms ||J(y_i) A|| and ||J(y_i)|| is after training, and what picking
+the batch maximum by chance would cost.
+
+    python benchmarks/top_flatness.py                       # FC and the unrolled net, plain and penalised
+    python benchmarks/top_flatness.py --cases fc-cs --seeds 0 1 2
+
+For each case of benchmarks/jacobian_cost.py and each method (plain, jacinv-lazy: the recommended setting), the
+net is trained as the cost benchmark trains it (TRAIN_STEPS steps, the same seeds), and every training sample's
+norms are computed: exactly for the FC net, by 30 Krylov-refined power iterations (krylov = 8) otherwise.
+Printed per target: the samples within 1 / 3 / 5% of the training set's maximum, and, over 1000 random batches
+of the case's size, the mean gap between a batch's maximum and its 5th largest norm, and the mean and 95th
+percentile of the error of the largest of k samples drawn at random from the batch, for each k of ``--picks``
+(the error of a batch-max estimate whose ranking carries no information and whose values are exact).
+Writes benchmarks/results/top_flatness.json, with every sample's norms.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from jacinv.checkpoint import write_json
+from jacinv.regularizers import jacobian_spectral_norm
+from jacobian_cost import CASES, TRAIN_STEPS, Trainer, reference_norms
+
+RESULTS = Path(__file__).parent / "results" / "top_flatness.json"
+BATCHES = 1000
+NORMS_BY = {True: "exact Jacobians", False: "30 Krylov-refined power iterations (krylov 8)"}
+
+
+def training_set_norms(t: Trainer) -> dict[str, torch.Tensor]:
+    """(N,) ||J A|| and ||J|| of every training sample at the trainer's current weights."""
+    if t.reference == "exact":
+        return {k: v.detach() for k, v in reference_norms(t.f, t.y, t.operator, "exact").items()}
+    out = {}
+    for key, op in (("sja", t.operator), ("sj", None)):
+        parts = [jacobian_spectral_norm(t.f, t.y[s: s + t.batch], op, iters=30, krylov=8,
+                                        generator=torch.Generator().manual_seed(1)).detach()
+                 for s in range(0, t.n_train, t.batch)]
+        out[key] = torch.cat(parts)
+    return out
+
+
+def flatness(norms: torch.Tensor, batch: int, picks: list[int], seed: int = 0) -> dict:
+    """Top-flatness figures of (N,) norms (see the module docstring); fractions, not percent."""
+    top = norms.max()
+    g = torch.Generator().manual_seed(seed)
+    gaps, chance = [], {k: [] for k in picks}
+    for _ in range(BATCHES):
+        b = norms[torch.randperm(norms.numel(), generator=g)[:batch]]
+        ordered = b.sort(descending=True).values
+        gaps.append(float(1 - ordered[min(4, batch - 1)] / ordered[0]))
+        for k in picks:
+            chance[k].append(float(1 - b[torch.randperm(batch, generator=g)[:k]].max() / ordered[0]))
+    chance = {k: torch.tensor(c) for k, c in chance.items()}
+    return {"max": float(top), "within": {f"{p}%": int((norms >= top * (1 - p / 100)).sum()) for p in (1, 3, 5)},
+            "gap_to_5th": sum(gaps) / len(gaps),
+            "chance_error_mean": {str(k): float(c.mean()) for k, c in chance.items()},
+            "chance_error_p95": {str(k): float(c.quantile(0.95)) for k, c in chance.items()}}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="*", default=["fc-cs", "unrolled-cs"], choices=list(CASES))
+    parser.add_argument("--methods", nargs="*", default=["plain", "jacinv-lazy"], choices=["plain", "jacinv-lazy"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--picks", nargs="+", type=int, default=[5, 13],
+                        help="samples drawn at random per batch (default 5 13: the rows refreshed by candidates 4 + "
+                             "refresh 1, and by candidates 4 + refresh 8)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if min(args.picks) < 1:
+        parser.error(f"--picks must be ints >= 1, got {args.picks}")
+    rows = []
+    print(f"| case | method | seed | target | max | within 1 / 3 / 5% | batch: max to 5th | best of {' / '.join(map(str, args.picks))} "
+          "at random: mean (95th pct) error |")
+    print("| --- | --- | ---: | --- | ---: | --- | ---: | --- |")
+    for case in args.cases:
+        for method in args.methods:
+            for seed in args.seeds:
+                t = Trainer(case, method, seed=seed)
+                while t.steps < TRAIN_STEPS[case]:
+                    t.step()
+                for key, norms in training_set_norms(t).items():
+                    row = {"case": case, "method": method, "seed": seed, "target": key, "n_train": t.n_train,
+                           "batch": t.batch, "norms_by": NORMS_BY[t.reference == "exact"],
+                           **flatness(norms, t.batch, args.picks, seed), "norms": norms.tolist()}
+                    rows.append(row)
+                    w = row["within"]
+                    print(f"| {case} | {method} | {seed} | {key} | {row['max']:.3f} | {w['1%']} / {w['3%']} / {w['5%']} "
+                          f"of {t.n_train} | {100 * row['gap_to_5th']:.1f}% | " + " / ".join(
+                              f"{100 * row['chance_error_mean'][str(k)]:.1f}% ({100 * row['chance_error_p95'][str(k)]:.1f}%)"
+                              for k in args.picks) + " |", flush=True)
+    write_json({"torch": torch.__version__, "train_steps": TRAIN_STEPS, "rows": rows}, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

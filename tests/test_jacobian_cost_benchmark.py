@@ -1,0 +1,36 @@
+"""The cost benchmark's bookkeeping: error parts and the aggregation over training seeds."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import jacobian_cost  # noqa: E402
+
+
+def checks(*triples):
+    """Checks as the accuracy worker records them: {target: (estimate, batch max, norm where estimated)}."""
+    return [{"sja": t, "sj": t} for t in triples]
+
+
+def test_error_parts_add_up_to_the_error_of_each_check():
+    pairs = checks((9.0, 10.0, 9.5), (9.8, 10.0, 10.0))  # the first: wrong sample and not converged
+    parts = jacobian_cost.error_parts(pairs)
+    assert parts["ranking"]["sja"] == pytest.approx(0.05) and parts["convergence"]["sja"] == pytest.approx(0.05)
+    assert jacobian_cost.max_rel_error(pairs)["sja"] == pytest.approx(0.10)
+    parts = jacobian_cost.error_parts(checks((9.8, 10.0, 10.0)))
+    assert parts["ranking"]["sj"] == 0.0 and parts["convergence"]["sj"] == pytest.approx(0.02)
+
+
+def test_errors_over_seeds_are_the_mean_with_the_worst_seed_beside():
+    results = []
+    for seed, estimate in enumerate((9.0, 9.6, 9.9)):
+        early = checks((estimate, 10.0, 10.0))
+        results.append({"case": "fc-cs", "method": "jacinv-lazy", "seed": seed, "step_ms": 10.0 + seed, "early": early,
+                        "early_error": jacobian_cost.max_rel_error(early), "early_parts": jacobian_cost.error_parts(early)})
+    row = jacobian_cost.over_seeds(results)
+    assert row["early_error"]["sja"] == pytest.approx((0.10 + 0.04 + 0.01) / 3)
+    assert row["early_error_worst"]["sj"] == pytest.approx(0.10)
+    assert row["early_parts"]["convergence"]["sja"] == pytest.approx((0.10 + 0.04 + 0.01) / 3)
+    assert row["step_ms"] == 10.0 and [r["seed"] for r in row["per_seed"]] == [0, 1, 2]
+    assert jacobian_cost.over_seeds(results[:1]) == results[0]

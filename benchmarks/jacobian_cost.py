@@ -133,9 +133,8 @@ def seed_algorithm2(f, y, operator, n_iters: int, generator) -> torch.Tensor:
 def make_penalty(method: str, operator, options: dict | None = None, seed: int = 0):
     """A function (f, y, x, index) -> (penalty or None, {"sja": batch max, "sj": batch max} as the values
     that enter the loss, and "argmax": {"sja": row, "sj": row} the samples they were taken at, when the penalty
-    was evaluated on this step, else None).  ``options``: estimator
-    options of the jacinv methods (``build_regularizer``'s), over RECOMMENDED's for jacinv-lazy; ``seed``:
-    that of the random start vectors."""
+    was evaluated on this step, else None).  ``options``: estimator options of the jacinv methods
+    (``build_regularizer``'s), over RECOMMENDED's for jacinv-lazy; ``seed``: that of the random start vectors."""
     if method in ("jacinv", "jacinv-lazy"):
         options = {**(RECOMMENDED if method == "jacinv-lazy" else {}), "seed": seed, **(options or {})}
         reg = build_regularizer("sja+sj", operator=operator, lambda_ja=LAMBDA, lambda_j=LAMBDA, **options)

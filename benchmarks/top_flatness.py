@@ -48,6 +48,8 @@ def training_set_norms(t: Trainer) -> dict[str, torch.Tensor]:
 
 def flatness(norms: torch.Tensor, batch: int, picks: list[int], seed: int = 0) -> dict:
     """Top-flatness figures of (N,) norms (see the module docstring); fractions, not percent."""
+    if max(picks) > batch:
+        raise ValueError(f"picks must be at most the batch size {batch}, got {picks}")
     top = norms.max()
     g = torch.Generator().manual_seed(seed)
     gaps, chance = [], {k: [] for k in picks}
@@ -95,8 +97,9 @@ def main():
                                                    "of training (--cases, --methods and --seeds are then ignored)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if min(args.picks) < 1:
-        parser.error(f"--picks must be ints >= 1, got {args.picks}")
+    smallest_batch = min(CASES[case][3] for case in args.cases) if args.cases else 1
+    if min(args.picks) < 1 or (not args.norms and max(args.picks) > smallest_batch):
+        parser.error(f"--picks must be ints from 1 to the batch size ({smallest_batch}), got {args.picks}")
     if args.norms and not args.norms.is_file():
         parser.error(f"--norms must be a file written by this script, got {str(args.norms)!r} (not found)")
     rows = []

@@ -70,10 +70,11 @@ def flatness(norms: torch.Tensor, batch: int, picks: list[int], seed: int = 0) -
 def trained_norms(args):
     """(row metadata, {target: (N,) norms}) per case, method and seed: trained here, or read from ``args.norms``."""
     if args.norms:
-        rows = json.loads(args.norms.read_text())["rows"]
-        for first in range(0, len(rows), 2):
-            meta = {k: rows[first][k] for k in ("case", "method", "seed", "n_train", "batch", "norms_by")}
-            yield meta, {r["target"]: torch.tensor(r["norms"]) for r in rows[first: first + 2]}
+        runs: dict[tuple, tuple[dict, dict]] = {}  # one trained net per (case, method, seed), its targets' rows
+        for r in json.loads(args.norms.read_text())["rows"]:
+            meta = {k: r[k] for k in ("case", "method", "seed", "n_train", "batch", "norms_by")}
+            runs.setdefault((r["case"], r["method"], r["seed"]), (meta, {}))[1][r["target"]] = torch.tensor(r["norms"])
+        yield from runs.values()
         return
     for case in args.cases:
         for method in args.methods:

@@ -67,14 +67,20 @@ def flatness(norms: torch.Tensor, batch: int, picks: list[int], seed: int = 0) -
                                                   for k, c in chance.items()}}
 
 
-def trained_norms(args):
-    """(row metadata, {target: (N,) norms}) per case, method and seed: trained here, or read from ``args.norms``."""
-    if args.norms:
-        runs: dict[tuple, tuple[dict, dict]] = {}  # one trained net per (case, method, seed), its targets' rows
-        for r in json.loads(args.norms.read_text())["rows"]:
-            meta = {k: r[k] for k in ("case", "method", "seed", "n_train", "batch", "norms_by")}
-            runs.setdefault((r["case"], r["method"], r["seed"]), (meta, {}))[1][r["target"]] = torch.tensor(r["norms"])
-        yield from runs.values()
+def stored_runs(path: Path) -> list[tuple[dict, dict]]:
+    """(row metadata, {target: (N,) norms}) per (case, method, seed) of a previous --out file."""
+    runs: dict[tuple, tuple[dict, dict]] = {}  # one trained net per (case, method, seed), its targets' rows
+    for r in json.loads(path.read_text())["rows"]:
+        meta = {k: r[k] for k in ("case", "method", "seed", "n_train", "batch", "norms_by")}
+        runs.setdefault((r["case"], r["method"], r["seed"]), (meta, {}))[1][r["target"]] = torch.tensor(r["norms"])
+    return list(runs.values())
+
+
+def trained_norms(args, stored: list | None = None):
+    """(row metadata, {target: (N,) norms}) per case, method and seed: ``stored`` (from ``stored_runs``) when
+    given, else trained here."""
+    if stored is not None:
+        yield from stored
         return
     for case in args.cases:
         for method in args.methods:
@@ -98,17 +104,22 @@ def main():
                                                    "of training (--cases, --methods and --seeds are then ignored)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    smallest_batch = min(CASES[case][3] for case in args.cases) if args.cases else 1
-    if min(args.picks) < 1 or (not args.norms and max(args.picks) > smallest_batch):
+    stored = None
+    if args.norms:
+        try:
+            stored = stored_runs(args.norms)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            parser.error(f"--norms must be a file written by this script, got {str(args.norms)!r} ({err!r})")
+    batches = [meta["batch"] for meta, _ in stored] if stored is not None else [CASES[c][3] for c in args.cases]
+    smallest_batch = min(batches, default=1)
+    if min(args.picks) < 1 or max(args.picks) > smallest_batch:
         parser.error(f"--picks must be ints from 1 to the batch size ({smallest_batch}), got {args.picks}")
-    if args.norms and not args.norms.is_file():
-        parser.error(f"--norms must be a file written by this script, got {str(args.norms)!r} (not found)")
     rows = []
     picks = " / ".join(map(str, args.picks))
     print(f"| case | method | seed | target | max | within 1 / 3 / 5% | batch: max to 5th | best of {picks} at random: "
           f"error, one check (largest of {CHECKS}) |")
     print("| --- | --- | ---: | --- | ---: | --- | ---: | --- |")
-    for meta, norms_by_target in trained_norms(args):
+    for meta, norms_by_target in trained_norms(args, stored):
         for key, norms in norms_by_target.items():
             row = {**meta, "target": key, **flatness(norms, meta["batch"], args.picks, meta["seed"]),
                    "norms": norms.tolist()}

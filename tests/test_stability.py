@@ -49,6 +49,11 @@ def test_worst_case_beats_a_random_perturbation_and_grows_with_the_radius():
     for row in (small, large):
         assert row["change_mean"] > row["random_change_mean"]
     assert large["change_mean"] > small["change_mean"] and set(worst) == {"net"}
+    chunked, _ = stability_curves({"net": net}, y, x, radii=(0.1, 0.4), steps=10, attack_rows={"net": 3})
+    for a, b in zip(chunked["net"], curves["net"]):
+        assert a == pytest.approx(b, rel=1e-5)
+    with pytest.raises(ValueError, match=r"attack_rows names methods \['network'\] that are not among methods \['net'\]"):
+        stability_curves({"net": net}, y, x, radii=(0.1,), steps=2, attack_rows={"network": 3})
 
 
 def test_evaluate_stability_writes_curves_for_the_network_and_tv(tmp_path, capsys):

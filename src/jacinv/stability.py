@@ -71,12 +71,15 @@ def default_radii(noise_radius: float, y: torch.Tensor) -> tuple[float, ...]:
 
 
 def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, steps: int = 20,
-                     seed: int = 0, attack_rows: int | None = None) -> tuple[dict, dict]:
+                     seed: int = 0, attack_rows: dict | None = None) -> tuple[dict, dict]:
     """For each method {name: reconstruct}, per radius: mean and max output change under the worst-case
     and a random perturbation, mean PSNR at y and at y + e (worst case), mean PSNR drop.
     Returns (curves {name: [row per radius]}, worst {name: (x, f(y), f(y + e)) of the sample with the
-    largest change at the largest radius}).  ``attack_rows``: samples per attack pass of the "network" method (the
-    others see the whole batch: TV's stopping rule is batch-wide)."""
+    largest change at the largest radius}).  ``attack_rows``: {name: samples per attack pass} for the methods
+    attacked a few samples at a time (the others see the whole batch: TV's stopping rule is batch-wide)."""
+    unknown = sorted(set(attack_rows or {}) - set(methods))
+    if unknown:
+        raise ValueError(f"attack_rows names methods {unknown} that are not among methods {list(methods)}")
     curves, worst = {}, {}
     for name, reconstruct in methods.items():
         with torch.no_grad():
@@ -85,7 +88,7 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
         rows = []
         for radius in radii:
             e, change = worst_case_perturbation(reconstruct, y, radius, steps, torch.Generator().manual_seed(seed),
-                                                attack_rows if name == "network" else None)
+                                                (attack_rows or {}).get(name))
             with torch.no_grad():
                 perturbed = reconstruct(y + e)
                 random_e = radius * random_unit_vectors(y.shape, y, torch.Generator().manual_seed(seed + 1))
@@ -125,7 +128,7 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int = 16, ste
     for p in model.parameters():
         p.requires_grad_(False)
     curves, worst = stability_curves(methods, y, x, radii, steps, seed=int(config["seed"]),
-                                     attack_rows=config["train"]["batch_size"])
+                                     attack_rows={"network": config["train"]["batch_size"]})
     report = {"run_dir": str(run_dir), "data": exp.data_note, "samples": int(y.shape[0]), "steps": steps,
               "noise_radius": float(config["noise"]["radius"]), "curves": curves}
     write_json(report, run_dir / "stability.json")

@@ -269,6 +269,25 @@ def test_screen_ranks_samples_by_their_current_norm_at_the_stored_vectors(cs_pro
         torch.testing.assert_close(stats["sja"], exact, rtol=rtol, atol=0)
 
 
+def test_refresh_all_iterates_every_sample_whatever_the_stored_estimates(cs_problem):
+    """With refresh "all" the stale estimates that mislead the ranking (see the screen test) do not matter:
+    every row is iterated, and the value is the batch max."""
+    f, op, y = cs_problem
+    exact = torch.linalg.matrix_norm(exact_jacobians(f, y) @ op.to_dense(), ord=2).detach()
+    penalty = SpectralJacobianPenalty({"sja": op}, iters=50, cold_iters=50, candidates=1, refresh="all",
+                                      store_dtype=torch.float64)
+    index = torch.arange(y.shape[0])
+    penalty(f, y, index=index)
+    bank = penalty.banks["sja"]
+    bank.values[int(exact.argmax())] = 0.0
+    bank.values[int(exact.argmin())] = 2 * exact.max()
+    values, stats = penalty(f, y, index=index)
+    assert stats["argmax_sja"] == int(exact.argmax())
+    assert float(values["sja"]) == pytest.approx(float(exact.max()), rel=1e-6)
+    torch.testing.assert_close(stats["sja"], exact, rtol=1e-6, atol=0)
+    assert int(bank.age[index].max()) == 0  # every sample refreshed
+
+
 class _Counting(nn.Module):
     """Wraps a net and counts its forward calls and the rows (samples) they carry."""
 
@@ -310,6 +329,27 @@ def test_focus_iterates_only_the_rows_ranked_highest_after_one_step(jvp_mode):
         assert net.rows == _WARM_STEP_ROWS[jvp_mode](chosen, iters, focus)
         torch.testing.assert_close(values["sja"].detach(), exact.max(), rtol=1e-4, atol=0)
         assert bool((stats["sja"] <= exact * (1 + 2e-3)).all())
+
+
+@pytest.mark.parametrize("jvp_mode", ["forward", "finite_difference"])
+def test_only_the_unseen_rows_of_a_step_take_cold_iterations(jvp_mode):
+    """A step whose batch holds one sample not seen before iterates that row ``cold_iters`` times and the
+    warm rows as a warm step does (focus included), and still finds the batch max."""
+    _, op, y = blur_problem(rows=7)
+    net = _Counting(conv_net())
+    counted = lambda v: net(op.adjoint(v))  # noqa: E731
+    exact = torch.linalg.matrix_norm(exact_jacobians(counted, y) @ op.to_dense(), ord=2).detach()
+    iters, focus, cold_iters = 5, 2, 80
+    penalty = SpectralJacobianPenalty({"sja": op}, iters=iters, cold_iters=cold_iters, candidates=3, refresh=1,
+                                      store_dtype=torch.float64, jvp_mode=jvp_mode, chunk_rows=8, focus=focus)
+    penalty(counted, y[:6], index=torch.arange(6))  # rows 0-5 seen and converged; row 6 not
+    net.rows = 0
+    values, stats = penalty(counted, y, index=torch.arange(7))
+    warm = _WARM_STEP_ROWS[jvp_mode](4, iters, focus) - 1   # candidates 3 + refresh 1, less the differentiable pass
+    cold = _WARM_STEP_ROWS[jvp_mode](1, cold_iters, 0) - 1  # the unseen row alone
+    assert net.rows == warm + cold + 1
+    torch.testing.assert_close(values["sja"].detach(), exact.max(), rtol=1e-4, atol=0)
+    assert abs(float(stats["sja"][6]) - float(exact[6])) <= 1e-4 * float(exact[6])
 
 
 def test_cold_penalty_without_index_is_a_lower_bound_on_the_max(cs_problem):
@@ -419,6 +459,8 @@ def test_batchnorm_in_train_mode_is_refused(cs_problem):
     (dict(name="sj", krylov=0), "krylov must be an int >= 1, got 0"),
     (dict(name="sj", screen="yes"), "screen must be true or false, got 'yes'"),
     (dict(name="sj", focus=-1), "focus must be an int >= 0, got -1"),
+    (dict(name="sj", refresh="half"), "refresh must be an int >= 0 or 'all', got 'half'"),
+    (dict(name="sj", refresh=-1), "refresh must be an int >= 0, got -1"),
     (dict(name="fj", projection="uniform"), r"projection must be one of"),
 ])
 def test_bad_regularizer_arguments(kwargs, match):

@@ -30,6 +30,8 @@ from .norms import (apply, apply_adjoint, jacobian_input_shape, normalise, per_s
                     random_unit_vectors)
 from .products import JVP_MODES, JacobianProducts, detached_jvp, resolve_jvp_mode
 
+ALL = "all"  # ``refresh`` value: the whole batch
+
 
 class SpectralJacobianPenalty(nn.Module):
     """Per-target batch-max spectral norms of J A for each named target operator.
@@ -37,9 +39,12 @@ class SpectralJacobianPenalty(nn.Module):
     Args:
         targets: {"sja": A, "sj": None, ...}; an Identity target shares the work of None.
         iters: power iterations per step on warm-started samples.
-        cold_iters: iterations for samples without a stored vector.
+        cold_iters: iterations for samples without a stored vector (with double-vjp products, whose rows
+            share one graph, for every row of a step that has such a sample).
         candidates: samples refreshed per step by their previous estimate (the likely maxima).
-        refresh: further samples refreshed per step, stalest first.
+        refresh: further samples refreshed per step, stalest first; "all": every sample of the batch, every
+            evaluated step (a fresh ranking, needed where many samples lie within a few percent of the batch
+            max, at about one power step per row).
         store_dtype, store_device: how the per-sample vectors are kept.
         jvp_mode: "auto", "fastest", "double_vjp", "forward" or "finite_difference" (see ``products``).
         chunk_rows: rows per pass of the forward-mode / finite-difference iterations (memory grows with
@@ -52,13 +57,13 @@ class SpectralJacobianPenalty(nn.Module):
             refresh, which go stale as training moves the weights.
         focus: with forward-mode / finite-difference products, where every row costs a pass, the chosen
             rows all take one power step and only the ``focus`` ranked highest by it take the other
-            ``iters`` - 1 (0: all take all; steps with unseen samples always iterate every row).  Only the
+            ``iters`` - 1 (0: all take all; rows not seen before take ``cold_iters``).  Only the
             arg-max enters the loss, so the iterations go where it is likely to be.  Double-vjp products
             share one graph, on which extra rows are free: they iterate every row.
     """
 
     def __init__(self, targets: dict[str, LinearOperator | None], iters: int = 2, cold_iters: int = 4,
-                 candidates: int = 4, refresh: int = 1, store_dtype: torch.dtype = torch.float16,
+                 candidates: int = 4, refresh: int | str = 1, store_dtype: torch.dtype = torch.float16,
                  store_device="cpu", seed: int = 0, jvp_mode: str = "auto", chunk_rows: int = 4,
                  krylov: int = 1, screen: bool = False, focus: int = 0):
         super().__init__()
@@ -67,7 +72,9 @@ class SpectralJacobianPenalty(nn.Module):
         self.iters = positive_int(iters, "iters")
         self.cold_iters = positive_int(cold_iters, "cold_iters")
         self.candidates = positive_int(candidates, "candidates")
-        self.refresh = positive_int(refresh, "refresh", minimum=0)
+        if isinstance(refresh, str) and refresh != ALL:
+            raise ValueError(f"refresh must be an int >= 0 or {ALL!r}, got {refresh!r}")
+        self.refresh = refresh if refresh == ALL else positive_int(refresh, "refresh", minimum=0)
         self.jvp_mode = choice(jvp_mode, "jvp_mode", JVP_MODES)
         self.chunk_rows = positive_int(chunk_rows, "chunk_rows")
         self.krylov = positive_int(krylov, "krylov")
@@ -87,8 +94,11 @@ class SpectralJacobianPenalty(nn.Module):
         return jacobian_input_shape(self._operator(key), y)
 
     def _refresh_mask(self, values: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
-        """Samples to refresh this step: unseen, top ``candidates`` by estimate, ``refresh`` stalest."""
+        """Samples to refresh this step: unseen, top ``candidates`` by estimate, ``refresh`` stalest (all with
+        ``refresh`` "all")."""
         unseen = torch.isnan(values)
+        if self.refresh == ALL:
+            return torch.ones_like(unseen)
         chosen = unseen.clone()
         seen = (~unseen).nonzero().flatten()
         if seen.numel():
@@ -124,11 +134,12 @@ class SpectralJacobianPenalty(nn.Module):
 
     def _plan(self, f, key: str, y: torch.Tensor, index, mode: str, outputs: dict):
         """One target's work this step: (bank lookup (values, vectors, age) or None, chosen (B,) bool mask,
-        start vectors of the chosen rows, whether any chosen row is unseen).  With ``screen`` the
+        start vectors of the chosen rows, which chosen rows are unseen (bool mask)).  With ``screen`` the
         lookup's values are the screened ones (``mode``, ``outputs``: see ``_screened``)."""
         if index is None:
             shape = (y.shape[0], *self._input_shape(key, y))
-            return None, torch.ones(y.shape[0], dtype=torch.bool), random_unit_vectors(shape, y, self.generator), True
+            unseen = torch.ones(y.shape[0], dtype=torch.bool)
+            return None, unseen, random_unit_vectors(shape, y, self.generator), unseen
         lookup = [t.cpu() for t in self._bank(key, y).lookup(index)]
         if self.screen:
             lookup[0] = self._screened(f, key, y, lookup[0], lookup[1], mode, outputs)
@@ -137,7 +148,7 @@ class SpectralJacobianPenalty(nn.Module):
         v0 = random_unit_vectors(stored.shape, y, self.generator)
         warm = ~torch.isnan(values)
         v0[warm.to(v0.device)] = stored[warm].to(v0)
-        return lookup, chosen, v0, not bool(warm.all())
+        return lookup, chosen, v0, ~warm
 
     def _fused_steps(self, f, y_rows, operators, vectors, n_iter):
         """Double-vjp products share one graph: the last power step's vjp, taken with create_graph,
@@ -155,22 +166,32 @@ class SpectralJacobianPenalty(nn.Module):
         differentiable = [per_sample_norm(w) for w in mtu]
         return [normalise(w.detach()) for w in mtu], [d.detach() for d in differentiable], differentiable
 
-    def _chunked_steps(self, f, y_rows, operators, vectors, n_iter, mode, focus):
+    def _chunked_steps(self, f, y_rows, operators, vectors, unseen, mode):
         """Forward-mode or finite-difference products: each is its own forward pass, so each target's rows
         are iterated in chunks of ``chunk_rows``, and memory stays that of a few samples even when a whole
-        batch is new (the first epoch).  With ``focus`` = k, every row takes one power step and only the k
-        rows then ranked highest take the other ``n_iter`` - 1.  Returns (new vectors, bounds sigma) per target."""
+        batch is new (the first epoch).  Rows not seen before (``unseen``: a bool mask per target) take
+        ``cold_iters`` steps, the others ``iters``; with ``focus`` = k, every warm row takes one power step
+        and only the k then ranked highest take the other ``iters`` - 1.  Returns (new vectors, bounds sigma)
+        per target."""
         out_vectors, out_sigmas = [], []
-        for rows, op, v in zip(y_rows, operators, vectors):
-            if not focus or n_iter == 1 or rows.shape[0] <= focus:
-                v, sigma = self._chunked_power(f, rows, op, v, n_iter, mode)
-            else:
-                v, sigma = self._chunked_power(f, rows, op, v, 1, mode)
-                top = sigma.topk(focus).indices
-                v[top], sigma[top] = self._chunked_power(f, rows[top], op, v[top], n_iter - 1, mode)
+        for rows, op, v, cold in zip(y_rows, operators, vectors, unseen):
+            v, sigma, cold = v.clone(), v.new_empty(v.shape[0]), cold.to(v.device)
+            for part, n_iter, focus in ((cold, self.cold_iters, 0), (~cold, self.iters, self.focus)):
+                if part.any():
+                    v[part], sigma[part] = self._focused_power(f, rows[part], op, v[part], n_iter, mode, focus)
             out_vectors.append(v)
             out_sigmas.append(sigma)
         return out_vectors, out_sigmas
+
+    def _focused_power(self, f, rows, op, v, n_iter, mode, focus):
+        """``n_iter`` power steps for ``rows``, or one for all and ``n_iter`` - 1 more for the ``focus`` ranked
+        highest by it: (vectors, sigma)."""
+        if not focus or n_iter == 1 or rows.shape[0] <= focus:
+            return self._chunked_power(f, rows, op, v, n_iter, mode)
+        v, sigma = self._chunked_power(f, rows, op, v, 1, mode)
+        top = sigma.topk(focus).indices
+        v[top], sigma[top] = self._chunked_power(f, rows[top], op, v[top], n_iter - 1, mode)
+        return v, sigma
 
     def _chunked_power(self, f, rows, op, v, n_iter, mode):
         """``n_iter`` power steps on M = J A (``op``; J when None) for ``rows``, ``chunk_rows`` at a time:
@@ -195,14 +216,13 @@ class SpectralJacobianPenalty(nn.Module):
         plans = [self._plan(f, key, y, index, mode, outputs) for key in keys]
         sels = [chosen.nonzero().flatten().to(y.device) for _, chosen, _, _ in plans]
         vectors = [v0 for _, _, v0, _ in plans]
-        cold = any(unseen for *_, unseen in plans)
-        n_iter = self.cold_iters if cold else self.iters
+        unseen = [mask for *_, mask in plans]
         y_rows = [y[sel] for sel in sels]
-        if mode == "double_vjp":
+        if mode == "double_vjp":  # one shared graph: every row takes the same steps
+            n_iter = self.cold_iters if any(bool(mask.any()) for mask in unseen) else self.iters
             vectors, sigmas, differentiable = self._fused_steps(f, torch.cat(y_rows), operators, vectors, n_iter)
         else:
-            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter, mode,
-                                                  0 if cold else self.focus)
+            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, unseen, mode)
             differentiable = None
 
         estimates, best = {}, {}

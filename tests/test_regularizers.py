@@ -331,27 +331,6 @@ def test_focus_iterates_only_the_rows_ranked_highest_after_one_step(jvp_mode):
         assert bool((stats["sja"] <= exact * (1 + 2e-3)).all())
 
 
-@pytest.mark.parametrize("jvp_mode", ["forward", "finite_difference"])
-def test_only_the_unseen_rows_of_a_step_take_cold_iterations(jvp_mode):
-    """A step whose batch holds one sample not seen before iterates that row ``cold_iters`` times and the
-    warm rows as a warm step does (focus included), and still finds the batch max."""
-    _, op, y = blur_problem(rows=7)
-    net = _Counting(conv_net())
-    counted = lambda v: net(op.adjoint(v))  # noqa: E731
-    exact = torch.linalg.matrix_norm(exact_jacobians(counted, y) @ op.to_dense(), ord=2).detach()
-    iters, focus, cold_iters = 5, 2, 80
-    penalty = SpectralJacobianPenalty({"sja": op}, iters=iters, cold_iters=cold_iters, candidates=3, refresh=1,
-                                      store_dtype=torch.float64, jvp_mode=jvp_mode, chunk_rows=8, focus=focus)
-    penalty(counted, y[:6], index=torch.arange(6))  # rows 0-5 seen and converged; row 6 not
-    net.rows = 0
-    values, stats = penalty(counted, y, index=torch.arange(7))
-    warm = _WARM_STEP_ROWS[jvp_mode](4, iters, focus) - 1   # candidates 3 + refresh 1, less the differentiable pass
-    cold = _WARM_STEP_ROWS[jvp_mode](1, cold_iters, 0) - 1  # the unseen row alone
-    assert net.rows == warm + cold + 1
-    torch.testing.assert_close(values["sja"].detach(), exact.max(), rtol=1e-4, atol=0)
-    assert abs(float(stats["sja"][6]) - float(exact[6])) <= 1e-4 * float(exact[6])
-
-
 def test_cold_penalty_without_index_is_a_lower_bound_on_the_max(cs_problem):
     f, op, y = cs_problem
     exact = torch.linalg.matrix_norm(exact_jacobians(f, y) @ op.to_dense(), ord=2).max().detach()

@@ -39,8 +39,7 @@ class SpectralJacobianPenalty(nn.Module):
     Args:
         targets: {"sja": A, "sj": None, ...}; an Identity target shares the work of None.
         iters: power iterations per step on warm-started samples.
-        cold_iters: iterations for samples without a stored vector (with double-vjp products, whose rows
-            share one graph, for every row of a step that has such a sample).
+        cold_iters: iterations for samples without a stored vector.
         candidates: samples refreshed per step by their previous estimate (the likely maxima).
         refresh: further samples refreshed per step, stalest first; "all": every sample of the batch, every
             evaluated step (a fresh ranking, needed where many samples lie within a few percent of the batch
@@ -57,7 +56,7 @@ class SpectralJacobianPenalty(nn.Module):
             refresh, which go stale as training moves the weights.
         focus: with forward-mode / finite-difference products, where every row costs a pass, the chosen
             rows all take one power step and only the ``focus`` ranked highest by it take the other
-            ``iters`` - 1 (0: all take all; rows not seen before take ``cold_iters``).  Only the
+            ``iters`` - 1 (0: all take all; steps with unseen samples always iterate every row).  Only the
             arg-max enters the loss, so the iterations go where it is likely to be.  Double-vjp products
             share one graph, on which extra rows are free: they iterate every row.
     """
@@ -134,12 +133,11 @@ class SpectralJacobianPenalty(nn.Module):
 
     def _plan(self, f, key: str, y: torch.Tensor, index, mode: str, outputs: dict):
         """One target's work this step: (bank lookup (values, vectors, age) or None, chosen (B,) bool mask,
-        start vectors of the chosen rows, which chosen rows are unseen (bool mask)).  With ``screen`` the
+        start vectors of the chosen rows, whether any chosen row is unseen).  With ``screen`` the
         lookup's values are the screened ones (``mode``, ``outputs``: see ``_screened``)."""
         if index is None:
             shape = (y.shape[0], *self._input_shape(key, y))
-            unseen = torch.ones(y.shape[0], dtype=torch.bool)
-            return None, unseen, random_unit_vectors(shape, y, self.generator), unseen
+            return None, torch.ones(y.shape[0], dtype=torch.bool), random_unit_vectors(shape, y, self.generator), True
         lookup = [t.cpu() for t in self._bank(key, y).lookup(index)]
         if self.screen:
             lookup[0] = self._screened(f, key, y, lookup[0], lookup[1], mode, outputs)
@@ -148,7 +146,7 @@ class SpectralJacobianPenalty(nn.Module):
         v0 = random_unit_vectors(stored.shape, y, self.generator)
         warm = ~torch.isnan(values)
         v0[warm.to(v0.device)] = stored[warm].to(v0)
-        return lookup, chosen, v0, ~warm
+        return lookup, chosen, v0, not bool(warm.all())
 
     def _fused_steps(self, f, y_rows, operators, vectors, n_iter):
         """Double-vjp products share one graph: the last power step's vjp, taken with create_graph,
@@ -166,32 +164,22 @@ class SpectralJacobianPenalty(nn.Module):
         differentiable = [per_sample_norm(w) for w in mtu]
         return [normalise(w.detach()) for w in mtu], [d.detach() for d in differentiable], differentiable
 
-    def _chunked_steps(self, f, y_rows, operators, vectors, unseen, mode):
+    def _chunked_steps(self, f, y_rows, operators, vectors, n_iter, mode, focus):
         """Forward-mode or finite-difference products: each is its own forward pass, so each target's rows
         are iterated in chunks of ``chunk_rows``, and memory stays that of a few samples even when a whole
-        batch is new (the first epoch).  Rows not seen before (``unseen``: a bool mask per target) take
-        ``cold_iters`` steps, the others ``iters``; with ``focus`` = k, every warm row takes one power step
-        and only the k then ranked highest take the other ``iters`` - 1.  Returns (new vectors, bounds sigma)
-        per target."""
+        batch is new (the first epoch).  With ``focus`` = k, every row takes one power step and only the k
+        rows then ranked highest take the other ``n_iter`` - 1.  Returns (new vectors, bounds sigma) per target."""
         out_vectors, out_sigmas = [], []
-        for rows, op, v, cold in zip(y_rows, operators, vectors, unseen):
-            v, sigma, cold = v.clone(), v.new_empty(v.shape[0]), cold.to(v.device)
-            for part, n_iter, focus in ((cold, self.cold_iters, 0), (~cold, self.iters, self.focus)):
-                if part.any():
-                    v[part], sigma[part] = self._focused_power(f, rows[part], op, v[part], n_iter, mode, focus)
+        for rows, op, v in zip(y_rows, operators, vectors):
+            if not focus or n_iter == 1 or rows.shape[0] <= focus:
+                v, sigma = self._chunked_power(f, rows, op, v, n_iter, mode)
+            else:
+                v, sigma = self._chunked_power(f, rows, op, v, 1, mode)
+                top = sigma.topk(focus).indices
+                v[top], sigma[top] = self._chunked_power(f, rows[top], op, v[top], n_iter - 1, mode)
             out_vectors.append(v)
             out_sigmas.append(sigma)
         return out_vectors, out_sigmas
-
-    def _focused_power(self, f, rows, op, v, n_iter, mode, focus):
-        """``n_iter`` power steps for ``rows``, or one for all and ``n_iter`` - 1 more for the ``focus`` ranked
-        highest by it: (vectors, sigma)."""
-        if not focus or n_iter == 1 or rows.shape[0] <= focus:
-            return self._chunked_power(f, rows, op, v, n_iter, mode)
-        v, sigma = self._chunked_power(f, rows, op, v, 1, mode)
-        top = sigma.topk(focus).indices
-        v[top], sigma[top] = self._chunked_power(f, rows[top], op, v[top], n_iter - 1, mode)
-        return v, sigma
 
     def _chunked_power(self, f, rows, op, v, n_iter, mode):
         """``n_iter`` power steps on M = J A (``op``; J when None) for ``rows``, ``chunk_rows`` at a time:
@@ -216,13 +204,14 @@ class SpectralJacobianPenalty(nn.Module):
         plans = [self._plan(f, key, y, index, mode, outputs) for key in keys]
         sels = [chosen.nonzero().flatten().to(y.device) for _, chosen, _, _ in plans]
         vectors = [v0 for _, _, v0, _ in plans]
-        unseen = [mask for *_, mask in plans]
+        cold = any(unseen for *_, unseen in plans)
+        n_iter = self.cold_iters if cold else self.iters
         y_rows = [y[sel] for sel in sels]
-        if mode == "double_vjp":  # one shared graph: every row takes the same steps
-            n_iter = self.cold_iters if any(bool(mask.any()) for mask in unseen) else self.iters
+        if mode == "double_vjp":
             vectors, sigmas, differentiable = self._fused_steps(f, torch.cat(y_rows), operators, vectors, n_iter)
         else:
-            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, unseen, mode)
+            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter, mode,
+                                                  0 if cold else self.focus)
             differentiable = None
 
         estimates, best = {}, {}

@@ -1,8 +1,10 @@
 """Distribution shift (jacinv.shift) and evaluate.py --shift."""
 import json
 
+import numpy as np
 import pytest
 import torch
+from skimage import io
 
 from jacinv.cli import evaluate_main
 from jacinv.shift import add_structure, shift_report
@@ -59,10 +61,15 @@ def test_evaluate_shift_compares_the_network_with_tv_and_the_adjoint(cs_run, cap
     assert json.loads((cs_run / "shift_ring.json").read_text())["n_samples"] == 2
 
 
-def test_shift_to_another_family_reads_the_overrides(cs_run):
-    report = shift_report(cs_run, "data", overrides=["data.source=embedded", "data.name=patches",
+def test_shift_to_another_family_reads_the_overrides(cs_run, tmp_path):
+    # the other family: an image folder of noise (the run's own data is Fashion-MNIST, or without it
+    # the embedded natural-image patches)
+    rng = np.random.default_rng(0)
+    for k in range(24):  # 4 patches each: enough for the run's 40 training and 20 test signals
+        io.imsave(tmp_path / f"noise{k}.png", rng.integers(0, 256, (56, 56), dtype=np.uint8), check_contrast=False)
+    report = shift_report(cs_run, "data", overrides=["data.source=folder", f"data.root={tmp_path}",
                                                      "data.patch_size=28"], n_samples=4)
-    assert report["overrides"][0] == "data.source=embedded"
+    assert report["overrides"][0] == "data.source=folder"
     same = shift_report(cs_run, "data", overrides=["data.n_test=20"], n_samples=4)  # the same family: no shift
     assert same["shifted"]["network"]["psnr"] == pytest.approx(same["in_distribution"]["network"]["psnr"])
     assert report["shifted"]["network"]["psnr"] != pytest.approx(report["in_distribution"]["network"]["psnr"])

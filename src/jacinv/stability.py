@@ -77,7 +77,8 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
     Returns (curves {name: [row per radius]}, worst {name: (x, f(y), f(y + e)) of the sample with the
     largest change at the largest radius}).  ``attack_rows``: {name: samples per attack pass} for the methods
     attacked a few samples at a time (the others see the whole batch: TV's stopping rule is batch-wide)."""
-    unknown = sorted(set(attack_rows or {}) - set(methods))
+    attack_rows = attack_rows or {}
+    unknown = sorted(set(attack_rows) - set(methods))
     if unknown:
         raise ValueError(f"attack_rows names methods {unknown} that are not among methods {list(methods)}")
     curves, worst = {}, {}
@@ -88,7 +89,7 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
         rows = []
         for radius in radii:
             e, change = worst_case_perturbation(reconstruct, y, radius, steps, torch.Generator().manual_seed(seed),
-                                                (attack_rows or {}).get(name))
+                                                attack_rows.get(name))
             with torch.no_grad():
                 perturbed = reconstruct(y + e)
                 random_e = radius * random_unit_vectors(y.shape, y, torch.Generator().manual_seed(seed + 1))

@@ -287,7 +287,7 @@ def test_registering_over_a_name_is_refused():
 
 
 @pytest.mark.parametrize("factory, error, match", [
-    (lambda operator: nn.Flatten(), ValueError, r"returns shape \(8,\) per sample, but operator.in_shape is \(1, 4, 4\)"),
+    (lambda operator: nn.Flatten(), ValueError, r"returns shape \(1, 8\) for one measurement, expected \(1, 1, 4, 4\)"),
     (lambda operator: "not a net", TypeError, "model factory 'test_bad_.*' must return an nn.Module, got str"),
     (lambda operator: nn.Linear(3, 3), ValueError, r"cannot take measurements of shape \(B, 8\)"),
 ])

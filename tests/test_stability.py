@@ -69,7 +69,7 @@ def test_evaluate_stability_writes_curves_for_the_network_and_tv(tmp_path, capsy
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--radii", "0", "1"], "--radii must be positive numbers"),
+    (["--radii", "0", "1"], "--radii must be finite positive numbers, got 0.0 1.0"),
     (["--stability-samples", "0"], "--stability-samples must be >= 1"),
 ])
 def test_evaluate_stability_refuses_bad_arguments(tmp_path, capsys, args, match):

@@ -105,10 +105,10 @@ def test_bound_report_on_a_trained_run(tmp_path):
 
 @pytest.mark.parametrize("override, match", [
     ("train.epoch=3", r"unknown config key 'train.epoch'"),
-    ("train.epochs=three", r"config key 'train.epochs' must be int, got 'three'"),
+    ("train.epochs=three", r"config key 'train.epochs' must be an int >= 1, got 'three' \(str\)"),
     ("model.name=edsr", r"config key 'model' \('edsr'\) does not fit the operator GaussianCS"),
     ("operator.kwargs={n_measurements: 0}", r"config key 'operator'.*n_measurements must be an int >= 1"),
-    ("regularizer.name=sjx", r"config key 'regularizer': unknown regularizer name 'sjx'"),
+    ("regularizer.name=sjx", r"config key 'regularizer.name' must be one of \['none', .*\], got 'sjx'"),
     ("data.n_train=100000", r"config key data.n_train \(100000\) \+ data.n_val \(0\) asks for 100000 signals"),
     ("train.checkpoint_every=0", r"config key 'train.checkpoint_every' must be an int >= 1, got 0"),
 ])
@@ -122,7 +122,7 @@ def test_bad_configs_fail_before_training(override, match, tmp_path, capsys):
 
 
 def test_config_error_names_the_key():
-    with pytest.raises(ConfigError, match=r"config key 'noise.radius' must be float, got 'big'"):
+    with pytest.raises(ConfigError, match=r"config key 'noise.radius' must be a finite number >= 0, got 'big' \(str\)"):
         load_config(None, ["noise.radius=big"])
 
 
@@ -130,7 +130,7 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     import jacinv.training as training
 
     monkeypatch.setattr(training, "fidelity", lambda pred, x, kind: (pred - x).sum() * float("nan"))
-    with pytest.raises(training.NonFiniteLoss, match="non-finite loss .* at epoch 0 step 0"):
+    with pytest.raises(training.NonFiniteLoss, match="non-finite loss .* at epoch 1 step 0"):
         train(tiny_config("cs"), tmp_path / "run", progress=False)
 
 
@@ -202,6 +202,8 @@ def test_evaluate_prints_a_method_by_metric_table(tmp_path, capsys):
     capsys.readouterr()
     assert evaluate_main([str(tmp_path / "run")]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert re.match(r"scored: 20 test signals of .*; checkpoint .*checkpoint_last.pt \(after epoch \d+\)$", lines[0])
+    lines = lines[2:]
     assert re.match(r"method +PSNR \(dB\) +SSIM +NMSE$", lines[0]), lines[0]
     names = [line.split()[0] for line in lines[1:6]]
     assert names[:3] == ["network", "adjoint", "pseudo_inverse"] and names[3].startswith("tikhonov(mu=")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -83,3 +84,53 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
+
+
+class RunDirTaken(UserError, FileExistsError):
+    """A new run was pointed at a directory that already holds a run, or other files."""
+
+
+RUN_FILES = ("config.yaml", CHECKPOINT, "checkpoint_prev.pt", "metrics.csv", "metrics.json")
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool = False) -> None:
+    """Refuse to start a new run in ``run_dir`` when that would overwrite or mix with what is there:
+    a file, a run (finished or not; ``overwrite`` removes it first), or a folder of other files."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise RunDirTaken(f"run directory {run_dir} is a file; expected a new or empty directory")
+    if not any(run_dir.iterdir()):
+        return
+    if not any((run_dir / name).exists() for name in RUN_FILES):
+        raise RunDirTaken(f"run directory {run_dir} is not empty and holds no jacinv run; expected a new or empty "
+                          "directory (choose another --run-dir)")
+    if overwrite:
+        shutil.rmtree(run_dir)
+        return
+    state = None
+    for path in (run_dir / CHECKPOINT, previous(run_dir / CHECKPOINT)):
+        try:
+            state = _read(path) if path.is_file() else None
+        except DamagedCheckpoint:
+            continue
+        if state is not None:
+            break
+    done = f" ({state['epoch'] + 1} epochs trained)" if isinstance(state, dict) and "epoch" in state else ""
+    raise RunDirTaken(f"run directory {run_dir} already holds a run{done}; continue it with --resume {run_dir}, "
+                      "choose a new --run-dir, or add --overwrite to replace it")
+
+
+class CheckpointMismatch(UserError, ValueError):
+    """A checkpoint's weights do not fit the model its run's configuration builds."""
+
+
+def load_weights(model: torch.nn.Module, weights: dict, checkpoint) -> None:
+    """``model.load_state_dict(weights)``; a mismatch is reported as one error naming ``checkpoint``."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise CheckpointMismatch(f"checkpoint {checkpoint} does not fit the model the configuration describes (was "
+                                 f"model.* or the data shape edited?): {detail}") from None

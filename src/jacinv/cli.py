@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import sys
 import traceback
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from . import distributed
 from .checkpoint import write_csv
-from .config import ConfigError, load_config, parse_override
+from .config import ConfigError, load_config, load_run_config
 from .errors import UserError
 
 USER_ERRORS = (UserError, FileNotFoundError)
@@ -20,7 +21,7 @@ def report_user_error(err: Exception, debug: bool) -> int:
     """Print one ``error:`` line (the traceback too with --debug) and return exit status 2."""
     if debug:
         traceback.print_exception(err)
-    print(f"error: {err}", file=sys.stderr)
+    print("error: " + " ".join(str(err).split()), file=sys.stderr)
     return 2
 
 
@@ -59,44 +60,61 @@ def _run_dir(args, config: dict, suffix: str = "") -> Path:
     return distributed.from_rank0(lambda: _fresh_dir(Path(config["out_dir"]) / f"{config['name']}{suffix}"))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``error: ...``, with exit status 2; options and key=value
+    overrides may come in any order (``parse_intermixed_args``)."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def train_main(argv=None) -> int:
     from .plots import plot_sweep
     from .training import summary_table, train
 
-    parser = argparse.ArgumentParser(prog="train.py", description="Train a reconstruction network (see README).")
+    parser = Parser(prog="train.py", description="Train a reconstruction network (see README).")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. train.epochs=5")
     parser.add_argument("--config", type=Path, help="a YAML file under configs/")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     parser.add_argument("--run-dir", type=Path, help="where to write (default out_dir/name, made unique)")
+    parser.add_argument("--overwrite", action="store_true", help="with --run-dir: replace the run already there")
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                         help="run the grid of values (repeat for a product) and write one table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--stop-after", type=int, metavar="N", help="train N epochs, then exit (resume later)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.stop_after is not None and args.stop_after < 1:
         parser.error(f"--stop-after must be a positive number of epochs, got {args.stop_after}")
+    if args.overwrite and not args.run_dir:
+        parser.error("--overwrite needs --run-dir (the run directory to replace)")
+    if args.resume and (args.config or args.sweep or args.run_dir):
+        given = [f for f, v in (("--config", args.config), ("--sweep", args.sweep), ("--run-dir", args.run_dir)) if v]
+        parser.error(f"--resume continues the run with its saved config.yaml; it cannot be combined with "
+                     f"{', '.join(given)} (give the keys to change as overrides, e.g. train.epochs=300)")
     progress = False if args.no_progress else None
     try:
         if args.resume:
-            config = load_config(args.resume / "config.yaml", args.overrides)
+            config = load_run_config(args.resume, args.overrides)
             history = train(config, args.resume, resume=True, progress=progress, stop_after=args.stop_after)
             _say(summary_table(history))
             return 0
-        config = load_config(args.config, args.overrides)
         if not args.sweep:
+            config = load_config(args.config, args.overrides)
             run_dir = _run_dir(args, config)
-            history = train(config, run_dir, progress=progress, stop_after=args.stop_after)
+            history = train(config, run_dir, progress=progress, stop_after=args.stop_after, overwrite=args.overwrite)
             _say(summary_table(history))
             _say(f"\nrun directory: {run_dir}  (figures: curves.png, reconstructions.png; "
                  f"evaluate with: python evaluate.py {run_dir})")
             return 0
-        sweep_dir = _run_dir(args, config, "-sweep")
+        grid = _sweep_grid(args.sweep)
+        configs = [load_config(args.config, [*args.overrides, *combo]) for combo in grid]  # all checked first
+        sweep_dir = _run_dir(args, configs[0], "-sweep")
         table = []
-        for combo in _sweep_grid(args.sweep):
-            run_config = load_config(args.config, [*args.overrides, *combo])
+        for combo, run_config in zip(grid, configs):
             label = ",".join(combo).replace("/", "_")
-            history = train(run_config, sweep_dir / label, progress=progress)
+            history = train(run_config, sweep_dir / label, progress=progress, overwrite=args.overwrite)
             last = next(r for r in reversed(history) if "test_psnr" in r)
             table.append({**{c.split("=", 1)[0]: c.split("=", 1)[1] for c in combo},
                           **{k: last[k] for k in ("test_psnr", "test_ssim", "train_loss", "test_loss", "ge",
@@ -114,11 +132,11 @@ def train_main(argv=None) -> int:
 def evaluate_main(argv=None) -> int:
     from .report import evaluate_run, report_table
 
-    parser = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate a trained run (see README).")
+    parser = Parser(prog="evaluate.py", description="Evaluate a trained run (see README).")
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("data_overrides", nargs="*", help="data.* and noise.* overrides for the evaluation data, e.g. data.n_test=500")
     parser.add_argument("--bound", action="store_true", help="also compute the generalisation bound")
-    parser.add_argument("--delta", type=float, default=0.05, help="confidence parameter of the bound")
-    parser.add_argument("data_overrides", nargs="*", help="config overrides for the evaluation data, e.g. data.n_test=500")
+    parser.add_argument("--delta", type=float, help="--bound: confidence parameter (default 0.05)")
     parser.add_argument("--images", type=Path, metavar="DIR",
                         help="super-resolution: score whole images of DIR (no split) beside bicubic and TV")
     parser.add_argument("--save-reconstructions", type=Path, metavar="DIR",
@@ -127,27 +145,40 @@ def evaluate_main(argv=None) -> int:
                         help="worst-case perturbations of the measurements (network and TV): stability.json/png")
     parser.add_argument("--radii", type=float, nargs="+", metavar="R",
                         help="--stability: perturbation norms (default: 0.5, 1, 2, 4 x the noise radius)")
-    parser.add_argument("--stability-samples", type=int, default=16, metavar="N",
-                        help="--stability: test measurements attacked (default 16)")
+    parser.add_argument("--stability-samples", type=int, metavar="N",
+                        help="--stability: test measurements attacked (default 16, or all when fewer)")
     parser.add_argument("--shift", choices=["ring", "blob", "data"],
                         help="distribution shift: a bright ring or blob added to the test images, or 'data': the "
                              "family the overrides give (e.g. data.source=embedded data.name=patches); "
                              "network against the classical reconstructions: shift_<shift>.json/png")
-    parser.add_argument("--shift-samples", type=int, default=64, metavar="N",
-                        help="--shift: test signals compared (default 64)")
+    parser.add_argument("--shift-samples", type=int, metavar="N",
+                        help="--shift: test signals compared (default 64, or all when fewer)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
-    args = parser.parse_args(argv)
-    if args.shift_samples < 1:
-        parser.error(f"--shift-samples must be >= 1, got {args.shift_samples}")
+    args = parser.parse_intermixed_args(argv)
+    for flag, value, needs in (("--delta", args.delta, "bound"), ("--radii", args.radii, "stability"),
+                               ("--stability-samples", args.stability_samples, "stability"),
+                               ("--shift-samples", args.shift_samples, "shift")):
+        if value is not None and not getattr(args, needs):
+            parser.error(f"{flag} is used only with --{needs.replace('_', '-')}; add --{needs} or drop {flag}")
+    for flag, value in (("--shift-samples", args.shift_samples), ("--stability-samples", args.stability_samples)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    if args.delta is not None and not 0.0 < args.delta < 1.0:
+        parser.error(f"--delta must lie in (0, 1), got {args.delta}")
+    if args.radii is not None and not all(0 < r < math.inf for r in args.radii):
+        parser.error(f"--radii must be finite positive numbers, got {' '.join(map(str, args.radii))}")
     if args.shift == "data" and not args.data_overrides:
         parser.error("--shift data needs overrides that give the other family, e.g. data.source=embedded data.name=patches")
-    if not 0.0 < args.delta < 1.0:
-        parser.error(f"--delta must lie in (0, 1), got {args.delta}")
-    if args.radii is not None and not all(r > 0 for r in args.radii):
-        parser.error(f"--radii must be positive numbers, got {args.radii}")
-    if args.stability_samples < 1:
-        parser.error(f"--stability-samples must be >= 1, got {args.stability_samples}")
+    default_report = args.bound or args.save_reconstructions or not (args.shift or args.stability or args.images)
     try:
+        if default_report:
+            report = evaluate_run(args.run_dir, overrides=args.data_overrides, bound=args.bound,
+                                  delta=0.05 if args.delta is None else args.delta,
+                                  save_reconstructions=args.save_reconstructions)
+            print(report_table(report))
+            print(f"\nreport: {args.run_dir / 'report.json'}, figures: {args.run_dir / 'report.png'}")
+            if args.save_reconstructions:
+                print(f"reconstructions: {len(report['reconstructions'])} volume file(s) in {args.save_reconstructions}")
         if args.shift:
             from .shift import shift_paths, shift_report, shift_table
 
@@ -155,7 +186,6 @@ def evaluate_main(argv=None) -> int:
             print(shift_table(report))
             json_path, figure_path = shift_paths(args.run_dir, args.shift)
             print(f"\nreport: {json_path}, figure: {figure_path}")
-            return 0
         if args.stability:
             from .stability import stability_report, stability_table
 
@@ -163,7 +193,6 @@ def evaluate_main(argv=None) -> int:
                                       n_samples=args.stability_samples)
             print(stability_table(report))
             print(f"\nreport: {args.run_dir / 'stability.json'}, figure: {args.run_dir / 'stability.png'}")
-            return 0
         if args.images:
             from .sr_images import evaluate_images, images_table
 
@@ -171,13 +200,6 @@ def evaluate_main(argv=None) -> int:
                                      progress=sys.stderr.isatty())
             print(images_table(report))
             print(f"\nreport: {args.run_dir / 'images_report.json'}, figure: {args.run_dir / 'images_report.png'}")
-            return 0
-        report = evaluate_run(args.run_dir, overrides=args.data_overrides, bound=args.bound, delta=args.delta,
-                              save_reconstructions=args.save_reconstructions)
     except USER_ERRORS as err:
         return report_user_error(err, args.debug)
-    print(report_table(report))
-    print(f"\nreport: {args.run_dir / 'report.json'}, figures: {args.run_dir / 'report.png'}")
-    if args.save_reconstructions:
-        print(f"reconstructions: {len(report['reconstructions'])} volume file(s) in {args.save_reconstructions}")
     return 0

@@ -1,4 +1,5 @@
-"""Experiment configuration: YAML files over a typed default, with key=value overrides."""
+"""Experiment configuration: YAML files over the defaults, with key=value overrides, checked by
+:mod:`jacinv.schema` before anything else runs.  Numbers are read as YAML 1.2 (``1e-3`` is a float)."""
 from __future__ import annotations
 
 import copy
@@ -6,58 +7,11 @@ from pathlib import Path
 
 import yaml
 
+from . import yaml12
 from .checkpoint import temporary_twin
-from .errors import UserError
+from .schema import ConfigError, check_config, defaults
 
-DEFAULTS: dict = {
-    "name": "cs",
-    "seed": 0,
-    "plugins": [],                # modules or .py files to import first (they may @register_operator)
-    "data": {
-        "source": "embedded",     # embedded | mnist | folder | fastmri
-        "name": "patches",        # embedded: patches | digits | brain
-        "root": None,             # mnist / folder / fastmri directory
-        "train_root": None,       # fastmri: separate train / validation / test folders (instead of root)
-        "val_root": None,
-        "test_root": None,
-        "kspace": "simulated",    # fastmri: simulated (y = A x + n from the targets) | measured (the files' k-space)
-        "target": "auto",         # fastmri: auto | reconstruction_esc | reconstruction_rss | kspace
-        "fallback": "embedded",   # when root is missing: embedded, or "error"
-        "n_train": 500,           # fastmri: null = every slice
-        "n_val": 0,               # validation signals, drawn from the training pool, disjoint from n_train
-        "n_test": 200,
-        "patch_size": 28,
-        "channels": 1,
-        "downsample": 1,          # brain slices: average over blocks of this size
-    },
-    "operator": {"name": "gaussian_cs", "kwargs": {"n_measurements": 160, "seed": 0},
-                 "per_rank": False},      # under torchrun: a different random draw (e.g. mask) per rank
-    "noise": {"kind": "bounded", "radius": 0.3, "mode": "sphere", "sigma": 0.0, "noise_mode": "fixed"},
-    "model": {"name": "fc", "kwargs": {}},
-    "regularizer": {"name": "sja+sj", "lambda_ja": "auto", "lambda_j": "auto", "weight": "auto", "kappa": 20.0,
-                    "every": 1,   # evaluate the penalty every k-th step, weights x k (lazy regularisation)
-                    "options": {}},
-    "train": {
-        "epochs": 150,
-        "batch_size": 100,
-        "lr": 1e-3,
-        "loss": "l2",             # l2: the seed's ||f(y) - x||_2; mse
-        "scheduler": "none",      # none | cosine | step
-        "device": "auto",         # auto | cpu | cuda | cuda:N
-        "probe_size": 16,         # test samples whose Jacobian norms are tracked per epoch
-        "probe_iters": 20,
-        "eval_every": 1,
-        "checkpoint_every": 1,    # epochs between checkpoints (and metrics files); the last epoch always
-        "num_workers": 0,
-        "threads": 0,             # torch CPU threads, 0 = torch's default
-        "keep_freed_memory": True,  # on CPU: glibc keeps freed activations for the next step (jacinv.cpu_memory)
-    },
-    "out_dir": "runs",
-}
-
-
-class ConfigError(UserError, ValueError):
-    """A bad configuration key or value; the message names the key."""
+DEFAULTS: dict = defaults()   # every key, its type, range and meaning: jacinv.schema
 
 
 class _Update(dict):
@@ -84,7 +38,7 @@ def _merge(base: dict, update: dict, prefix: str = "") -> dict:
                 raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
             out[key] = _merge(default, value, path + ".")
         else:
-            out[key] = _typed(value, default, path)
+            out[key] = value
     # a new component without its own arguments starts from none (not the old one's)
     if "name" in update and update["name"] != base.get("name"):
         for key in FREE_FORM:
@@ -93,31 +47,13 @@ def _merge(base: dict, update: dict, prefix: str = "") -> dict:
     return out
 
 
-def _typed(value, default, path: str):
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {path!r} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int) and not isinstance(value, bool) and isinstance(value, int):
-        return value
-    if isinstance(default, float) and not isinstance(value, bool) and isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(default, str) and (isinstance(value, str) or (default == "auto" and isinstance(value, (int, float)))):
-        return value
-    if type(value) is type(default):
-        return value
-    raise ConfigError(f"config key {path!r} must be {type(default).__name__}, got {value!r} ({type(value).__name__})")
-
-
 def parse_override(text: str) -> dict:
     """'train.epochs=5' -> {'train': {'epochs': 5}} (the value parsed as YAML)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=5")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else None
+        value = yaml12.load(raw) if raw else None
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
     out: dict = {}
@@ -139,23 +75,50 @@ def _combine(a: dict, b: dict) -> dict:
 
 
 def load_config(path=None, overrides=()) -> dict:
-    """DEFAULTS, updated by the YAML file at ``path`` and then by ``overrides`` (key=value)."""
+    """DEFAULTS, updated by the YAML file at ``path`` and then by ``overrides`` (key=value), checked
+    against :mod:`jacinv.schema`: an override that the other settings ignore is an error, a key of
+    the file that they ignore gets a printed note."""
     config = copy.deepcopy(DEFAULTS)
+    from_file: set[str] = set()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+        loaded = read_yaml_mapping(path)
         config = _merge(config, loaded)
+        from_file = set_keys(loaded)
+    update = overrides_tree(overrides)
+    return check_config(_merge(config, update) if update else config, set_keys(update), inherited=from_file)
+
+
+def overrides_tree(overrides) -> dict:
+    """['a.b=1', 'a.c=x'] -> {'a': {'b': 1, 'c': 'x'}} (later overrides win)."""
     update: dict = {}
     for text in overrides:
         update = _combine(update, parse_override(text))
-    return _merge(config, update) if update else config
+    return update
+
+
+def set_keys(tree: dict, prefix: str = "") -> set[str]:
+    """The dotted keys a (partial) config tree sets; free-form blocks (kwargs, options) count as one key."""
+    out = set()
+    for key, value in tree.items():
+        if isinstance(value, dict) and key not in FREE_FORM:
+            out |= set_keys(value, f"{prefix}{key}.")
+        else:
+            out.add(f"{prefix}{key}")
+    return out
+
+
+def read_yaml_mapping(path) -> dict:
+    """The mapping in the YAML file ``path`` (YAML 1.2 numbers, duplicate keys refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        loaded = yaml12.load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+    return loaded
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -183,3 +146,61 @@ def dump_config(config: dict, path) -> None:
     tmp = temporary_twin(path)
     tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     tmp.replace(path)
+
+
+#: Keys a resumed run may change: how and where it trains, not what it trains.
+RESUMABLE = ("train.epochs", "train.device", "train.num_workers", "train.threads", "train.eval_every",
+             "train.checkpoint_every", "train.keep_freed_memory", "train.max_loss_ratio")
+
+
+def _under(key: str, prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def load_run_config(run_dir, overrides=(), changeable=RESUMABLE, command: str = "--resume") -> dict:
+    """The saved configuration of the run in ``run_dir`` with ``overrides``, which may only touch the
+    keys (or blocks) in ``changeable``; any other is refused, naming it and the way out."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} holds no config.yaml; expected a run directory written by train.py")
+    config = _merge(copy.deepcopy(DEFAULTS), read_yaml_mapping(path))
+    update = overrides_tree(overrides)
+    fixed = sorted(k for k in set_keys(update) if not _under(k, changeable))
+    if fixed:
+        raise ConfigError(f"{command} {run_dir} cannot change {', '.join(fixed)}: the run's weights were trained with "
+                          f"the saved values; {command} may change only {', '.join(changeable)}. To train with other "
+                          f"settings, start a new run: train.py --config {path} {' '.join(overrides)}")
+    return check_config(_merge(config, update) if update else config, set_keys(update))
+
+
+def changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configurations (free-form blocks compared whole)."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key not in FREE_FORM:
+            out += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def check_matches_checkpoint(saved: dict | None, current: dict, checkpoint, changeable=RESUMABLE) -> None:
+    """Refuse a configuration that differs from the one ``checkpoint`` was trained with (``saved``; None for
+    checkpoints written before configurations were stored in them) outside ``changeable``."""
+    if saved is None:
+        return
+    saved = _merge(copy.deepcopy(DEFAULTS), saved)
+    differ = [k for k in changed_keys(saved, current) if not _under(k, changeable)]
+    if differ:
+        shown = "; ".join(f"{k}: {_at(saved, k)!r} in the checkpoint, {_at(current, k)!r} now" for k in differ[:4])
+        raise ConfigError(f"the configuration differs from the one checkpoint {checkpoint} was trained with ({shown}"
+                          f"{'; ...' if len(differ) > 4 else ''}); undo the edit of config.yaml, or start a new run "
+                          "with the new settings")
+
+
+def _at(config: dict, key: str):
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config

@@ -7,6 +7,18 @@ import torch
 from .metrics import nmse, psnr, ssim
 from .operators import LinearOperator
 from .regularizers import jacobian_spectral_norm, l2_distance, with_and_without_operator
+from .schema import ConfigError
+
+
+def samples_asked(n_samples: int | None, available: int, default: int, flag: str) -> int:
+    """How many test signals an analysis uses: ``n_samples``, or ``default`` (at most ``available``) when
+    None; asking for more than ``available`` or fewer than 1 is an error naming ``flag``."""
+    if n_samples is None:
+        return min(default, available)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or not 1 <= n_samples <= available:
+        raise ConfigError(f"{flag} must be an int from 1 to the {available} test signals the run has, got "
+                          f"{n_samples!r}")
+    return n_samples
 
 
 def batches(dataset, batch_size: int = 64):

@@ -5,6 +5,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +13,9 @@ import numpy as np
 import torch
 
 from . import distributed
-from ._checks import choice, finite_number, positive_int
-from .config import ConfigError
-from .datasets import (FASHION_MNIST_DIR, KSPACE_MODES, FastMRIPairs, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
+from .schema import ConfigError, check_config
+from .datasets import (FASHION_MNIST_DIR, FastMRIPairs, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
                        folder_patches, kspace_operator, load_mnist_images)
-from .datasets.fastmri import TARGETS
 from .models import build_model
 from .noise import BoundedNoise, GaussianNoise
 from .operators import LinearOperator, build_operator
@@ -88,26 +87,6 @@ def build_noise(cfg: dict):
     raise ConfigError(f"config key 'noise.kind' must be bounded, gaussian or none, got {kind!r}")
 
 
-def check_keys(config: dict) -> None:
-    """The scalar keys every run uses, checked before any data is read."""
-    data = config["data"]
-    checks = [("seed", config["seed"], 0), ("data.n_train", data["n_train"], 1), ("data.n_val", data["n_val"], 0),
-              ("data.n_test", data["n_test"], 1), ("data.patch_size", data["patch_size"], 1),
-              ("data.downsample", data["downsample"], 1)]
-    try:
-        for key, value, minimum in checks:
-            if value is None and key in ("data.n_train", "data.n_test") and data["source"] == "fastmri":
-                continue  # all the slices there are
-            positive_int(value, f"config key {key!r}", minimum=minimum)
-        if data["source"] == "fastmri":
-            choice(data["kspace"], "config key 'data.kspace'", KSPACE_MODES)
-            choice(data["target"], "config key 'data.target'", ("auto", *TARGETS))
-        if data["channels"] not in (1, 3):
-            raise ValueError(f"config key 'data.channels' must be 1 or 3, got {data['channels']!r}")
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from None
-
-
 def load_data(data: dict):
     """:func:`load_signals`, with every error about the files reported as a ConfigError naming data.source."""
     try:
@@ -121,7 +100,8 @@ def load_data(data: dict):
 
 def import_plugins(plugins: list) -> None:
     """Import each plug-in (a module name, or a path to a .py file) so its operators and models get
-    registered; a file is executed once per process (as a module named after its resolved path)."""
+    registered; a file is executed once per process (as a module named after its resolved path).
+    Any error inside a plug-in is reported as one ConfigError naming the file and line."""
     for entry in plugins:
         try:
             if str(entry).endswith(".py"):
@@ -133,12 +113,27 @@ def import_plugins(plugins: list) -> None:
                 if spec is None or not path.is_file():
                     raise FileNotFoundError(f"no such file {entry}")
                 module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
                 sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
             else:
                 importlib.import_module(entry)
-        except (ImportError, FileNotFoundError) as err:
-            raise ConfigError(f"config key 'plugins': cannot import {entry!r}: {err}") from err
+        except Exception as err:  # noqa: BLE001 -- a plug-in is user code: any error in it is the user's to fix
+            raise ConfigError(f"config key 'plugins': cannot import {entry!r}: {_where_in(err, entry)}"
+                              f"{type(err).__name__}: {err}") from err
+
+
+def _where_in(err: Exception, entry) -> str:
+    """'file F, line L: ' of the innermost traceback frame in the plug-in ``entry`` (or of a SyntaxError)."""
+    if isinstance(err, SyntaxError) and err.lineno is not None:
+        return f"file {err.filename}, line {err.lineno}: "
+    target = str(Path(entry).resolve()) if str(entry).endswith(".py") else None
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if target is None or str(Path(f.filename).resolve()) == target]
+    return f"file {frames[-1].filename}, line {frames[-1].lineno}: " if frames else ""
 
 
 def _fastmri_folders(data: dict) -> tuple[FastMRISliceDataset, FastMRISliceDataset | None, FastMRISliceDataset,
@@ -208,8 +203,8 @@ def _fastmri_sets(config: dict):
 
 def build_experiment(config: dict) -> Experiment:
     """Everything a run needs; fails before training on any inconsistency, naming the key."""
+    check_config(config)
     import_plugins(config["plugins"])
-    check_keys(config)
     seed = config["seed"]
     data = config["data"]
     if data["source"] == "fastmri":

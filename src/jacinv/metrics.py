@@ -24,7 +24,14 @@ def _np(t) -> np.ndarray:
 def _ranges(gt: np.ndarray, data_range) -> np.ndarray:
     if data_range is None:
         return gt.reshape(gt.shape[0], -1).max(1)
-    return np.broadcast_to(np.asarray(data_range, dtype=np.float64), (gt.shape[0],))
+    try:
+        ranges = np.broadcast_to(np.asarray(data_range, dtype=np.float64), (gt.shape[0],))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"data_range must be None, a number or one number per sample ({gt.shape[0]}), "
+                         f"got {data_range!r}") from err
+    if not np.all(np.isfinite(ranges) & (ranges > 0)):
+        raise ValueError(f"data_range must be finite and > 0 (the signal's peak-to-peak range), got {data_range!r}")
+    return ranges
 
 
 def _check(gt: np.ndarray, pred: np.ndarray) -> None:

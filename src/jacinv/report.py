@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import h5py
@@ -9,9 +10,9 @@ import h5py
 import numpy as np
 import torch
 
-from .checkpoint import CHECKPOINT, load_checkpoint, write_json
+from .checkpoint import CHECKPOINT, load_checkpoint, load_weights, write_json
 from .classical import fit_weights, reconstructions
-from .config import ConfigError, load_config
+from .config import RESUMABLE, ConfigError, check_matches_checkpoint, load_run_config
 from .evaluation import batches, evaluate_split, image_metrics
 from .experiment import build_experiment
 from .metrics import rgb_to_y, shave, ssim, volume_maxima
@@ -97,10 +98,18 @@ class ReconstructionWriter:
 
 def _weights(operator, train_set, config: dict, run_dir: Path, n_fit: int = 32) -> dict:
     """The baselines' weights, fitted on the first ``n_fit`` training pairs; cached in the run
-    (baseline_weights.json, keyed by the data, operator, noise and seed settings)."""
+    (baseline_weights.json, keyed by the data, operator, noise and seed settings).  A damaged cache
+    is said so and fitted again."""
     key = json.dumps({k: config[k] for k in ("data", "operator", "noise", "seed")}, sort_keys=True) + f"|{n_fit}"
     cache = run_dir / "baseline_weights.json"
-    stored = json.loads(cache.read_text()) if cache.exists() else {}
+    try:
+        stored = json.loads(cache.read_text()) if cache.exists() else {}
+        if not isinstance(stored, dict):
+            raise ValueError(f"expected a JSON object, got {type(stored).__name__}")
+    except (ValueError, UnicodeDecodeError) as err:
+        print(f"note: the baseline weight cache {cache} is damaged ({type(err).__name__}: {err}); fitting the "
+              "weights again", file=sys.stderr)
+        stored = {}
     if key not in stored:
         train_y, train_x = train_set.pairs(torch.arange(min(n_fit, len(train_set))))
         stored[key] = {name: [mu, list(grid)] for name, (mu, grid) in fit_weights(operator, train_y, train_x).items()}
@@ -108,15 +117,21 @@ def _weights(operator, train_set, config: dict, run_dir: Path, n_fit: int = 32) 
     return {name: (mu, tuple(grid)) for name, (mu, grid) in stored[key].items()}
 
 
+#: What an evaluation may override: the data it is scored on and the noise of its measurements.
+EVALUATION_OVERRIDES = ("data", "noise")
+
+
 def load_run(run_dir: Path, overrides=()):
     """(config, experiment, trained model in eval mode, checkpoint state) of the run in ``run_dir``
-    (its last checkpoint, or the previous one when that is damaged)."""
-    config = load_config(Path(run_dir) / "config.yaml", overrides)
-    state, _ = load_checkpoint(Path(run_dir) / CHECKPOINT, fallback=True)
+    (its last checkpoint, or the previous one when that is damaged).  ``overrides`` may change only
+    the test data (``data.*``, ``noise.*``); the state gets "source", the checkpoint file it came from."""
+    config = load_run_config(run_dir, overrides, changeable=EVALUATION_OVERRIDES, command="evaluate.py")
+    state, source = load_checkpoint(Path(run_dir) / CHECKPOINT, fallback=True)
+    check_matches_checkpoint(state.get("config"), config, source, changeable=(*RESUMABLE, *EVALUATION_OVERRIDES))
     exp = build_experiment(config)
-    exp.model.load_state_dict(state["model"])
+    load_weights(exp.model, state["model"], source)
     exp.model.eval()
-    return config, exp, exp.model, state
+    return config, exp, exp.model, {**state, "source": str(source)}
 
 
 def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05,
@@ -160,7 +175,8 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
     # GE as training measures it: l2 losses of whole signals (the task protocol may shave SR borders)
     test_l2, train_l2 = (evaluate_split(model, ds, device)["l2"] for ds in (exp.test_set, exp.train_set))
     summary["network"].update(test_l2=test_l2, train_l2=train_l2, generalisation_gap=abs(test_l2 - train_l2))
-    report = {"run_dir": str(run_dir), "epoch": state["epoch"], "data": exp.data_note,
+    report = {"run_dir": str(run_dir), "epoch": state["epoch"], "checkpoint": state["source"],
+              "epochs_trained": state["epoch"] + 1, "n_test": len(exp.test_set), "data": exp.data_note,
               "summary": summary, "per_sample_psnr": {k: v["psnr"].tolist() for k, v in per_sample.items()}}
     if writer is not None:
         report["reconstructions"] = [str(p) for p in writer.written]
@@ -196,7 +212,8 @@ def report_table(report: dict) -> str:
     (for MRI fastMRI's volume metrics first, then slice means), then the generalisation gap (and the
     bound when computed)."""
     summary = {k: v for k, v in report["summary"].items() if k != "bound"}
-    lines = []
+    lines = [f"scored: {report['n_test']} test signals of {report['data']}; checkpoint {report['checkpoint']} "
+             f"(after epoch {report['epochs_trained']})", ""] if "n_test" in report else []
     if "volumes" in summary["network"]:
         lines += [f"per volume, fastMRI's definitions (mean over {summary['network']['volumes']} volumes):",
                   *_table(summary, VOLUME_COLUMNS), "", "per slice (mean over slices):"]

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import positive_int
 from .checkpoint import write_json
 from .classical import reconstructions
+from .schema import ConfigError
 from .datasets.paired import InverseProblemDataset
-from .evaluation import image_metrics
+from .evaluation import image_metrics, samples_asked
 
 STRUCTURES = ("ring", "blob")
 SHIFTS = (*STRUCTURES, "data")
@@ -54,8 +54,13 @@ def shift_paths(run_dir, shift: str) -> tuple[Path, Path]:
     return Path(run_dir) / f"shift_{shift}.json", Path(run_dir) / f"shift_{shift}.png"
 
 
-def shift_report(run_dir, shift: str, overrides=(), n_samples: int = 64, seed: int = 0) -> dict:
-    """Mean PSNR / SSIM of the network and the classical reconstructions on ``n_samples`` test signals, in
+#: The data keys that say which family signals come from (the others only say how many, or how cut).
+FAMILY_KEYS = ("source", "name", "root", "train_root", "test_root")
+
+
+def shift_report(run_dir, shift: str, overrides=(), n_samples: int | None = None, seed: int = 0) -> dict:
+    """Mean PSNR / SSIM of the network and the classical reconstructions on ``n_samples`` test signals
+    (default: 64, or all when fewer), in
     distribution and shifted (``shift``: "ring" or "blob" added to the test images, whose family
     ``overrides`` may also change; "data": the family the ``overrides`` give).  Writes shift_<shift>.json and
     shift_<shift>.png (the shifted sample the network handles worst against TV) to ``run_dir``."""
@@ -66,12 +71,19 @@ def shift_report(run_dir, shift: str, overrides=(), n_samples: int = 64, seed: i
     if shift == "data" and not overrides:
         raise ValueError("shift 'data' needs data overrides that give the other family, "
                          "e.g. data.source=embedded data.name=patches")
-    positive_int(n_samples, "n_samples")
     run_dir = Path(run_dir)
     config, exp, model, _ = load_run(run_dir)
+    n_samples = samples_asked(n_samples, len(exp.test_set), default=64, flag="--shift-samples")
     weights = _weights(exp.operator, exp.train_set, config, run_dir)
     own = exp.test_set.signals[:n_samples]
-    other = load_run(run_dir, overrides)[1].test_set.signals[:n_samples] if overrides else own
+    other = own
+    if overrides:
+        other_config, other_exp, _, _ = load_run(run_dir, overrides)
+        if shift == "data" and all(other_config["data"][k] == config["data"][k] for k in FAMILY_KEYS):
+            same = ", ".join(f"data.{k}={config['data'][k]!r}" for k in FAMILY_KEYS)
+            raise ConfigError(f"--shift data: the overrides {' '.join(overrides)} give the run's own data family "
+                              f"({same}); expected another data.source, data.name or data.root")
+        other = other_exp.test_set.signals[:n_samples]
     shifted = add_structure(other, shift, generator=torch.Generator().manual_seed(seed)) if shift in STRUCTURES else other
     noise = exp.test_set.noise
     report = {"run_dir": str(run_dir), "shift": shift, "overrides": list(overrides), "n_samples": len(own)}

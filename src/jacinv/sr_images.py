@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import CHECKPOINT, load_checkpoint, write_json
+from .checkpoint import CHECKPOINT, load_checkpoint, load_weights, write_json
 from .classical import tv_reconstruction, weighted_name
-from .config import ConfigError, load_config
+from .config import RESUMABLE, ConfigError, check_matches_checkpoint, load_run_config
 from .datasets.folder import list_images, read_image
 from .datasets.paired import _seed_for
 from .experiment import build_experiment, build_noise
@@ -52,15 +52,16 @@ def bicubic(y: torch.Tensor, scale: int) -> torch.Tensor:
 def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None) -> dict:
     """Score the run's network, bicubic interpolation and TV on every image under ``folder`` (module
     doc); writes images_report.json and images_report.png into the run and returns the report."""
-    from .report import _weights
+    from .report import EVALUATION_OVERRIDES, _weights
 
     run_dir = Path(run_dir)
-    config = load_config(run_dir / "config.yaml", overrides)
+    config = load_run_config(run_dir, overrides, changeable=EVALUATION_OVERRIDES, command="evaluate.py --images")
     op_cfg = config["operator"]
     if op_cfg["name"] != "blur_decimate":
         raise ConfigError(f"--images is the super-resolution protocol; run {run_dir} uses operator "
                           f"{op_cfg['name']!r}, expected 'blur_decimate'")
-    state, _ = load_checkpoint(run_dir / CHECKPOINT, fallback=True)
+    state, source = load_checkpoint(run_dir / CHECKPOINT, fallback=True)
+    check_matches_checkpoint(state.get("config"), config, source, changeable=(*RESUMABLE, *EVALUATION_OVERRIDES))
     exp = build_experiment(config)  # the training pairs fix TV's weight, as in evaluate.py
     tv_weight, tv_grid = _weights(exp.operator, exp.train_set, config, run_dir)["tv"]
     scale = exp.operator.factor
@@ -79,7 +80,7 @@ def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None)
             image_noise = BoundedNoise(noise.radius * per_entry, noise.mode) if isinstance(noise, BoundedNoise) else noise
             y = y + image_noise.sample(y.shape, seed=_seed_for(config["seed"], path.name))
         model = build_model(config["model"]["name"], operator, **config["model"]["kwargs"])
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], source)
         model.eval()
         with torch.no_grad():
             recons = {"network": model(y), "bicubic": bicubic(y, scale),

@@ -18,7 +18,7 @@ import torch
 from ._checks import finite_number, positive_int
 from .checkpoint import write_json
 from .classical import tv_reconstruction, weighted_name
-from .evaluation import image_metrics
+from .evaluation import image_metrics, samples_asked
 from .regularizers.norms import normalise, per_sample_norm, random_unit_vectors
 
 RADIUS_FACTORS = (0.5, 1.0, 2.0, 4.0)          # of the run's noise radius
@@ -106,18 +106,18 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
     return curves, worst
 
 
-def stability_report(run_dir, overrides=(), radii=None, n_samples: int = 16, steps: int = 20,
+def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = None, steps: int = 20,
                      classical: bool = True) -> dict:
     """Worst-case stability of the run's network and, with ``classical``, of TV (the run's cached weight) on
-    the first ``n_samples`` test measurements, the network attacked a training batch at a time; writes
+    the first ``n_samples`` test measurements (default: 16, or all when fewer), the network attacked a training batch at a time; writes
     stability.json and stability.png into ``run_dir``.  TV's curve does not depend on the network, so a
     study of many nets on one test set needs it once."""
     from .report import _weights, load_run
 
     run_dir = Path(run_dir)
     config, exp, model, _ = load_run(run_dir, overrides)
-    positive_int(n_samples, "n_samples")
-    y, x = exp.test_set.pairs(torch.arange(min(n_samples, len(exp.test_set))))
+    n_samples = samples_asked(n_samples, len(exp.test_set), default=16, flag="--stability-samples")
+    y, x = exp.test_set.pairs(torch.arange(n_samples))
     if radii is None:
         radii = default_radii(float(config["noise"]["radius"]), y)
     radii = tuple(finite_number(r, "radius", low=0.0, low_open=True) for r in radii)

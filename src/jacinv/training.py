@@ -16,20 +16,25 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
-from ._checks import finite_number, positive_int
-from .checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint, previous, write_csv, write_json
-from .config import ConfigError, dump_config, with_absolute_paths
+from .checkpoint import (CHECKPOINT, RunDirTaken, atomic_torch_save, check_new_run_dir, load_checkpoint, load_weights,
+                         previous, write_csv, write_json)
+from .config import ConfigError, check_matches_checkpoint, dump_config, with_absolute_paths
+from .schema import check_config
 from .console import epoch_line, startup_block
 from .cpu_memory import keep_freed_memory
 from .errors import UserError
 from .evaluation import evaluate_split, probe_jacobian_norms
 from .experiment import build_experiment, build_run_regularizer
 from .plots import plot_training
-from .regularizers import l2_distance
+from .regularizers import AUTO, l2_distance
 
 
 class NonFiniteLoss(UserError, RuntimeError):
     """The loss became NaN or inf; the run directory keeps the last good checkpoint."""
+
+
+class DivergedLoss(UserError, RuntimeError):
+    """The loss grew past ``train.max_loss_ratio`` times its first value; the last good checkpoint is kept."""
 
 
 def fidelity(pred: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -63,23 +68,23 @@ def _loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int) -
 
 
 def train(config: dict, run_dir, resume: bool = False, progress: bool | None = None,
-          stop_after: int | None = None) -> list[dict]:
+          stop_after: int | None = None, overwrite: bool = False) -> list[dict]:
     """Train as ``config`` says, writing into ``run_dir``; returns the per-epoch metrics.
 
     With ``resume`` the run continues from ``run_dir/checkpoint_last.pt`` and reproduces the
     numbers of an uninterrupted run.  ``stop_after`` ends this session after that many epochs
-    (for time-limited or preemptible jobs; resume later).
+    (for time-limited or preemptible jobs; resume later).  A new run refuses a ``run_dir`` that
+    already holds one, unless ``overwrite``.
     """
     run_dir = Path(run_dir)
+    check_config(config)
     tc = config["train"]
     device = distributed.setup(tc["device"])
     rank, world_size = distributed.world()
-    try:
-        for key in ("epochs", "batch_size", "eval_every", "checkpoint_every", "probe_size", "probe_iters"):
-            positive_int(tc[key], f"config key 'train.{key}'")
-        finite_number(tc["lr"], "config key 'train.lr'", low=0.0, low_open=True)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from None
+    if not resume:
+        problem = distributed.from_rank0(lambda: _run_dir_problem(run_dir, overwrite))
+        if problem is not None:
+            raise RunDirTaken(problem)
     if tc["threads"]:
         torch.set_num_threads(tc["threads"])
     allocator = keep_freed_memory() if tc["keep_freed_memory"] and device.type == "cpu" else None
@@ -92,22 +97,31 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
     scheduler = make_scheduler(optimizer, tc["scheduler"], tc["epochs"])
     history: list[dict] = []
     start = 0
+    first_loss = None
     ckpt_path = run_dir / CHECKPOINT
     reg_path = run_dir / f"regularizer_rank{rank}.pt"
+    saved_config = with_absolute_paths(config)
     if resume:
         state, source = load_checkpoint(ckpt_path, fallback=True)
-        model.load_state_dict(state["model"])
+        check_matches_checkpoint(state.get("config"), saved_config, source)
+        if tc["epochs"] < state["epoch"] + 1:
+            raise ConfigError(f"config key 'train.epochs' is {tc['epochs']}, but the run in {run_dir} has already "
+                              f"trained {state['epoch'] + 1} epochs; give train.epochs > {state['epoch'] + 1} to "
+                              "train further")
+        load_weights(model, state["model"], source)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         reg.load_state_dict(load_checkpoint(reg_path if source == ckpt_path else previous(reg_path))[0])
-        history, start = state["history"], state["epoch"] + 1
+        history, start, first_loss = state["history"], state["epoch"] + 1, state.get("first_loss")
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(with_absolute_paths(config), run_dir / "config.yaml")
+        dump_config(saved_config, run_dir / "config.yaml")
     distributed.broadcast_parameters(model)
     if rank == 0:
-        print(f"{'resuming' if resume else 'training'} {config['name']} from epoch {start + 1}\n"
+        what = ("finished: all its epochs are trained (raise train.epochs to continue)" if start == tc["epochs"]
+                else f"from epoch {start + 1} of {tc['epochs']}")
+        print(f"{'resuming' if resume else 'training'} {config['name']} {what}\n"
               f"{startup_block(config, exp, reg, device, run_dir, allocator)}", flush=True)
 
     probe_y = exp.test_set.measure(torch.arange(min(tc["probe_size"], len(exp.test_set)))).to(device)
@@ -130,16 +144,25 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
             loss.backward()
             penalty = reg(model, y, x, index=index, loss=loss.detach())
             if not torch.isfinite(loss + penalty.detach()):
-                raise NonFiniteLoss(f"non-finite loss ({loss.item()}, penalty {penalty.item()}) at epoch {epoch} "
+                raise NonFiniteLoss(f"non-finite loss ({loss.item()}, penalty {penalty.item()}) at epoch {epoch + 1} "
                                     f"step {step}; the last good checkpoint is {ckpt_path}")
+            first_loss = loss.item() if first_loss is None else first_loss
+            if tc["max_loss_ratio"] is not None and loss.item() > tc["max_loss_ratio"] * first_loss:
+                raise DivergedLoss(f"training diverged: loss {loss.item():.4g} at epoch {epoch + 1} step {step} is "
+                                   f"over {tc['max_loss_ratio']:g} x its first value {first_loss:.4g} "
+                                   f"(train.max_loss_ratio); lower train.lr (now {tc['lr']:g}); the last good "
+                                   f"checkpoint is {ckpt_path}")
             if penalty.requires_grad:
                 penalty.backward()
             distributed.average_gradients(model)
             optimizer.step()
             running += loss.item()
+            if epoch == 0 and step == 0 and rank == 0 and AUTO in reg.weights.values():
+                print("  automatic weights at the first step: " + ", ".join(
+                    f"{k} {v:.3g}" for k, v in reg.last_stats.items() if k.startswith("lambda_")), flush=True)
         if scheduler is not None:
             scheduler.step()
-        row = {"epoch": epoch, "train_loss_running": running / max(1, step + 1), "seconds": time.perf_counter() - t0}
+        row = {"epoch": epoch, "train_loss_running": running / max(1, step + 1)}
         for k, v in reg.last_stats.items():
             if k.startswith(("penalty_", "lambda_")):
                 row[k] = v
@@ -155,8 +178,9 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
                 row.update({"val_loss": val_m["l2"], "val_psnr": val_m["psnr"], "val_ssim": val_m["ssim"]})
             row.update(probe_jacobian_norms(model, probe_y, operator, tc["probe_iters"], config["seed"]))
             epochs.set_postfix(test_psnr=f"{row['test_psnr']:.2f}", ge=f"{row['ge']:.4f}")
-            if not progress:
-                print(epoch_line(row, tc["epochs"]), flush=True)
+        row["seconds"] = time.perf_counter() - t0   # training and evaluation
+        if rank == 0 and "test_psnr" in row and not progress:
+            print(epoch_line(row, tc["epochs"]), flush=True)
         history.append(row)
         if (epoch + 1) % tc["checkpoint_every"] != 0 and epoch + 1 != end:
             continue
@@ -164,7 +188,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
         if rank == 0:
             atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                               "history": history}, ckpt_path)
+                               "history": history, "config": saved_config, "first_loss": first_loss}, ckpt_path)
             write_csv(history, run_dir / "metrics.csv")
             write_json(history, run_dir / "metrics.json")
         if world_size > 1:
@@ -175,14 +199,23 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
     return history
 
 
+def _run_dir_problem(run_dir: Path, overwrite: bool) -> str | None:
+    try:
+        check_new_run_dir(run_dir, overwrite)
+    except RunDirTaken as err:
+        return str(err)
+    return None
+
+
 def summary_table(history: list[dict]) -> str:
-    """A short text table of the last evaluated epoch."""
+    """A short text table of the last evaluated epoch (its number first)."""
     last = next((r for r in reversed(history) if "test_psnr" in r), None)
     if last is None:
         return "no evaluated epoch"
-    rows = [("test PSNR (dB)", last["test_psnr"]), ("test SSIM", last["test_ssim"]),
+    rows = [("epoch reported", float(last["epoch"] + 1)), ("test PSNR (dB)", last["test_psnr"]), ("test SSIM", last["test_ssim"]),
             ("train loss ||f(y)-x||", last["train_loss"]), ("test loss ||f(y)-x||", last["test_loss"]),
             ("generalisation gap |test - train|", last["ge"]),
             ("max ||J A|| on probe set", last["probe_max_sja"]), ("max ||J|| on probe set", last["probe_max_sj"])]
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v:.4f}" if math.isfinite(v) else f"{k:<{width}}  n/a" for k, v in rows)
+    text = lambda k, v: f"{v:.0f}" if k == "epoch reported" else f"{v:.4f}" if math.isfinite(v) else "n/a"  # noqa: E731
+    return "\n".join(f"{k:<{width}}  {text(k, v)}" for k, v in rows)

@@ -30,7 +30,8 @@ class FastMRIPairs(Dataset):
         operator: A; a ``MeasuredKSpace`` for measured k-space (its masks come from the data).
         kspace: "simulated" or "measured" (module doc).
         mask: (acceleration, center_fraction, pattern, seed) of the per-volume masks (measured).
-        noise, seed: simulated noise, drawn from (seed, item) as ``InverseProblemDataset`` does.
+        noise: simulated noise (simulated k-space), drawn from (seed, item) as ``InverseProblemDataset`` does.
+        seed: the seed of those draws.
     """
 
     def __init__(self, slices: FastMRISliceDataset, items, operator: LinearOperator, kspace: str = "simulated",

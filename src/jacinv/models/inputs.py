@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..operators import LinearOperator
+from ..operators import LinearOperator, nonzero_norm
 from ..operators.fourier import complex_abs, ifft2c
 from ..operators.mri import center_crop
 
@@ -19,7 +19,7 @@ class AdjointInput(nn.Module):
     def __init__(self, operator: LinearOperator):
         super().__init__()
         self.operator = operator
-        self.scale = 1.0 / operator.spectral_norm() ** 2
+        self.scale = 1.0 / nonzero_norm(operator, "the network's input stage") ** 2
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.operator.adjoint(y) * self.scale

@@ -58,23 +58,35 @@ def build_model(name: str, operator: LinearOperator, **kwargs) -> nn.Module:
 
 
 def check_model(model: nn.Module, operator: LinearOperator) -> None:
-    """Run one zero measurement through ``model`` and check it returns (1, *operator.in_shape)."""
+    """Run one measurement through ``model`` and check what a training step relies on: it returns a
+    tensor (1, *operator.in_shape) of the measurement's dtype, on its device, that depends on it."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.get_default_dtype()
+    name = type(model).__name__
+    y = torch.zeros((1, *operator.out_shape), device=device, dtype=dtype, requires_grad=True)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            out = model(torch.zeros((1, *operator.out_shape), device=device, dtype=dtype))
+        with torch.enable_grad():
+            out = model(y)
     except RuntimeError as err:
-        raise ValueError(f"model {type(model).__name__} cannot take measurements of shape "
+        raise ValueError(f"model {name} cannot take measurements of shape "
                          f"(B, {', '.join(map(str, operator.out_shape))}): {err}") from err
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor):
-        raise ValueError(f"model {type(model).__name__} returns {type(out).__name__}, expected a tensor "
+        raise ValueError(f"model {name} returns {type(out).__name__}, expected a tensor "
                          f"(B, {', '.join(map(str, operator.in_shape))})")
-    if tuple(out.shape[1:]) != operator.in_shape:
-        raise ValueError(f"model {type(model).__name__} returns shape {tuple(out.shape[1:])} per sample, "
-                         f"but operator.in_shape is {operator.in_shape}")
+    if tuple(out.shape[1:]) != operator.in_shape or out.shape[0] != 1:
+        raise ValueError(f"model {name} returns shape {tuple(out.shape)} for one measurement, "
+                         f"expected (1, {', '.join(map(str, operator.in_shape))}) (operator.in_shape)")
+    if out.dtype != dtype:
+        raise ValueError(f"model {name} returns {out.dtype} for {dtype} measurements; expected the measurements' "
+                         "dtype (cast inside the model, or build it in that dtype)")
+    if out.device != device:
+        raise ValueError(f"model {name} returns a tensor on {out.device} for measurements on {device}; expected "
+                         "the measurements' device (no hard-coded device inside the model)")
+    if not out.requires_grad or torch.autograd.grad(out.sum(), y, allow_unused=True)[0] is None:
+        raise ValueError(f"model {name}'s output does not depend on the measurement y (detached, or y unused); "
+                         "expected a differentiable map y -> x_hat")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._checks import finite_number, flag, positive_int
-from ..operators import LinearOperator
+from ..operators import LinearOperator, nonzero_norm
 from ..operators.base import conjugate_gradient
 from .dncnn import DnCNN
 from .inputs import AdjointInput, ChannelsToComplex, ComplexToChannels
@@ -58,7 +58,7 @@ class UnrolledProximalGradient(nn.Module):
         n_cnns = 1 if shared else iterations
         self.cnns = nn.ModuleList([image_cnn(operator, "unrolled", depth, features, norm) for _ in range(n_cnns)])
         self.iterations = iterations
-        self.log_steps = nn.Parameter(torch.full((iterations,), -2.0 * math.log(operator.spectral_norm())))
+        self.log_steps = nn.Parameter(torch.full((iterations,), -2.0 * math.log(nonzero_norm(operator, "unrolled"))))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         x = self.start(y)
@@ -90,7 +90,7 @@ class MoDL(nn.Module):
         self.start = AdjointInput(operator)
         self.denoiser = image_cnn(operator, "modl", depth, features, norm)
         self.iterations = iterations
-        self.log_mu = nn.Parameter(torch.tensor(math.log(mu * operator.spectral_norm() ** 2)))
+        self.log_mu = nn.Parameter(torch.tensor(math.log(mu * nonzero_norm(operator, "modl") ** 2)))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         mu = self.log_mu.exp()

@@ -1,5 +1,5 @@
 """Forward operators of y = A x + n with known spectral norms, and the plug-in registry."""
-from .base import LinearOperator, check_adjoint
+from .base import LinearOperator, check_adjoint, check_linearity, nonzero_norm
 from .blur import BlurDecimate
 from .composed import ComposedOperator
 from .fourier import complex_abs, fft2c, ifft2c
@@ -17,6 +17,6 @@ register_operator("matrix")(MatrixOperator)
 
 __all__ = [
     "LinearOperator", "ComposedOperator", "GaussianCS", "BlurDecimate", "KSpaceSubsample", "MeasuredKSpace", "sampled_columns", "Identity",
-    "MatrixOperator", "register_operator", "build_operator", "registered_operators", "check_adjoint",
+    "MatrixOperator", "register_operator", "build_operator", "registered_operators", "check_adjoint", "check_linearity", "nonzero_norm",
     "make_mask", "fft2c", "ifft2c", "complex_abs",
 ]

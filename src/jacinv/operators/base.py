@@ -231,3 +231,38 @@ def check_adjoint(operator: LinearOperator, n_trials: int = 3, seed: int = 0,
             err = (lhs - rhs).abs() / scale.clamp_min(torch.finfo(dtype).tiny)
             worst = max(worst, float(err.max()))
     return worst
+
+
+def check_linearity(operator: LinearOperator, seed: int = 0, dtype: torch.dtype = torch.float64) -> float:
+    """Relative error of A(a x + b z) = a A x + b A z for random x, z and a = 0.7, b = -1.3:
+    ||A(a x + b z) - a A x - b A z|| / (|a| ||A x|| + |b| ||A z||); 0 for a linear map (NaN if A maps
+    both draws to zero)."""
+    if not isinstance(operator, LinearOperator):
+        raise TypeError(f"operator must be a LinearOperator, got {type(operator).__name__}")
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x, z = torch.randn((2, 1, *operator.in_shape), generator=g, dtype=dtype).to(operator._device())
+    a, b = 0.7, -1.3
+    with torch.no_grad():
+        ax, az, mixed = operator(x), operator(z), operator(a * x + b * z)
+    scale = abs(a) * float(ax.norm()) + abs(b) * float(az.norm())
+    return float((mixed - a * ax - b * az).norm()) / scale if scale > 0 else math.nan
+
+
+def refuse_nonlinear(operator: LinearOperator, name: str, rtol: float = 1e-4) -> LinearOperator:
+    """``operator`` if it is linear and not zero (``check_linearity``), else a ValueError naming ``name``."""
+    error = check_linearity(operator)
+    if math.isnan(error):
+        raise ValueError(f"operator {name!r} maps random signals to zero; expected a non-zero linear map")
+    if error > rtol:
+        raise ValueError(f"operator {name!r} is not linear: A(a x + b z) differs from a A x + b A z by "
+                         f"{error:.3g} (relative), expected at most {rtol:g}; jacinv solves linear inverse problems")
+    return operator
+
+
+def nonzero_norm(operator: LinearOperator, who: str) -> float:
+    """``operator.spectral_norm()``, refused (naming ``who``, the model that scales by it) when zero or not finite."""
+    norm = operator.spectral_norm()
+    if not (math.isfinite(norm) and norm > 0):
+        raise ValueError(f"{who} scales by 1/||A||^2, but the operator {type(operator).__name__} has ||A|| = {norm}; "
+                         "expected a non-zero operator")
+    return norm

@@ -22,6 +22,9 @@ class MatrixOperator(LinearOperator):
         matrix = torch.as_tensor(matrix)
         if matrix.dim() != 2:
             raise ValueError(f"matrix must be 2-D (q, p), got shape {tuple(matrix.shape)}")
+        if matrix.is_complex():
+            raise TypeError(f"matrix must be real, got {matrix.dtype}; write a complex matrix M as the real block "
+                            "matrix [[Re M, -Im M], [Im M, Re M]] acting on (real, imaginary) stacked signals")
         if not matrix.is_floating_point():
             matrix = matrix.to(torch.get_default_dtype())
         finite_tensor(matrix, "matrix")

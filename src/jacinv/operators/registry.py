@@ -1,7 +1,7 @@
 """Operator plug-in registry: ``@register_operator(name)`` and ``build_operator(name, **kwargs)``."""
 from __future__ import annotations
 
-from .base import LinearOperator
+from .base import LinearOperator, refuse_nonlinear
 
 _REGISTRY: dict[str, type[LinearOperator]] = {}
 
@@ -27,10 +27,11 @@ def register_operator(name: str):
 
 
 def build_operator(name: str, **kwargs) -> LinearOperator:
-    """Instantiate the operator registered under ``name`` with ``kwargs``."""
+    """Instantiate the operator registered under ``name`` with ``kwargs``; a map that fails the
+    linearity check (or is zero) is refused, naming it."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown operator name {name!r}; expected one of {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
+    return refuse_nonlinear(_REGISTRY[name](**kwargs), name)
 
 
 def registered_operators() -> list[str]:

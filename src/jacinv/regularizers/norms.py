@@ -49,7 +49,6 @@ def _refined(basis: list, images: list):
     (B q* / ||B q*|| as the next vector, sigma = ||B q*||^(1/2)); one vector is a plain power step."""
     if len(basis) == 1:
         return normalise(images[0]), per_sample_norm(images[0]).sqrt()
-    q = torch.stack([t.flatten(1) for t in basis], 1)                       # (rows, k, n)
     w = torch.stack([t.flatten(1) for t in images], 1)
     gram = w @ w.transpose(1, 2)                                             # ||W s||^2 = s^T gram s
     values, coefficients = torch.linalg.eigh(gram.double())

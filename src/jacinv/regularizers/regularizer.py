@@ -22,6 +22,19 @@ def auto_weight(loss: float, penalty: float, kappa: float = 20.0) -> float:
     return 10.0 ** math.floor(math.log10(loss / penalty)) / kappa
 
 
+def check_index(index, batch: int) -> torch.Tensor:
+    """``index`` as a (B,) integer tensor of dataset indices of the batch's samples, or raise naming it."""
+    if isinstance(index, (list, tuple)):
+        index = torch.as_tensor(index)
+    if not isinstance(index, torch.Tensor) or index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+        raise TypeError(f"index must be an integer tensor (B,) of dataset indices, got {index!r}")
+    if tuple(index.shape) != (batch,):
+        raise ValueError(f"index must have shape ({batch},), one dataset index per sample of y, got {tuple(index.shape)}")
+    if batch and int(index.min()) < 0:
+        raise ValueError(f"index must hold dataset indices >= 0, got {int(index.min())}")
+    return index
+
+
 class Regularizer(nn.Module):
     """``reg(f, y, x, index=None, loss=None)`` -> scalar penalty to add to the fidelity loss.
 
@@ -56,6 +69,8 @@ class Regularizer(nn.Module):
     def forward(self, f, y: torch.Tensor, x: torch.Tensor | None = None, index: torch.Tensor | None = None,
                 loss: torch.Tensor | float | None = None) -> torch.Tensor:
         refuse_batch_coupling(f)
+        if index is not None:
+            index = check_index(index, y.shape[0])
         scale = 1
         if self.training and self.terms:
             due = int(self.calls) % self.every == 0

@@ -44,7 +44,8 @@ class SpectralJacobianPenalty(nn.Module):
         refresh: further samples refreshed per step, stalest first; "all": every sample of the batch, every
             evaluated step (a fresh ranking, needed where many samples lie within a few percent of the batch
             max, at about one power step per row).
-        store_dtype, store_device: how the per-sample vectors are kept.
+        store_dtype: the dtype the per-sample vectors are kept in.
+        store_device: the device the per-sample vectors are kept on.
         jvp_mode: "auto", "fastest", "double_vjp", "forward" or "finite_difference" (see ``products``).
         chunk_rows: rows per pass of the forward-mode / finite-difference iterations (memory grows with
             it; CPU time barely).

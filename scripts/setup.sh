@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install jacinv with its test and data extras.
+# Create .venv and install jacinv with its test, data and docs extras.
 # PyTorch: the CUDA build when an NVIDIA GPU is visible, otherwise a CPU build
 # (a local +cpu wheel from pip's find-links when one is there, else PyTorch's CPU index).
 set -euo pipefail
@@ -24,4 +24,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     fi
   fi
 fi
-$PIP install -q -e ".[test,data]"
+$PIP install -q -e ".[test,data,docs]"

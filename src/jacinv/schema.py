@@ -286,7 +286,8 @@ def _one_of(values: tuple) -> str:
 
 
 def check_config(config: dict, explicit: typing.Iterable[str] = (), inherited: typing.Iterable[str] = ()) -> dict:
-    """Check every key of ``config`` (nested dicts) against the schema; return it unchanged.
+    """Check every key of ``config`` (nested dicts) against the schema; return a checked copy in which
+    whole numbers given for real-valued keys are floats (``noise.radius=0`` -> 0.0).
 
     ``explicit``: the dotted keys the user set on the command line; each that the other settings make
     meaningless, set to other than its default, is refused.  ``inherited``: keys a config file set;
@@ -294,7 +295,7 @@ def check_config(config: dict, explicit: typing.Iterable[str] = (), inherited: t
     e.g. an MRI config pointed at fastMRI folders).
     """
     try:
-        Config.model_validate(config)
+        checked = Config.model_validate(config).model_dump()
     except ValidationError as err:
         first = err.errors()[0]
         loc = [str(p) for p in first["loc"]]
@@ -316,7 +317,7 @@ def check_config(config: dict, explicit: typing.Iterable[str] = (), inherited: t
     for key in unused_keys(config, set(inherited) - set(explicit)):
         print(f"note: config key {key!r} = {get(config, key)!r} from the config file has no effect here (it is "
               f"used only when {_where(USED_WHEN[key], config)})", file=sys.stderr)
-    return config
+    return checked
 
 
 def unused_keys(config: dict, keys: typing.Iterable[str]) -> list[str]:

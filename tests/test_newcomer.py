@@ -284,3 +284,14 @@ def test_a_regulariser_refuses_an_index_that_does_not_fit_the_batch():
     with pytest.raises(TypeError, match="index must be an integer tensor"):
         reg(f, y, y, index=torch.zeros(3))
     assert torch.isfinite(reg(f, op(y), y, index=torch.arange(3)))
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_error(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert train_main([*TINY, f"out_dir={tmp_path / 'f' / 'sub'}"]) == 2
+    assert re.search(r"run directory .*f/sub/cs cannot be made .*check out_dir / --run-dir", one_error(capsys))
+
+
+def test_a_source_without_its_folder_is_one_error(tmp_path, capsys):
+    assert train_main([*TINY, "data.source=folder", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "config key 'data.root' is null, but it is needed when data.source is 'folder'" in one_error(capsys)

@@ -34,13 +34,22 @@ def _as_override(key: str, value) -> str:
 
 
 def _where_used(key: str) -> list[str]:
-    """Overrides of the controlling keys under which ``key`` has an effect ([] when always)."""
-    return [f"{k}={v[0]}" for k, v in USED_WHEN[key][0].items()] if key in USED_WHEN else []
+    """Overrides of the controlling keys under which ``key`` has an effect ([] when always), with the
+    keys those settings require (``REQUIRED_WHEN``) given a value."""
+    setting = {k: v[0] for k, v in USED_WHEN[key][0].items()} if key in USED_WHEN else {}
+    config = defaults()
+    for dotted, value in setting.items():
+        section, name = dotted.split(".")
+        config[section][name] = value
+    for required, condition in schema.REQUIRED_WHEN.items():
+        if required != key and schema._met(condition, config):
+            setting[required] = "somewhere"
+    return [f"{k}={v}" for k, v in setting.items()]
 
 
 def _refused(override: str) -> bool:
     """Whether the schema refuses this override (on the default configuration, with the settings under
-    which its key has an effect)."""
+    which its key has an effect: ``_where_used``)."""
     try:
         load_config(None, [*_where_used(override.split("=", 1)[0]), override])
     except ConfigError:
@@ -49,7 +58,7 @@ def _refused(override: str) -> bool:
 
 
 def _cli_error(argv: list[str], tmp_path, capsys) -> str:
-    code = train_main([*argv, "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    code = train_main([*argv, "--run-dir", str(tmp_path / "run"), "--no-progress", "--stop-after", "1"])  # bounded if it trains
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err
@@ -66,7 +75,7 @@ def test_every_refused_value_is_one_line_naming_the_key(key, value, tmp_path, ca
     override = _as_override(key, value)
     if not _refused(override):
         return  # a valid value: training would start; the schema's acceptance is checked below
-    line = _cli_error([override], tmp_path, capsys)
+    line = _cli_error([*_where_used(key), override], tmp_path, capsys)
     assert f"'{key}'" in line or f"'{key.split('.')[0]}'" in line, line
 
 
@@ -89,7 +98,7 @@ def _bounds(key) -> list[tuple[type, str, float]]:
 def test_values_just_outside_the_range_are_refused_and_the_bound_accepted(key, tmp_path, capsys):
     for kind, attr, bound in _bounds(key):
         outside = (bound - 1 if kind is int else bound - 1e-9) if attr == "ge" else bound
-        line = _cli_error([f"{key}={outside!r}"], tmp_path, capsys)
+        line = _cli_error([*_where_used(key), f"{key}={outside!r}"], tmp_path, capsys)
         assert f"config key '{key}' must be" in line and repr(outside) in line, line
         inside = bound if attr == "ge" else (bound + 1 if kind is int else bound * 1.5 + 1e-3)
         assert not _refused(f"{key}={inside!r}")
@@ -141,6 +150,14 @@ def test_a_key_the_other_settings_ignore_is_refused(key, tmp_path, capsys):
         assert not _refused(_as_override(key, value))  # the same value where the key is used is accepted
         break
     assert tried, f"{key}: no valid context leaves it unused"
+
+
+@pytest.mark.parametrize("key", sorted(schema.REQUIRED_WHEN))
+def test_a_key_the_other_settings_need_may_not_be_null(key, tmp_path, capsys):
+    for alternative in schema.REQUIRED_WHEN[key]:
+        setting = [f"{k}={'null' if v[0] is None else v[0]}" for k, v in alternative.items()]
+        line = _cli_error([*setting, f"{key}=null"], tmp_path, capsys)
+        assert f"config key '{key}' is null, but it is needed when" in line, line
 
 
 def test_keys_left_at_their_defaults_are_not_refused_when_unused():

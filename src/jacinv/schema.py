@@ -204,6 +204,13 @@ NULL_ONLY_WHEN: dict[str, list[dict[str, tuple]]] = {
 }
 
 
+#: key -> the settings under which it must not be null (it names data that nothing else gives).
+REQUIRED_WHEN: dict[str, list[dict[str, tuple]]] = {
+    "data.root": [{"data.source": ("folder",)},
+                  {"data.source": ("fastmri",), "data.train_root": (None,), "data.test_root": (None,)}],
+}
+
+
 class ConfigError(UserError, ValueError):
     """A bad configuration key or value; the message names the key."""
 
@@ -311,6 +318,10 @@ def check_config(config: dict, explicit: typing.Iterable[str] = (), inherited: t
         if get(config, key) is None and not _met(condition, config):
             raise ConfigError(f"config key {key!r} may be null only when {_where(condition, config)}; "
                               f"expected {describe(FIELDS[key]).replace(' or null', '')}")
+    for key, condition in REQUIRED_WHEN.items():
+        if get(config, key) is None and _met(condition, config):
+            raise ConfigError(f"config key {key!r} is null, but it is needed when {_where(condition, config)}; "
+                              f"expected {describe(FIELDS[key]).replace(' or null', '')}: {DOCS[key]}")
     for key in unused_keys(config, explicit):
         raise ConfigError(f"config key {key!r} = {get(config, key)!r} has no effect: it is used only when "
                           f"{_where(USED_WHEN[key], config)}; remove it or change those settings")

@@ -115,7 +115,11 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
         reg.load_state_dict(load_checkpoint(reg_path if source == ckpt_path else previous(reg_path))[0])
         history, start, first_loss = state["history"], state["epoch"] + 1, state.get("first_loss")
     elif rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"run directory {run_dir} cannot be made ({err.strerror}); expected a writable "
+                              "place: check out_dir / --run-dir") from None
         dump_config(saved_config, run_dir / "config.yaml")
     distributed.broadcast_parameters(model)
     if rank == 0:

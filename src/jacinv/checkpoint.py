@@ -109,14 +109,12 @@ def check_new_run_dir(run_dir: Path, overwrite: bool = False) -> None:
     if overwrite:
         shutil.rmtree(run_dir)
         return
-    state = None
-    for path in (run_dir / CHECKPOINT, previous(run_dir / CHECKPOINT)):
-        try:
-            state = _read(path) if path.is_file() else None
-        except DamagedCheckpoint:
-            continue
-        if state is not None:
-            break
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a fallback to the previous checkpoint only changes the count shown
+            state, _ = load_checkpoint(run_dir / CHECKPOINT, fallback=True)
+    except (DamagedCheckpoint, FileNotFoundError):
+        state = None
     done = f" ({state['epoch'] + 1} epochs trained)" if isinstance(state, dict) and "epoch" in state else ""
     raise RunDirTaken(f"run directory {run_dir} already holds a run{done}; continue it with --resume {run_dir}, "
                       "choose a new --run-dir, or add --overwrite to replace it")

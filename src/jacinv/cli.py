@@ -159,7 +159,7 @@ def evaluate_main(argv=None) -> int:
                                ("--stability-samples", args.stability_samples, "stability"),
                                ("--shift-samples", args.shift_samples, "shift")):
         if value is not None and not getattr(args, needs):
-            parser.error(f"{flag} is used only with --{needs.replace('_', '-')}; add --{needs} or drop {flag}")
+            parser.error(f"{flag} is used only with --{needs}; add --{needs} or drop {flag}")
     for flag, value in (("--shift-samples", args.shift_samples), ("--stability-samples", args.stability_samples)):
         if value is not None and value < 1:
             parser.error(f"{flag} must be >= 1, got {value}")

@@ -121,13 +121,21 @@ def _weights(operator, train_set, config: dict, run_dir: Path, n_fit: int = 32) 
 EVALUATION_OVERRIDES = ("data", "noise")
 
 
+def run_config_and_checkpoint(run_dir: Path, overrides=(), command: str = "evaluate.py") -> tuple[dict, dict, Path]:
+    """(config with ``overrides``, checkpoint state, the checkpoint file it came from) of the run in
+    ``run_dir``; the overrides may change only the test data (``EVALUATION_OVERRIDES``), and a
+    config.yaml edited since the checkpoint was written is refused."""
+    config = load_run_config(run_dir, overrides, changeable=EVALUATION_OVERRIDES, command=command)
+    state, source = load_checkpoint(Path(run_dir) / CHECKPOINT, fallback=True)
+    check_matches_checkpoint(state.get("config"), config, source, changeable=(*RESUMABLE, *EVALUATION_OVERRIDES))
+    return config, state, source
+
+
 def load_run(run_dir: Path, overrides=()):
     """(config, experiment, trained model in eval mode, checkpoint state) of the run in ``run_dir``
     (its last checkpoint, or the previous one when that is damaged).  ``overrides`` may change only
     the test data (``data.*``, ``noise.*``); the state gets "source", the checkpoint file it came from."""
-    config = load_run_config(run_dir, overrides, changeable=EVALUATION_OVERRIDES, command="evaluate.py")
-    state, source = load_checkpoint(Path(run_dir) / CHECKPOINT, fallback=True)
-    check_matches_checkpoint(state.get("config"), config, source, changeable=(*RESUMABLE, *EVALUATION_OVERRIDES))
+    config, state, source = run_config_and_checkpoint(run_dir, overrides)
     exp = build_experiment(config)
     load_weights(exp.model, state["model"], source)
     exp.model.eval()

@@ -275,6 +275,7 @@ def _describe(alternative: tuple) -> str:
 
 
 FIELDS: dict[str, Any] = leaf_keys()
+_DEFAULTS = defaults()   # read only
 
 
 def _met(condition: list[dict[str, tuple]], config: dict) -> bool:
@@ -333,9 +334,8 @@ def check_config(config: dict, explicit: typing.Iterable[str] = (), inherited: t
 
 def unused_keys(config: dict, keys: typing.Iterable[str]) -> list[str]:
     """Those of ``keys`` that are set to other than their defaults while the other settings ignore them."""
-    default = defaults()
     return [key for key in sorted(keys) if key in USED_WHEN and not _met(USED_WHEN[key], config)
-            and get(config, key) != get(default, key)]
+            and get(config, key) != get(_DEFAULTS, key)]
 
 
 def _show(value) -> str:

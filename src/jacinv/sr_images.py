@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import CHECKPOINT, load_checkpoint, load_weights, write_json
+from .checkpoint import load_weights, write_json
 from .classical import tv_reconstruction, weighted_name
-from .config import RESUMABLE, ConfigError, check_matches_checkpoint, load_run_config
+from .config import ConfigError
 from .datasets.folder import list_images, read_image
 from .datasets.paired import _seed_for
 from .experiment import build_experiment, build_noise
@@ -52,16 +52,14 @@ def bicubic(y: torch.Tensor, scale: int) -> torch.Tensor:
 def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None) -> dict:
     """Score the run's network, bicubic interpolation and TV on every image under ``folder`` (module
     doc); writes images_report.json and images_report.png into the run and returns the report."""
-    from .report import EVALUATION_OVERRIDES, _weights
+    from .report import _weights, run_config_and_checkpoint
 
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir, overrides, changeable=EVALUATION_OVERRIDES, command="evaluate.py --images")
+    config, state, source = run_config_and_checkpoint(run_dir, overrides, command="evaluate.py --images")
     op_cfg = config["operator"]
     if op_cfg["name"] != "blur_decimate":
         raise ConfigError(f"--images is the super-resolution protocol; run {run_dir} uses operator "
                           f"{op_cfg['name']!r}, expected 'blur_decimate'")
-    state, source = load_checkpoint(run_dir / CHECKPOINT, fallback=True)
-    check_matches_checkpoint(state.get("config"), config, source, changeable=(*RESUMABLE, *EVALUATION_OVERRIDES))
     exp = build_experiment(config)  # the training pairs fix TV's weight, as in evaluate.py
     tv_weight, tv_grid = _weights(exp.operator, exp.train_set, config, run_dir)["tv"]
     scale = exp.operator.factor

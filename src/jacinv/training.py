@@ -150,9 +150,10 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
             if not torch.isfinite(loss + penalty.detach()):
                 raise NonFiniteLoss(f"non-finite loss ({loss.item()}, penalty {penalty.item()}) at epoch {epoch + 1} "
                                     f"step {step}; the last good checkpoint is {ckpt_path}")
-            first_loss = loss.item() if first_loss is None else first_loss
-            if tc["max_loss_ratio"] is not None and loss.item() > tc["max_loss_ratio"] * first_loss:
-                raise DivergedLoss(f"training diverged: loss {loss.item():.4g} at epoch {epoch + 1} step {step} is "
+            value = loss.item()
+            first_loss = value if first_loss is None else first_loss
+            if tc["max_loss_ratio"] is not None and value > tc["max_loss_ratio"] * first_loss:
+                raise DivergedLoss(f"training diverged: loss {value:.4g} at epoch {epoch + 1} step {step} is "
                                    f"over {tc['max_loss_ratio']:g} x its first value {first_loss:.4g} "
                                    f"(train.max_loss_ratio); lower train.lr (now {tc['lr']:g}); the last good "
                                    f"checkpoint is {ckpt_path}")
@@ -160,7 +161,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
                 penalty.backward()
             distributed.average_gradients(model)
             optimizer.step()
-            running += loss.item()
+            running += value
             if epoch == 0 and step == 0 and rank == 0 and AUTO in reg.weights.values():
                 print("  automatic weights at the first step: " + ", ".join(
                     f"{k} {v:.3g}" for k, v in reg.last_stats.items() if k.startswith("lambda_")), flush=True)
@@ -216,10 +217,10 @@ def summary_table(history: list[dict]) -> str:
     last = next((r for r in reversed(history) if "test_psnr" in r), None)
     if last is None:
         return "no evaluated epoch"
-    rows = [("epoch reported", float(last["epoch"] + 1)), ("test PSNR (dB)", last["test_psnr"]), ("test SSIM", last["test_ssim"]),
+    rows = [("test PSNR (dB)", last["test_psnr"]), ("test SSIM", last["test_ssim"]),
             ("train loss ||f(y)-x||", last["train_loss"]), ("test loss ||f(y)-x||", last["test_loss"]),
             ("generalisation gap |test - train|", last["ge"]),
             ("max ||J A|| on probe set", last["probe_max_sja"]), ("max ||J|| on probe set", last["probe_max_sj"])]
     width = max(len(k) for k, _ in rows)
-    text = lambda k, v: f"{v:.0f}" if k == "epoch reported" else f"{v:.4f}" if math.isfinite(v) else "n/a"  # noqa: E731
-    return "\n".join(f"{k:<{width}}  {text(k, v)}" for k, v in rows)
+    return "\n".join([f"{'epoch reported':<{width}}  {last['epoch'] + 1}",
+                      *(f"{k:<{width}}  {v:.4f}" if math.isfinite(v) else f"{k:<{width}}  n/a" for k, v in rows)])

@@ -295,3 +295,9 @@ def test_a_run_directory_that_cannot_be_made_is_one_error(tmp_path, capsys):
 def test_a_source_without_its_folder_is_one_error(tmp_path, capsys):
     assert train_main([*TINY, "data.source=folder", "--run-dir", str(tmp_path / "r")]) == 2
     assert "config key 'data.root' is null, but it is needed when data.source is 'folder'" in one_error(capsys)
+
+
+def test_reconstructions_saved_into_a_file_is_one_error(run, capsys):
+    assert evaluate_main([str(run), "--save-reconstructions", str(run / "config.yaml")]) == 2
+    assert re.search(r"--save-reconstructions .*config.yaml: the folder cannot be made \(File exists\); expected a "
+                     r"new or existing directory", one_error(capsys))

@@ -72,7 +72,11 @@ class ReconstructionWriter:
 
     def __init__(self, folder, dataset):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"--save-reconstructions {folder}: the folder cannot be made ({err.strerror}); expected "
+                              "a new or existing directory") from None
         self.names, self.scales = None, None
         if hasattr(dataset, "slice_keys"):
             self.names = [fname for fname, _ in dataset.slice_keys()]

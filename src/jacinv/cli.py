@@ -98,13 +98,13 @@ def train_main(argv=None) -> int:
         if args.resume:
             config = load_run_config(args.resume, args.overrides)
             history = train(config, args.resume, resume=True, progress=progress, stop_after=args.stop_after)
-            _say(summary_table(history))
+            _say(summary_table(history, config["regularizer"]))
             return 0
         if not args.sweep:
             config = load_config(args.config, args.overrides)
             run_dir = _run_dir(args, config)
             history = train(config, run_dir, progress=progress, stop_after=args.stop_after, overwrite=args.overwrite)
-            _say(summary_table(history))
+            _say(summary_table(history, config["regularizer"]))
             _say(f"\nrun directory: {run_dir}  (figures: curves.png, reconstructions.png; "
                  f"evaluate with: python evaluate.py {run_dir})")
             return 0

@@ -20,6 +20,9 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir,
     reg_text = regularizer.name + "".join(f", lambda_{term} {weight}" for term, weight in regularizer.weights.items())
     if "auto" in regularizer.weights.values():
         reg_text += f" (seed Algorithm 4, kappa {regularizer.kappa:g})"
+    if regularizer.targets:
+        reg_text += ", aiming at " + ", ".join(f"max {'||J A||' if t == 'sja' else '||J||'} <= {b:g}"
+                                                for t, b in regularizer.targets.items())
     if regularizer.every > 1 and regularizer.terms:
         reg_text += f", evaluated every {regularizer.every} steps with weights x {regularizer.every}"
     warm = [t for t in regularizer.terms if hasattr(t, "store_bytes")]  # spectral terms keep a vector per sample
@@ -32,6 +35,7 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir,
     rows = [("data", f"{exp.data_note}: {counts}"),
             ("operator", f"{type(op).__name__} {tuple(op.in_shape)} -> {tuple(op.out_shape)}, {norm}"),
             ("noise", f"{noise_text} ({noise['noise_mode']} draws)"),
+            ("augmentation", ", ".join(exp.augment.names) + " (per sample and epoch)" if exp.augment else "none"),
             ("model", f"{config['model']['name']}, {count_parameters(exp.model):,} parameters"),
             ("regulariser", reg_text),
             ("training", f"{config['train']['epochs']} epochs, batch {config['train']['batch_size']}, "

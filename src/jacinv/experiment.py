@@ -20,6 +20,7 @@ from .models import build_model
 from .noise import BoundedNoise, GaussianNoise
 from .operators import LinearOperator, build_operator
 from .regularizers import build_regularizer
+from .transforms import Augmentation
 
 
 @dataclass
@@ -31,6 +32,12 @@ class Experiment:
     data_note: str
     val_set: InverseProblemDataset | None = None
     test_volumes: torch.Tensor | None = None   # (N_test,) volume index of each test signal (fastMRI), else None
+    augment: Augmentation | None = None        # train-time augmentation (data.augment), else None
+
+    def training_data(self) -> InverseProblemDataset:
+        """What training iterates over: the training set, augmented when data.augment asks (evaluation and
+        the bound use the clean ``train_set``)."""
+        return self.train_set if self.augment is None else self.train_set.with_augmentation(self.augment)
 
 
 def _subsets(n: int, sizes: dict[str, int | None], seed: int) -> list[torch.Tensor]:
@@ -239,7 +246,9 @@ def build_experiment(config: dict) -> Experiment:
     test_set = InverseProblemDataset(test_x, operator, noise, seed=seed + 10_000, noise_mode="fixed")
     val_set = (InverseProblemDataset(val_x, operator, noise, seed=seed + 20_000, noise_mode="fixed")
                if len(val_x) else None)
-    return Experiment(operator, train_set, test_set, _build_model(config, operator), note, val_set, test_volumes)
+    augment = Augmentation(data["augment"], seed) if data["augment"] else None
+    return Experiment(operator, train_set, test_set, _build_model(config, operator), note, val_set, test_volumes,
+                      augment)
 
 
 def _build_model(config: dict, operator: LinearOperator) -> torch.nn.Module:
@@ -258,6 +267,7 @@ def build_run_regularizer(config: dict, operator: LinearOperator):
                           "mask per volume, not one A; use none, wd, sw, sj, fj, datagrad or spectreg")
     try:
         return build_regularizer(cfg["name"], operator=operator, lambda_ja=cfg["lambda_ja"], lambda_j=cfg["lambda_j"],
-                                 weight=cfg["weight"], kappa=cfg["kappa"], every=cfg["every"], **cfg["options"])
+                                 weight=cfg["weight"], kappa=cfg["kappa"], every=cfg["every"],
+                                 target_ja=cfg["target_ja"], target_j=cfg["target_j"], **cfg["options"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'regularizer': {err}") from err

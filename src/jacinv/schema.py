@@ -16,15 +16,23 @@ import typing
 from typing import Annotated, Any, Literal, Union
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import UserError
+from .transforms import AUGMENTATIONS
 
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 Weight = Union[NonNegFloat, Literal["auto"]]
+Target = Union[Annotated[float, Field(gt=0.0, allow_inf_nan=False)], None]
 Path = Union[str, None]
+
+
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("names must be distinct")
+    return values
 
 
 class _Block(BaseModel):
@@ -47,6 +55,8 @@ class DataConfig(_Block):
     patch_size: PosInt = 28
     channels: Literal[1, 3] = 1
     downsample: PosInt = 1
+    augment: Annotated[list[Literal[AUGMENTATIONS]], AfterValidator(_distinct),
+                       Field(description=f"a list of distinct names from {list(AUGMENTATIONS)} (empty: none)")] = []
 
 
 class OperatorConfig(_Block):
@@ -78,6 +88,8 @@ class RegularizerConfig(_Block):
     weight: Weight = "auto"
     kappa: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 20.0
     every: PosInt = 1
+    target_ja: Target = None
+    target_j: Target = None
     options: dict[str, Any] = {}
 
 
@@ -133,6 +145,8 @@ DOCS = {
     "data.patch_size": "side of the square signals (pixels): patches, image folders, fastMRI crops",
     "data.channels": "image folders: 1 (luma) or 3 (RGB)",
     "data.downsample": "brain slices: average over blocks of this size",
+    "data.augment": "train-time augmentation, any of " + ", ".join(AUGMENTATIONS) + " (seeded per sample and epoch; "
+                    "docs/robustness.md)",
     "operator.name": "a registered operator: gaussian_cs, blur_decimate, kspace, identity, matrix, or a plug-in",
     "operator.kwargs": "the operator's arguments (in_shape comes from the data)",
     "operator.per_rank": "under torchrun: a different random draw (e.g. mask) per rank",
@@ -149,6 +163,10 @@ DOCS = {
     "regularizer.weight": "weight of wd, sw, datagrad or spectreg, a number >= 0 or auto",
     "regularizer.kappa": "divisor of the automatic weight (seed Algorithm 4)",
     "regularizer.every": "evaluate the penalty every k-th step, weights x k (lazy regularisation)",
+    "regularizer.target_ja": "a bound L on the batch-max ||J A||: only the excess over L is penalised, by a "
+                             "multiplier raised while it is exceeded (null: penalise the norm itself)",
+    "regularizer.target_j": "a bound L on the batch-max ||J||; worst-case output change <= L r to first order "
+                            "(null: penalise the norm itself)",
     "regularizer.options": "estimator options (see jacinv.regularizers.build_regularizer)",
     "train.epochs": "epochs in all (a resumed run may raise it)",
     "train.batch_size": "signals per step",
@@ -185,6 +203,7 @@ USED_WHEN: dict[str, list[dict[str, tuple]]] = {
     "data.patch_size": [{"data.source": ("folder", "fastmri")}, {"data.source": ("embedded",), "data.name": ("patches",)}],
     "data.channels": [{"data.source": ("folder",)}],
     "data.downsample": [{"data.source": ("embedded",), "data.name": ("brain",)}],
+    "data.augment": [{"data.source": ("embedded", "mnist", "folder")}],
     "noise.radius": [{"noise.kind": ("bounded",)}],
     "noise.mode": [{"noise.kind": ("bounded",)}],
     "noise.sigma": [{"noise.kind": ("gaussian",)}],
@@ -194,8 +213,14 @@ USED_WHEN: dict[str, list[dict[str, tuple]]] = {
     "regularizer.weight": [{"regularizer.name": ("wd", "sw", "datagrad", "spectreg")}],
     "regularizer.kappa": [{"regularizer.name": _PENALTIES}],
     "regularizer.every": [{"regularizer.name": _PENALTIES}],
+    "regularizer.target_ja": [{"regularizer.name": ("sja", "sja+sj")}],
+    "regularizer.target_j": [{"regularizer.name": ("sj", "sja+sj")}],
     "regularizer.options": [{"regularizer.name": _PENALTIES}],
 }
+
+#: Keys that ask for something a result depends on (a stability bound, augmented training): set where the
+#: other settings ignore them, they are an error even when a config file sets them.
+ALWAYS_CHECKED = ("data.augment", "regularizer.target_ja", "regularizer.target_j")
 
 #: key -> the settings under which it may be null (elsewhere null is refused).
 NULL_ONLY_WHEN: dict[str, list[dict[str, tuple]]] = {
@@ -323,7 +348,7 @@ def check_config(config: dict, explicit: typing.Iterable[str] = (), inherited: t
         if get(config, key) is None and _met(condition, config):
             raise ConfigError(f"config key {key!r} is null, but it is needed when {_where(condition, config)}; "
                               f"expected {describe(FIELDS[key]).replace(' or null', '')}: {DOCS[key]}")
-    for key in unused_keys(config, explicit):
+    for key in unused_keys(config, {*explicit, *ALWAYS_CHECKED}):
         raise ConfigError(f"config key {key!r} = {get(config, key)!r} has no effect: it is used only when "
                           f"{_where(USED_WHEN[key], config)}; remove it or change those settings")
     for key in unused_keys(config, set(inherited) - set(explicit)):

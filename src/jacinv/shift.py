@@ -1,10 +1,12 @@
 """Distribution shift: a trained run tested on signals unlike its training set, beside the classical
 reconstructions at their fitted weights.
 
-Two kinds of shift: the run's own test images with a bright structure that training never showed
-(``add_structure``: a ring or a lesion-like blob), or another image family given by data overrides
-(e.g. ``data.source=embedded data.name=patches`` for a net trained on Fashion-MNIST).  Both the
-in-distribution and the shifted signals are measured afresh with the run's operator and noise model.
+Three kinds of shift: the run's own test images with a bright structure that training never showed
+(``add_structure``: a ring or a lesion-like blob); the test images made to look like another subject
+(``imitate_new_subject``: a head-shape affine map and a tissue-contrast curve, families that
+``data.augment`` never draws); or another image family given by data overrides (e.g.
+``data.source=embedded data.name=patches`` for a net trained on Fashion-MNIST).  Both the in-distribution
+and the shifted signals are measured afresh with the run's operator and noise model.
 """
 from __future__ import annotations
 
@@ -18,9 +20,14 @@ from .classical import reconstructions
 from .schema import ConfigError
 from .datasets.paired import InverseProblemDataset
 from .evaluation import image_metrics, samples_asked
+from .transforms import affine_grid, check_images, warp
 
 STRUCTURES = ("ring", "blob")
-SHIFTS = (*STRUCTURES, "data")
+SHIFTS = (*STRUCTURES, "subject", "data")
+SUBJECT_SCALE = 0.12     # subject: each axis scaled by a factor uniform in 1 +- this (head size and shape)
+SUBJECT_SHEAR = 0.08     # subject: shear uniform in +- this
+SUBJECT_SHIFT = 0.03     # subject: translation uniform in +- this fraction of the image
+SUBJECT_KNOTS = 5        # subject: knots of the tissue-contrast curve (piecewise linear, increasing, 0 -> 0, 1 -> 1)
 BLOB_SIGMA = 0.04                   # blob: Gaussian of this standard deviation (fraction of the shorter side)
 RING_RADIUS, RING_WIDTH = 0.12, 0.015  # ring: radius and Gaussian half-width (fractions of the shorter side)
 
@@ -48,6 +55,29 @@ def add_structure(signals: torch.Tensor, kind: str, amplitude: float = 0.8,
     return torch.maximum(signals, (amplitude * shape[:, None]).to(signals.dtype))
 
 
+def imitate_new_subject(signals: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``signals`` (N, C, H, W) in [0, 1] as if from other subjects: each image mapped by a random affine map
+    (per-axis scale, shear, translation: another head's size and shape) and its intensities by a random
+    increasing piecewise-linear curve through (0, 0) and (1, 1) (another tissue contrast); the same shape, in
+    [0, 1].  A proxy: it moves anatomy and contrast, not the fine structure of a real new brain."""
+    check_images(signals)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    n, (h, w) = signals.shape[0], signals.shape[-2:]
+    draw = lambda *shape: 2 * torch.rand(*shape, generator=generator, dtype=torch.float64) - 1  # noqa: E731 (U(-1, 1))
+    scale, shear, move = 1 + SUBJECT_SCALE * draw(n, 2), SUBJECT_SHEAR * draw(n), 2 * SUBJECT_SHIFT * draw(n, 2)
+    matrices = torch.zeros(n, 2, 3, dtype=torch.float64)
+    matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 1, 1] = 1 / scale[:, 0], shear, 1 / scale[:, 1]
+    matrices[:, :, 2] = move
+    warped = warp(signals, affine_grid(matrices, h, w)).double()
+    steps = torch.rand(n, SUBJECT_KNOTS - 1, generator=generator, dtype=torch.float64) + 0.5   # increments of the curve
+    levels = torch.cat([torch.zeros(n, 1, dtype=torch.float64), steps.cumsum(1) / steps.sum(1, keepdim=True)], 1)
+    position = warped.clamp(0.0, 1.0) * (SUBJECT_KNOTS - 1)     # clamp: bilinear resampling stays in [0, 1] already
+    k = position.floor().long().clamp(max=SUBJECT_KNOTS - 2)
+    lo = torch.gather(levels, 1, k.flatten(1)).view_as(k)
+    hi = torch.gather(levels, 1, (k + 1).flatten(1)).view_as(k)
+    return (lo + (position - k) * (hi - lo)).to(signals.dtype)
+
+
 def shift_paths(run_dir, shift: str) -> tuple[Path, Path]:
     """Where ``shift_report`` writes its report and figure: shift_<shift>.json / .png in the run directory,
     one pair per shift, so that evaluations of several shifts side by side keep each other's files."""
@@ -61,8 +91,9 @@ FAMILY_KEYS = ("source", "name", "root", "train_root", "test_root")
 def shift_report(run_dir, shift: str, overrides=(), n_samples: int | None = None, seed: int = 0) -> dict:
     """Mean PSNR / SSIM of the network and the classical reconstructions on ``n_samples`` test signals
     (default: 64, or all when fewer), in
-    distribution and shifted (``shift``: "ring" or "blob" added to the test images, whose family
-    ``overrides`` may also change; "data": the family the ``overrides`` give).  Writes shift_<shift>.json and
+    distribution and shifted (``shift``: "ring" or "blob" added to the test images, or "subject": them
+    made to look like other subjects (``imitate_new_subject``), whose family ``overrides`` may also change;
+    "data": the family the ``overrides`` give).  Writes shift_<shift>.json and
     shift_<shift>.png (the shifted sample the network handles worst against TV) to ``run_dir``."""
     from .report import _weights, load_run
 
@@ -84,7 +115,9 @@ def shift_report(run_dir, shift: str, overrides=(), n_samples: int | None = None
             raise ConfigError(f"--shift data: the overrides {' '.join(overrides)} give the run's own data family "
                               f"({same}); expected another data.source, data.name or data.root")
         other = other_exp.test_set.signals[:n_samples]
-    shifted = add_structure(other, shift, generator=torch.Generator().manual_seed(seed)) if shift in STRUCTURES else other
+    generator = torch.Generator().manual_seed(seed)
+    shifted = (add_structure(other, shift, generator=generator) if shift in STRUCTURES
+               else imitate_new_subject(other, generator) if shift == "subject" else other)
     noise = exp.test_set.noise
     report = {"run_dir": str(run_dir), "shift": shift, "overrides": list(overrides), "n_samples": len(own)}
     for split, signals in (("in_distribution", own), ("shifted", shifted)):

@@ -25,7 +25,7 @@ from .checkpoint import load_weights, write_json
 from .classical import tv_reconstruction, weighted_name
 from .config import ConfigError
 from .datasets.folder import list_images, read_image
-from .datasets.paired import _seed_for
+from .transforms import seed_for
 from .experiment import build_experiment, build_noise
 from .metrics import psnr, rgb_to_y, shave, ssim
 from .models import build_model
@@ -76,7 +76,7 @@ def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None)
         if noise is not None:
             per_entry = math.sqrt(y[0].numel() / math.prod(exp.operator.out_shape))
             image_noise = BoundedNoise(noise.radius * per_entry, noise.mode) if isinstance(noise, BoundedNoise) else noise
-            y = y + image_noise.sample(y.shape, seed=_seed_for(config["seed"], path.name))
+            y = y + image_noise.sample(y.shape, seed=seed_for(config["seed"], path.name))
         model = build_model(config["model"]["name"], operator, **config["model"]["kwargs"])
         load_weights(model, state["model"], source)
         model.eval()

@@ -128,6 +128,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
         print(f"{'resuming' if resume else 'training'} {config['name']} {what}\n"
               f"{startup_block(config, exp, reg, device, run_dir, allocator)}", flush=True)
 
+    train_data = exp.training_data()
     probe_y = exp.test_set.measure(torch.arange(min(tc["probe_size"], len(exp.test_set)))).to(device)
     end = tc["epochs"] if stop_after is None else min(tc["epochs"], start + stop_after)
     epochs = tqdm(range(start, end), desc=config["name"], disable=not progress or rank != 0,
@@ -136,8 +137,9 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
         model.train()
         reg.train()
         exp.train_set.set_epoch(epoch)
+        train_data.set_epoch(epoch)
         t0 = time.perf_counter()
-        loader = _loader(exp.train_set, tc["batch_size"], config["seed"], epoch, tc["num_workers"])
+        loader = _loader(train_data, tc["batch_size"], config["seed"], epoch, tc["num_workers"])
         running = 0.0
         for step, (y, x, index) in enumerate(tqdm(loader, leave=False, disable=not progress or rank != 0)):
             y, x = y.to(device), x.to(device)
@@ -212,8 +214,9 @@ def _run_dir_problem(run_dir: Path, overwrite: bool) -> str | None:
     return None
 
 
-def summary_table(history: list[dict]) -> str:
-    """A short text table of the last evaluated epoch (its number first)."""
+def summary_table(history: list[dict], regularizer: dict | None = None) -> str:
+    """A short text table of the last evaluated epoch (its number first); with the ``regularizer`` config, a
+    line per stability target (regularizer.target_ja / target_j) saying whether the probe set meets it."""
     last = next((r for r in reversed(history) if "test_psnr" in r), None)
     if last is None:
         return "no evaluated epoch"
@@ -222,5 +225,12 @@ def summary_table(history: list[dict]) -> str:
             ("generalisation gap |test - train|", last["ge"]),
             ("max ||J A|| on probe set", last["probe_max_sja"]), ("max ||J|| on probe set", last["probe_max_sj"])]
     width = max(len(k) for k, _ in rows)
-    return "\n".join([f"{'epoch reported':<{width}}  {last['epoch'] + 1}",
-                      *(f"{k:<{width}}  {v:.4f}" if math.isfinite(v) else f"{k:<{width}}  n/a" for k, v in rows)])
+    lines = [f"{'epoch reported':<{width}}  {last['epoch'] + 1}",
+             *(f"{k:<{width}}  {v:.4f}" if math.isfinite(v) else f"{k:<{width}}  n/a" for k, v in rows)]
+    for term, norm in (("ja", "||J A||"), ("j", "||J||")):
+        bound = (regularizer or {}).get(f"target_{term}")
+        if bound is not None:
+            measured = last[f"probe_max_s{term}"]
+            lines.append(f"{'target max ' + norm:<{width}}  {bound:.4f} ({'met' if measured <= bound else 'NOT met'} "
+                         f"on the probe set: {measured:.4f})")
+    return "\n".join(lines)

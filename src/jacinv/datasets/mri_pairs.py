@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from .._checks import choice
 from ..operators import KSpaceSubsample, LinearOperator, MeasuredKSpace, make_mask
 from .fastmri import FastMRISliceDataset
-from .paired import _seed_for
+from ..transforms import seed_for
 
 KSPACE_MODES = ("simulated", "measured")
 
@@ -84,7 +84,7 @@ class FastMRIPairs(Dataset):
             with torch.no_grad():
                 y = self.operator(x[None])[0]
             if self.noise is not None:
-                y = y + self.noise.sample((1, *y.shape), seed=_seed_for(self.seed, i))[0]
+                y = y + self.noise.sample((1, *y.shape), seed=seed_for(self.seed, i))[0]
             return y, x
         kspace = item["kspace"] * scale
         mask = item.get("mask")

@@ -11,13 +11,9 @@ from torch.utils.data import Dataset
 from .._checks import batched_tensor, choice, finite_tensor
 from ..checkpoint import temporary_twin
 from ..operators import LinearOperator
+from ..transforms import Augmentation, seed_for
 
 NOISE_MODES = ("fixed", "fresh")
-
-
-def _seed_for(*parts) -> int:
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 class InverseProblemDataset(Dataset):
@@ -32,12 +28,14 @@ class InverseProblemDataset(Dataset):
             "fresh" mode (call ``set_epoch``).
         cache: optional HDF5 path: "fixed" measurements are computed once and stored there
             (reused when the file matches operator, noise, seed and signals).
+        augment: an ``Augmentation``: item i of epoch e is the augmented signal, drawn from (its seed, e, i),
+            measured afresh (see ``with_augmentation``); None: the signals as they are.
 
     ``__getitems__`` makes a DataLoader fetch a whole batch with one operator call.
     """
 
     def __init__(self, signals: torch.Tensor, operator: LinearOperator, noise=None, seed: int = 0,
-                 noise_mode: str = "fixed", cache=None):
+                 noise_mode: str = "fixed", cache=None, augment: Augmentation | None = None):
         if not isinstance(operator, LinearOperator):
             raise TypeError(f"operator must be a LinearOperator, got {type(operator).__name__}")
         batched_tensor(signals, operator.in_shape, "signals")
@@ -54,6 +52,12 @@ class InverseProblemDataset(Dataset):
         self._cached_y = None
         self._memo_y: torch.Tensor | None = None     # "fixed" mode: y of items already measured
         self._memo_filled = torch.zeros(len(self.signals), dtype=torch.bool)
+        if augment is not None and not isinstance(augment, Augmentation):
+            raise TypeError(f"augment must be an Augmentation or None, got {type(augment).__name__}")
+        if augment is not None and (cache is not None or len(operator.in_shape) != 3):
+            raise ValueError("augment needs image signals (C, H, W) measured afresh (no cache), got signals of shape "
+                             f"{tuple(operator.in_shape)}" + (" and a cache" if cache is not None else ""))
+        self.augment = augment
         if cache is not None:
             if self.noise_mode != "fixed":
                 raise ValueError("cache needs noise_mode='fixed' (fresh noise changes every epoch)")
@@ -65,17 +69,27 @@ class InverseProblemDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def with_augmentation(self, augment: Augmentation) -> "InverseProblemDataset":
+        """The same items (signals, operator, noise, seed) with ``augment`` applied: what training iterates
+        over, while evaluation keeps this clean data set."""
+        twin = InverseProblemDataset(self.signals, self.operator, self.noise, self.seed, self.noise_mode,
+                                     augment=augment)
+        twin.epoch = self.epoch
+        return twin
+
     def _noise(self, index: torch.Tensor) -> torch.Tensor:
         shape = (len(index), *self.operator.out_shape)
         if self.noise is None:
             return torch.zeros(shape)
         parts = (self.seed,) if self.noise_mode == "fixed" else (self.seed, self.epoch)
-        return torch.cat([self.noise.sample((1, *shape[1:]), seed=_seed_for(*parts, int(i))) for i in index])
+        return torch.cat([self.noise.sample((1, *shape[1:]), seed=seed_for(*parts, int(i))) for i in index])
 
     def measure(self, index: torch.Tensor) -> torch.Tensor:
         """y for the items ``index`` (B,), (B, *operator.out_shape)."""
         if self._cached_y is not None:
             return self._cached_y[index]
+        if self.augment is not None:
+            return self.pairs(index)[0]
         if self.noise_mode == "fresh":
             return self._simulate(index)
         missing = index[~self._memo_filled[index]].unique()
@@ -89,19 +103,25 @@ class InverseProblemDataset(Dataset):
 
     def targets(self, index: torch.Tensor) -> torch.Tensor:
         """x of the items ``index`` (B,), (B, *operator.in_shape)."""
+        if self.augment is not None:
+            return self.augment(self.signals[index], index, self.epoch)
         return self.signals[index]
 
     def pairs(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(y, x) of the items ``index`` (B,)."""
-        return self.measure(index), self.signals[index]
+        if self.augment is None:
+            return self.measure(index), self.signals[index]
+        x = self.targets(index)
+        return self._simulate(index, x), x
 
-    def _simulate(self, index: torch.Tensor) -> torch.Tensor:
+    def _simulate(self, index: torch.Tensor, signals: torch.Tensor | None = None) -> torch.Tensor:
+        """y of the items ``index``: A x + n with x = ``signals`` (default: the stored ones)."""
         with torch.no_grad():
-            return self.operator(self.signals[index]) + self._noise(index)
+            return self.operator(self.signals[index] if signals is None else signals) + self._noise(index)
 
     def __getitems__(self, indices):
         index = torch.as_tensor(indices, dtype=torch.long)
-        return list(zip(self.measure(index), self.signals[index], index))
+        return list(zip(*self.pairs(index), index))
 
     def __getitem__(self, i: int):
         y, x, index = self.__getitems__([i])[0]

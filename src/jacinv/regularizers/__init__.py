@@ -35,11 +35,17 @@ _FROBENIUS_OPTIONS = ("n_projections", "projection", "seed")
 
 
 def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_ja=AUTO, lambda_j=AUTO,
-                      weight=AUTO, kappa: float = 20.0, every: int = 1, **options) -> Regularizer:
+                      weight=AUTO, kappa: float = 20.0, every: int = 1, target_ja: float | None = None,
+                      target_j: float | None = None, **options) -> Regularizer:
     """Build the regulariser ``name`` (see the module docstring).
 
     ``every`` = k > 1 evaluates the penalty on every k-th training step only, with its weights
     multiplied by k (lazy regularisation; see ``Regularizer``).
+
+    ``target_ja`` / ``target_j`` = L (spectral names only) ask for max ||J A|| <= L / max ||J|| <= L
+    instead of small norms: only the excess over L is penalised, with a multiplier raised while it persists
+    (``Regularizer``'s ``targets``); to first order a target L on ||J|| bounds the worst-case output change
+    under a measurement perturbation of norm r by L r.
 
     ``operator`` (A) is required by the model-aware names (sja, fja, ...).  ``options``
     tune the estimators: spectral (iters, cold_iters, candidates, refresh, store_dtype,
@@ -52,6 +58,11 @@ def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for regularizer {name!r}; expected a subset of {list(allowed)}")
+    bounds = {t: v for t, v in (("sja", target_ja), ("sj", target_j)) if v is not None}
+    if bounds and (name not in ("sj", "sja", "sja+sj") or not set(bounds) <= set(_JACOBIAN_TARGETS[name])):
+        given = ", ".join(f"target_{t[1:]}={v}" for t, v in bounds.items())
+        raise ValueError(f"{given}: regularizer {name!r} has no such spectral norm; a target on ||J A|| needs sja or "
+                         "sja+sj, one on ||J|| needs sj or sja+sj")
     if name == "none":
         return Regularizer(name, [], {}, kappa, every)
     if name in _JACOBIAN_TARGETS:
@@ -62,7 +73,7 @@ def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_
         targets = {t: (operator if t.endswith("ja") else None) for t in term_names}
         weights = {t: (lambda_ja if t.endswith("ja") else lambda_j) for t in term_names}
         penalty = (SpectralJacobianPenalty if name[0] == "s" else FrobeniusJacobianPenalty)(targets, **options)
-        return Regularizer(name, [penalty], weights, kappa, every)
+        return Regularizer(name, [penalty], weights, kappa, every, bounds)
     if name == "spectreg":
         penalty = FrobeniusJacobianPenalty({"spectreg": None}, n_projections=1, reduction="mean", **options)
         return Regularizer(name, [penalty], {"spectreg": weight}, kappa, every)

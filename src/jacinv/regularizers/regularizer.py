@@ -10,6 +10,8 @@ from .._checks import finite_number, positive_int
 from .products import refuse_batch_coupling
 
 AUTO = "auto"
+TARGET_STEP = 1.1     # a target's multiplier: x this after an evaluated step above its aim, / this (down to 1) below it
+TARGET_MARGIN = 0.05  # a target L is aimed at L (1 - this): room for the estimates' error and the step-to-step jitter
 
 
 def auto_weight(loss: float, penalty: float, kappa: float = 20.0) -> float:
@@ -46,6 +48,12 @@ class Regularizer(nn.Module):
         every: lazy regularisation: in train mode the penalty is evaluated on every ``every``-th call
             only, with its weights multiplied by ``every`` (the same penalty on average); the other
             calls return a zero penalty without touching the network.  Eval mode always evaluates.
+        targets: {term: L > 0}: that term asks for value <= L instead of a small value: its penalty is
+            weight * m * max(0, value - L (1 - TARGET_MARGIN)) (a hinge: no gradient while the aim holds), with a
+            multiplier m (from 1) multiplied by TARGET_STEP after each evaluated training call whose value exceeded
+            the aim and divided by it (not below 1) after one that met it, so the push grows until it holds.  The
+            margin absorbs the power iterations' underestimate and the jitter of stochastic steps, so that the
+            trained net meets L itself.
 
     After an evaluated call, ``last_stats`` holds per-sample estimates (B,) per term, the
     penalty values and the weights used ("lambda_<term>", including the factor ``every``); spectral
@@ -53,7 +61,7 @@ class Regularizer(nn.Module):
     """
 
     def __init__(self, name: str, terms: list[nn.Module], weights: dict[str, float | str], kappa: float = 20.0,
-                 every: int = 1):
+                 every: int = 1, targets: dict[str, float] | None = None):
         super().__init__()
         self.every = positive_int(every, "every")
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))  # train-mode calls so far
@@ -64,6 +72,13 @@ class Regularizer(nn.Module):
                 finite_number(w, f"lambda for {term!r}", low=0.0)
         self.weights = dict(weights)
         self.kappa = finite_number(kappa, "kappa", low=0.0, low_open=True)
+        self.targets = dict(targets or {})
+        for term, bound in self.targets.items():
+            if term not in self.weights:
+                raise ValueError(f"target for {term!r}: the regulariser {name!r} has no such term; expected one of "
+                                 f"{sorted(self.weights)}")
+            finite_number(bound, f"target for {term!r}", low=0.0, low_open=True)
+            self.register_buffer(f"multiplier_{term}", torch.ones((), dtype=torch.float64))
         self.last_stats: dict = {}
 
     def forward(self, f, y: torch.Tensor, x: torch.Tensor | None = None, index: torch.Tensor | None = None,
@@ -91,9 +106,23 @@ class Regularizer(nn.Module):
                     weight = auto_weight(float(torch.as_tensor(loss).detach()), float(value.detach()), self.kappa)
                 stats[f"penalty_{name}"] = float(value.detach())
                 stats[f"lambda_{name}"] = float(weight) * scale
+                if name in self.targets:
+                    value = self._hinge(name, value)
+                    stats[f"multiplier_{name}"] = float(getattr(self, f"multiplier_{name}"))
                 total = total + weight * scale * value
         self.last_stats = stats
         return total
+
+    def _hinge(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """multiplier * max(0, value - aim) of the term ``name`` (aim: its target less TARGET_MARGIN); in train mode
+        the multiplier then moves (up after a value above the aim, down to 1 after one below)."""
+        bound = self.targets[name] * (1.0 - TARGET_MARGIN)
+        multiplier = getattr(self, f"multiplier_{name}")
+        hinge = float(multiplier) * torch.clamp(value - bound, min=0.0)
+        if self.training:
+            above = float(value.detach()) > bound
+            multiplier.copy_(multiplier * TARGET_STEP if above else torch.clamp(multiplier / TARGET_STEP, min=1.0))
+        return hinge
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.setdefault(prefix + "calls", self.calls.clone())  # states saved before `every` existed

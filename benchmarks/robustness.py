@@ -1,0 +1,214 @@
+"""The robustness study (docs/results.md, "Robustness off the training distribution"): which knob buys the
+most stability and shift robustness per dB given up in distribution.
+
+    python benchmarks/robustness.py --jobs 2                 # train the arms, evaluate them, write the tables
+    python benchmarks/robustness.py --tables-only            # redraw from the cache
+    python benchmarks/robustness.py --quick --jobs 2         # a few minutes: tiny VarNet, 3 epochs
+
+Every arm is configs/mri_4x_varnet.yaml (VarNet, MNI152 slices, 4x random mask, 100 epochs) with the
+overrides of ARMS: the remedies (noise in training, augmentation), the stability targets of the Jacobian
+penalty, and their combinations.  Each trained net is then scored on the clean test slices (noise.radius=0,
+whatever it was trained with):
+- in distribution: evaluate.py's per-volume PSNR / SSIM beside TV, zero-filled and the pseudo-inverse;
+- stability: evaluate.py --stability, the worst-case perturbation at 1, 2, 5 and 10 % of the mean ||y||;
+- new subject: evaluate.py --shift subject (test slices with another head shape and tissue contrast).
+Runs and evaluations go through benchmarks/reproduce.py's cache (one JSON per run, keyed by its
+configuration), so the study resumes where it stopped; ``--jobs`` trains that many side by side (one
+thread each).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reproduce import CACHE, ROOT, run_key, run_many  # noqa: E402
+
+from jacinv.checkpoint import write_json  # noqa: E402
+
+CONFIG = "mri_4x_varnet"
+BASE = ("train.eval_every=5",)
+CLEAN = ("noise.radius=0.0",)        # every net is scored on the noiseless test measurements
+PENALTY = ("regularizer.every=4", "regularizer.options={iters: 3, krylov: 4, jvp_mode: fastest}")
+AUGMENT = "data.augment=[flip, rotate, elastic, bias, gamma]"
+NOISE = lambda r: (f"noise.radius={r}", "noise.noise_mode=fresh")  # noqa: E731
+SJ = lambda bound: ("regularizer.name=sj", f"regularizer.target_j={bound}", *PENALTY)  # noqa: E731
+ARMS = (
+    ("as shipped (wd)", ()),
+    ("none", ("regularizer.name=none",)),
+    ("noise 1%", NOISE(0.45)),
+    ("noise 5%", NOISE(2.25)),
+    ("augment", (AUGMENT,)),
+    ("sj, ||J|| <= 3", SJ(3.0)),
+    ("sj, ||J|| <= 2", SJ(2.0)),
+    ("sj, ||J|| <= 1.5", SJ(1.5)),
+    ("sja+sj, both <= 2", ("regularizer.name=sja+sj", "regularizer.target_ja=2.0", "regularizer.target_j=2.0",
+                           *PENALTY)),
+    ("sj <= 2 + augment", (*SJ(2.0), AUGMENT)),
+    ("sj <= 2 + noise 1%", (*SJ(2.0), *NOISE(0.45))),
+)
+QUICK = ("train.epochs=3", "train.eval_every=3", "data.n_train=8", "data.n_val=4", "data.n_test=4",
+         "data.downsample=4", "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}")
+
+
+def overrides_of(arm: tuple, seed: int, quick: bool) -> list[str]:
+    return [*BASE, *arm, f"seed={seed}", *(QUICK if quick else ())]
+
+
+def evaluate_one(path: Path, run_dir: Path, what: str, threads: int) -> None:
+    """evaluate.py's report, --shift subject or --stability (``what``) of ``run_dir`` on clean test data, to ``path``."""
+    from jacinv.report import evaluate_run
+    from jacinv.shift import shift_report
+    from jacinv.stability import stability_report
+
+    torch.set_num_threads(threads)
+    if what == "report":
+        result = evaluate_run(run_dir, CLEAN)["summary"]
+    elif what == "shift":
+        result = shift_report(run_dir, "subject", overrides=CLEAN)
+    else:
+        result = stability_report(run_dir, overrides=CLEAN, classical=what == "stability+tv")
+    write_json(result, path)
+
+
+def evaluations(keys: list[str], workdir: Path, cache: Path, compute: bool, workers: int) -> dict[str, dict]:
+    """{run key: {"report", "shift", "stability": result}} of the trained runs ``keys``; the first key's
+    stability attack also covers TV (the same for every net)."""
+    tasks = {k: {what: (cache / f"{k}-robust-{what}.json", workdir / k,
+                        "stability+tv" if (what == "stability" and i == 0) else what)
+                 for what in ("report", "shift", "stability")} for i, k in enumerate(keys)}
+    todo = [t for own in tasks.values() for t in own.values() if compute and not t[0].exists() and t[1].exists()]
+    if todo:
+        print(f"{len(todo)} evaluations ({workers} at a time)", flush=True)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(evaluate_one, *t, threads) for t in todo]):
+                future.result()
+    return {k: {what: json.loads(t[0].read_text()) for what, t in own.items() if t[0].exists()}
+            for k, own in tasks.items()}
+
+
+def arm_row(label: str, run: dict, extra: dict) -> dict:
+    """One arm's figures (NaN where an evaluation is missing)."""
+    nan = float("nan")
+    report, shift, stability = extra.get("report"), extra.get("shift"), extra.get("stability")
+    row = {"arm": label, "seconds": run["seconds"], "ge": run["ge"], "probe_max_sj": run["probe_max_sj"],
+           "probe_max_sja": run["probe_max_sja"]}
+    row["psnr"] = report["network"]["volume_psnr"] if report else nan
+    row["ssim"] = report["network"]["volume_ssim"] if report else nan
+    row["shift_psnr"] = shift["shifted"]["network"]["psnr"] if shift else nan
+    row["slice_psnr"] = shift["in_distribution"]["network"]["psnr"] if shift else nan
+    for r in (stability["curves"]["network"] if stability else []):
+        row[f"drop_{r['radius']:.4g}"] = r["psnr_drop"]
+        row[f"change_{r['radius']:.4g}"] = r["change_mean"]
+    return row
+
+
+def references(extra: dict) -> dict:
+    """Per-volume PSNR in distribution and slice PSNR on the new-subject shift of the classical methods, and
+    TV's worst-case drops (from the first arm's evaluations)."""
+    out = {}
+    for name, m in (extra.get("report") or {}).items():
+        if name != "network":
+            out.setdefault(name, {})["psnr"] = m["volume_psnr"]
+    for name, m in (extra.get("shift") or {}).get("shifted", {}).items():
+        if name != "network":
+            out.setdefault(name, {})["shift_psnr"] = m["psnr"]
+    for name, rows in (extra.get("stability") or {}).get("curves", {}).items():
+        if name != "network":
+            out.setdefault(name, {}).update({f"drop_{r['radius']:.4g}": r["psnr_drop"] for r in rows})
+    return out
+
+
+def markdown(rows: list[dict], refs: dict, radii: list[str]) -> str:
+    head = ["arm", "PSNR / SSIM (volume)", *(f"drop at r = {r}" for r in radii), "new subject PSNR",
+            "max ‖J‖", "max ‖J A‖", "GE", "train time"]
+    lines = ["| " + " | ".join(head) + " |", "| --- | " + " | ".join("---:" for _ in head[1:]) + " |"]
+    for r in rows:
+        lines.append(f"| {r['arm']} | {r['psnr']:.2f} / {r['ssim']:.3f} | "
+                     + " | ".join(f"{r.get('drop_' + k, float('nan')):.2f}" for k in radii)
+                     + f" | {r['shift_psnr']:.2f} | {r['probe_max_sj']:.2f} | {r['probe_max_sja']:.2f} | "
+                       f"{r['ge']:.3f} | {r['seconds'] / 60:.0f} min |")
+    for name, m in refs.items():
+        lines.append(f"| {name} | {m.get('psnr', float('nan')):.2f} | "
+                     + " | ".join(f"{m.get('drop_' + k, float('nan')):.2f}" for k in radii)
+                     + f" | {m.get('shift_psnr', float('nan')):.2f} | | | | |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], refs: dict, radius: str, path: Path) -> None:
+    """In-distribution PSNR against the worst-case drop at ``radius`` and against the new-subject PSNR."""
+    from jacinv.plots import plt, save_figure
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in rows:
+        ax1.scatter(r.get(f"drop_{radius}", float("nan")), r["psnr"])
+        ax1.annotate(r["arm"], (r.get(f"drop_{radius}", float("nan")), r["psnr"]), fontsize=7)
+        ax2.scatter(r["shift_psnr"], r["psnr"])
+        ax2.annotate(r["arm"], (r["shift_psnr"], r["psnr"]), fontsize=7)
+    for name, m in refs.items():
+        if "psnr" in m:
+            for ax in (ax1, ax2):
+                ax.axhline(m["psnr"], ls=":", lw=1, color="grey")
+                ax.text(ax.get_xlim()[0], m["psnr"], name, fontsize=6, va="bottom", color="grey")
+        if "shift_psnr" in m:
+            ax2.axvline(m["shift_psnr"], ls="--", lw=1, color="grey")
+    ax1.set(xlabel=f"worst-case PSNR drop at r = {radius} (dB)", ylabel="in-distribution PSNR per volume (dB)")
+    ax2.set(xlabel="new-subject shift PSNR (dB)", ylabel="in-distribution PSNR per volume (dB)")
+    fig.suptitle("VarNet 4x, MNI152 slices: in distribution against off distribution", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--arms", nargs="+", help="labels of ARMS to run (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each")
+    parser.add_argument("--quick", action="store_true", help="a tiny VarNet for 3 epochs (a few minutes)")
+    parser.add_argument("--tables-only", action="store_true", help="train nothing: tables from the cache")
+    parser.add_argument("--train-only", action="store_true", help="train the arms, evaluate nothing")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    arms = [a for a in ARMS if args.arms is None or a[0] in args.arms]
+    unknown = sorted(set(args.arms or ()) - {a[0] for a in ARMS})
+    if unknown:
+        parser.error(f"--arms: unknown {unknown}; expected labels from {[a[0] for a in ARMS]}")
+    torch.set_num_threads(1)
+    jobs = [(label, seed, overrides_of(arm, seed, args.quick)) for label, arm in arms for seed in args.seeds]
+    runs = run_many([(CONFIG, o, False, 0) for _, _, o in jobs], args.jobs, args.workdir, args.cache,
+                    train=not args.tables_only, threads=1)
+    if args.train_only:
+        return
+    keys = [run_key(o, CONFIG) for _, _, o in jobs]
+    extras = evaluations([k for k in keys if k in runs], args.workdir, args.cache, not args.tables_only, args.jobs)
+    rows = [{**arm_row(label, runs[k], extras.get(k, {})), "seed": seed}
+            for (label, seed, _), k in zip(jobs, keys) if k in runs]
+    if not rows:
+        print("no arm is trained yet")
+        return
+    refs = references(extras.get(keys[0], {}))
+    radii = sorted({c[len("drop_"):] for r in rows for c in r if c.startswith("drop_")}, key=float)
+    stem = args.out / ("robust_mri" + ("-quick" if args.quick else ""))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json({"rows": rows, "references": refs}, stem.with_suffix(".json"))
+    stem.with_suffix(".md").write_text(markdown(rows, refs, radii) + "\n")
+    if radii:
+        plot(rows, refs, radii[0], stem.with_suffix(".png"))
+    print(markdown(rows, refs, radii))
+    print(f"wrote {stem}.md/.json/.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -36,7 +36,12 @@ def _as_override(key: str, value) -> str:
 def _where_used(key: str) -> list[str]:
     """Overrides of the controlling keys under which ``key`` has an effect ([] when always), with the
     keys those settings require (``REQUIRED_WHEN``) given a value."""
-    setting = {k: v[0] for k, v in USED_WHEN[key][0].items()} if key in USED_WHEN else {}
+    return _with_required({k: v[0] for k, v in USED_WHEN[key][0].items()} if key in USED_WHEN else {}, key)
+
+
+def _with_required(setting: dict, key: str) -> list[str]:
+    """``setting`` as overrides, with the keys it requires (``REQUIRED_WHEN``, other than ``key``) given a value."""
+    setting = dict(setting)
     config = defaults()
     for dotted, value in setting.items():
         section, name = dotted.split(".")
@@ -129,6 +134,8 @@ def _a_valid_other_value(key):
             return "somewhere"
         if typing.get_origin(kind) is dict:
             return {"k": 1}
+        if typing.get_origin(kind) is list:   # a list of choices: the first choice alone
+            return [typing.get_args(typing.get_args(kind)[0])[0]]
     raise AssertionError(key)
 
 
@@ -139,7 +146,7 @@ def test_a_key_the_other_settings_ignore_is_refused(key, tmp_path, capsys):
     value = _a_valid_other_value(key)
     tried = 0
     for context in contexts:
-        setting = [f"{k}={v}" for k, v in context.items()]
+        setting = _with_required(context, key)
         try:
             load_config(None, setting)  # the context alone must be a valid configuration
         except ConfigError:

@@ -131,6 +131,7 @@ def train_main(argv=None) -> int:
 
 def evaluate_main(argv=None) -> int:
     from .report import evaluate_run, report_table
+    from .shift import SHIFTS
 
     parser = Parser(prog="evaluate.py", description="Evaluate a trained run (see README).")
     parser.add_argument("run_dir", type=Path)
@@ -147,8 +148,9 @@ def evaluate_main(argv=None) -> int:
                         help="--stability: perturbation norms (default: 0.5, 1, 2, 4 x the noise radius)")
     parser.add_argument("--stability-samples", type=int, metavar="N",
                         help="--stability: test measurements attacked (default 16, or all when fewer)")
-    parser.add_argument("--shift", choices=["ring", "blob", "data"],
-                        help="distribution shift: a bright ring or blob added to the test images, or 'data': the "
+    parser.add_argument("--shift", choices=list(SHIFTS),
+                        help="distribution shift: a bright ring or blob added to the test images, 'subject': the "
+                             "test images with another head shape and tissue contrast, or 'data': the "
                              "family the overrides give (e.g. data.source=embedded data.name=patches); "
                              "network against the classical reconstructions: shift_<shift>.json/png")
     parser.add_argument("--shift-samples", type=int, metavar="N",

@@ -1,0 +1,243 @@
+"""Robustness knobs: stability targets of the Jacobian penalty, train-time augmentation, the new-subject shift."""
+import json
+
+import pytest
+import torch
+
+from jacinv.cli import evaluate_main, train_main
+from jacinv.config import load_config
+from jacinv.datasets import InverseProblemDataset
+from jacinv.operators import build_operator
+from jacinv.regularizers import build_regularizer
+from jacinv.regularizers.regularizer import TARGET_MARGIN
+from jacinv.schema import ConfigError, check_config, defaults
+from jacinv.shift import imitate_new_subject
+from jacinv.training import train
+from jacinv.transforms import AUGMENTATIONS, Augmentation
+
+from test_training import ROOT, tiny_config, trained_tiny_run
+
+
+# ---------------------------------------------------------------- stability targets
+
+
+def _fit_with_target(term: str, bound: float, steps: int = 600, batch: int = 16, seed: int = 0):
+    """A tanh MLP (float64) fitted to a linear map of norm 3 with the penalty ``term`` aiming at ``bound``;
+    returns (net, measurements y (64, 8), operator A or None)."""
+    gen = torch.Generator().manual_seed(seed)
+    n, d = 64, 8
+    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    truth = basis @ torch.diag(torch.linspace(3.0, 0.5, d, dtype=torch.float64)) @ basis.T
+    y = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    x = y @ truth.T
+    torch.manual_seed(seed)
+    f = torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.Tanh(), torch.nn.Linear(32, d)).double()
+    op = None
+    if term == "sja":
+        op = build_operator("matrix", in_shape=(d,), matrix=torch.randn(d, d, generator=gen, dtype=torch.float64) / 3)
+    reg = build_regularizer(term, operator=op, lambda_ja=1.0, lambda_j=1.0, store_dtype=torch.float64,
+                            **{f"target_{term[1:]}": bound})
+    opt = torch.optim.Adam(f.parameters(), lr=1e-2)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        index = torch.randperm(n, generator=gen)[:batch]
+        opt.zero_grad()
+        loss = (f(y[index]) - x[index]).norm(dim=1).mean()
+        loss.backward()
+        penalty = reg(f, y[index], index=index, loss=loss.detach())
+        if penalty.requires_grad:
+            penalty.backward()
+        opt.step()
+        schedule.step()
+    return f, y, op
+
+
+def _exact_max_norm(f, y, op=None) -> float:
+    """max_i ||J(y_i) A||_2 (A = I when ``op`` is None) from the exact Jacobians."""
+    jacobians = torch.stack([torch.autograd.functional.jacobian(f, row) for row in y])
+    if op is not None:
+        jacobians = jacobians @ op.to_dense().to(jacobians)
+    return float(torch.linalg.matrix_norm(jacobians, 2).max())
+
+
+@pytest.mark.parametrize("term, bound", [("sj", 1.5), ("sj", 1.0), ("sja", 0.5)])
+def test_a_target_is_met_on_every_training_sample(term, bound):
+    free, y, op = _fit_with_target(term, 1e6)                  # a bound that never binds: the unconstrained fit
+    assert _exact_max_norm(free, y, op) > 1.5 * bound          # so the target has work to do
+    net, y, op = _fit_with_target(term, bound)
+    reached = _exact_max_norm(net, y, op)
+    assert reached <= bound, f"max norm {reached:.4f} over the target {bound}"
+    assert reached >= (1 - 3 * TARGET_MARGIN) * bound          # and it is not met by flattening the net
+
+
+def test_the_hinge_has_no_gradient_below_the_aim_and_the_multiplier_moves_and_is_saved():
+    f = torch.nn.Linear(4, 4).double()
+    with torch.no_grad():
+        f.weight.copy_(2.0 * torch.eye(4))
+    y = torch.randn(3, 4, dtype=torch.float64)
+    reg = build_regularizer("sj", lambda_j=1.0, target_j=3.0, store_dtype=torch.float64)
+    assert float(reg(f, y, index=torch.arange(3)).detach()) == 0.0 and float(reg.multiplier_sj) == 1.0  # ||J|| = 2 < 3
+    reg.targets["sj"] = 1.0                                     # now 2 > 0.95: the hinge pushes, and m rises
+    value = reg(f, y, index=torch.arange(3))
+    assert float(value) == pytest.approx(2.0 - (1 - TARGET_MARGIN), rel=1e-6)
+    assert float(reg.multiplier_sj) == pytest.approx(1.1)
+    twin = build_regularizer("sj", lambda_j=1.0, target_j=1.0, store_dtype=torch.float64)
+    twin.load_state_dict(reg.state_dict())
+    assert float(twin.multiplier_sj) == pytest.approx(1.1)     # a resumed run keeps its multiplier
+
+
+@pytest.mark.parametrize("name, kwargs, match", [
+    ("sj", {"target_j": 0.0}, r"target for 'sj' must be a finite number in \(0.0, inf\], got 0.0"),
+    ("sj", {"target_j": float("inf")}, r"target for 'sj' must be a finite number"),
+    ("sj", {"target_j": float("nan")}, r"target for 'sj' must be a finite number"),
+    ("sj", {"target_ja": 2.0}, r"target_ja=2.0: regularizer 'sj' has no such spectral norm"),
+    ("sja", {"target_j": 2.0}, r"target_j=2.0: regularizer 'sja' has no such spectral norm"),
+    ("fja+fj", {"target_j": 2.0}, r"target_j=2.0: regularizer 'fja\+fj' has no such spectral norm"),
+    ("wd", {"target_ja": 1.0}, r"regularizer 'wd' has no such spectral norm"),
+])
+def test_build_regularizer_refuses_bad_targets(name, kwargs, match):
+    op = build_operator("identity", in_shape=(4,))
+    with pytest.raises(ValueError, match=match):
+        build_regularizer(name, operator=op, **kwargs)
+
+
+@pytest.mark.parametrize("key, value, name", [
+    ("regularizer.target_j", -1.0, "sj"), ("regularizer.target_j", float("nan"), "sj"),
+    ("regularizer.target_ja", 0, "sja"), ("regularizer.target_j", "1.5", "sj"),
+])
+def test_the_schema_refuses_non_positive_or_non_finite_targets(key, value, name):
+    config = defaults()
+    config["regularizer"]["name"] = name
+    config["regularizer"][key.split(".")[1]] = value
+    with pytest.raises(ConfigError, match=rf"config key '{key}' must be a finite number > 0 or null"):
+        check_config(config)
+
+
+@pytest.mark.parametrize("key, value, context", [
+    ("regularizer.target_j", 2.0, {"regularizer.name": "sja"}),
+    ("regularizer.target_ja", 2.0, {"regularizer.name": "fja+fj"}),
+    ("data.augment", ["flip"], {"data.source": "fastmri", "data.root": "x"}),
+])
+def test_an_ignored_target_or_augmentation_is_an_error_even_from_a_config_file(key, value, context):
+    config = defaults()
+    for k, v in {**context, key: value}.items():
+        section, leaf = k.split(".")
+        config[section][leaf] = v
+    with pytest.raises(ConfigError, match=rf"config key '{key}' = .* has no effect"):
+        check_config(config, explicit=(), inherited=[key])
+
+
+def test_train_reports_whether_the_probe_meets_the_target(tmp_path, capsys):
+    overrides = [*tiny_overrides("cs_unrolled"), "regularizer.name=sj", "regularizer.target_j=0.01"]
+    assert train_main(["--config", str(ROOT / "configs" / "cs_unrolled.yaml"), *overrides, "--run-dir",
+                       str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "aiming at max ||J|| <= 0.01" in out
+    assert "target max ||J||" in out and "NOT met on the probe set" in out   # 2 epochs cannot reach 0.01
+
+
+def tiny_overrides(name):
+    from test_training import COMMON, TINY
+    return [*TINY[name], *COMMON]
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def _images(n=4, h=24, w=20):
+    x = torch.zeros(n, 1, h, w)
+    x[:, :, 6:18, 5:12] = torch.linspace(0.2, 1.0, n)[:, None, None, None]   # an off-centre bright block
+    return x
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS)
+def test_each_augmentation_changes_images_within_the_value_range(name):
+    x = _images()
+    out = Augmentation([name], seed=0)(x, torch.arange(4), epoch=0)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert not torch.equal(out, x)
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index():
+    x, aug = _images(), Augmentation(list(AUGMENTATIONS), seed=3)
+    a = aug(x, torch.tensor([0, 1, 2, 3]), epoch=5)
+    assert torch.equal(a, aug(x, torch.tensor([0, 1, 2, 3]), epoch=5))                 # reproducible
+    assert torch.equal(a[2:], aug(x[2:], torch.tensor([2, 3]), epoch=5))               # independent of the batch
+    assert not torch.equal(a, aug(x, torch.tensor([0, 1, 2, 3]), epoch=6))             # new every epoch
+    assert not torch.equal(a, Augmentation(list(AUGMENTATIONS), seed=4)(x, torch.arange(4), epoch=5))
+
+
+def test_augmentation_refuses_what_it_cannot_apply_to():
+    with pytest.raises(ValueError, match=r"augmentations must be a non-empty list of distinct names from"):
+        Augmentation(["flip", "mirror"])
+    with pytest.raises(ValueError, match=r"augmentations must be a non-empty list"):
+        Augmentation([])
+    aug = Augmentation(["flip"])
+    with pytest.raises(ValueError, match=r"signals must be real images \(N, C, H, W\), got \(4, 16\)"):
+        aug(torch.rand(4, 16), torch.arange(4), 0)
+    with pytest.raises(ValueError, match=r"signals must be real images \(N, C, H, W\), got .*complex64"):
+        aug(torch.rand(2, 1, 4, 4, dtype=torch.complex64), torch.arange(2), 0)
+    vectors = build_operator("gaussian_cs", in_shape=(16,), n_measurements=8)
+    with pytest.raises(ValueError, match=r"augment needs image signals \(C, H, W\).*got signals of shape \(16,\)"):
+        InverseProblemDataset(torch.rand(4, 16), vectors, augment=aug)
+
+
+def test_an_augmented_data_set_measures_the_augmented_signal_and_evaluation_stays_clean():
+    op = build_operator("identity", in_shape=(1, 24, 20))
+    clean = InverseProblemDataset(_images(), op)
+    data = clean.with_augmentation(Augmentation(["rotate", "gamma"], seed=1))
+    data.set_epoch(2)
+    y, x = data.pairs(torch.arange(4))
+    assert torch.equal(y, x) and not torch.equal(x, clean.signals)     # y = A x of the augmented x
+    items = data.__getitems__([1, 3])
+    assert torch.equal(items[0][1], x[1]) and torch.equal(items[1][0], y[3])
+    assert clean.augment is None and torch.equal(clean.pairs(torch.arange(4))[1], clean.signals)
+
+
+def test_augmented_training_resumes_to_the_same_numbers(tmp_path):
+    config = tiny_config("mri_4x_varnet", "data.augment=[flip, rotate, elastic, bias, gamma]", "train.epochs=3")
+    full = train(config, tmp_path / "full", progress=False)
+    train(config, tmp_path / "part", progress=False, stop_after=1)
+    resumed = train(load_config(tmp_path / "part" / "config.yaml"), tmp_path / "part", resume=True, progress=False)
+    assert [r["train_loss_running"] for r in resumed] == [r["train_loss_running"] for r in full]
+    plain = train(tiny_config("mri_4x_varnet", "train.epochs=3"), tmp_path / "plain", progress=False)
+    assert plain[0]["train_loss_running"] != full[0]["train_loss_running"]   # the augmentation did something
+
+
+# ---------------------------------------------------------------- the new-subject shift
+
+
+def test_the_subject_shift_is_deterministic_and_keeps_the_value_range():
+    x = torch.rand(3, 1, 30, 26, generator=torch.Generator().manual_seed(0))
+    a = imitate_new_subject(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, imitate_new_subject(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, imitate_new_subject(x, torch.Generator().manual_seed(2)))
+    assert a.shape == x.shape and float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    assert float((a - x).abs().mean()) > 0.02                   # a different image, not a copy
+    assert float(imitate_new_subject(torch.zeros(1, 1, 8, 8)).abs().max()) == 0.0   # background stays background
+    with pytest.raises(ValueError, match=r"signals must be real images"):
+        imitate_new_subject(torch.rand(3, 30))
+
+
+@pytest.fixture(scope="module")
+def mri_run(tmp_path_factory):
+    return trained_tiny_run(tmp_path_factory.mktemp("subject") / "run", "mri_4x_varnet")
+
+
+def test_evaluate_shift_subject_reports_network_tv_zero_filled_and_pseudo_inverse(mri_run, capsys):
+    assert evaluate_main([str(mri_run), "--shift", "subject"]) == 0
+    report = json.loads((mri_run / "shift_subject.json").read_text())
+    assert {"network", "zero_filled_real", "pseudo_inverse"} <= set(report["shifted"])
+    assert any(m.startswith("tv(mu=") for m in report["shifted"])
+    assert report["shifted"]["network"]["psnr"] != report["in_distribution"]["network"]["psnr"]
+    again = json.loads(json.dumps(report))
+    evaluate_main([str(mri_run), "--shift", "subject"])
+    assert json.loads((mri_run / "shift_subject.json").read_text()) == again   # deterministic
+    assert "| network |" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_an_unknown_shift(mri_run, capsys):
+    with pytest.raises(SystemExit):
+        evaluate_main([str(mri_run), "--shift", "patient"])
+    assert "invalid choice: 'patient'" in capsys.readouterr().err

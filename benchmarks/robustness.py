@@ -4,6 +4,7 @@ most stability and shift robustness per dB given up in distribution.
     python benchmarks/robustness.py --jobs 2                 # train the arms, evaluate them, write the tables
     python benchmarks/robustness.py --tables-only            # redraw from the cache
     python benchmarks/robustness.py --quick --jobs 2         # a few minutes: tiny VarNet, 3 epochs
+    python benchmarks/robustness.py --shipped --jobs 2       # the shipped model-based configs, in and off distribution
 
 Every arm is configs/mri_4x_varnet.yaml (VarNet, MNI152 slices, 4x random mask, 100 epochs) with the
 overrides of ARMS: the remedies (noise in training, augmentation), the stability targets of the Jacobian
@@ -12,6 +13,8 @@ whatever it was trained with):
 - in distribution: evaluate.py's per-volume PSNR / SSIM beside TV, zero-filled and the pseudo-inverse;
 - stability: evaluate.py --stability, the worst-case perturbation at 1, 2, 5 and 10 % of the mean ||y||;
 - new subject: evaluate.py --shift subject (test slices with another head shape and tissue contrast).
+With ``--shipped`` it scores the shipped model-based configs as they are (SHIPPED) the same way, each with
+the shift that suits its data, for the README's table.
 Runs and evaluations go through benchmarks/reproduce.py's cache (one JSON per run, keyed by its
 configuration), so the study resumes where it stopped; ``--jobs`` trains that many side by side (one
 thread each).
@@ -34,27 +37,30 @@ from reproduce import CACHE, ROOT, run_key, run_many  # noqa: E402
 from jacinv.checkpoint import write_json  # noqa: E402
 
 CONFIG = "mri_4x_varnet"
-BASE = ("train.eval_every=5",)
+BASE = ("train.eval_every=25",)    # the arms are scored by evaluate.py afterwards: training evaluates rarely
 CLEAN = ("noise.radius=0.0",)        # every net is scored on the noiseless test measurements
 PENALTY = ("regularizer.every=4", "regularizer.options={iters: 3, krylov: 4, jvp_mode: fastest}")
 AUGMENT = "data.augment=[flip, rotate, elastic, bias, gamma]"
 NOISE = lambda r: (f"noise.radius={r}", "noise.noise_mode=fresh")  # noqa: E731
 SJ = lambda bound: ("regularizer.name=sj", f"regularizer.target_j={bound}", *PENALTY)  # noqa: E731
-ARMS = (
+ARMS = (  # in the order they are trained: the frontier's likely points first
     ("as shipped (wd)", ()),
-    ("none", ("regularizer.name=none",)),
     ("noise 1%", NOISE(0.45)),
-    ("noise 5%", NOISE(2.25)),
     ("augment", (AUGMENT,)),
-    ("sj, ||J|| <= 3", SJ(3.0)),
     ("sj, ||J|| <= 2", SJ(2.0)),
     ("sj, ||J|| <= 1.5", SJ(1.5)),
     ("sja+sj, both <= 2", ("regularizer.name=sja+sj", "regularizer.target_ja=2.0", "regularizer.target_j=2.0",
                            *PENALTY)),
+    ("sj, ||J|| <= 3", SJ(3.0)),
+    ("noise 5%", NOISE(2.25)),
     ("sj <= 2 + augment", (*SJ(2.0), AUGMENT)),
     ("sj <= 2 + noise 1%", (*SJ(2.0), *NOISE(0.45))),
+    ("none", ("regularizer.name=none",)),
 )
-QUICK = ("train.epochs=3", "train.eval_every=3", "data.n_train=8", "data.n_val=4", "data.n_test=4",
+# The shipped model-based configs, as shipped (seed 0), with the shift each is tried on: (config, shift, overrides).
+# mri_4x_varnet as shipped is the first arm above (training evaluated every 25 epochs instead of 5: the same net).
+SHIPPED = (("cs_unrolled", "blob", ()), ("sr_x2_unrolled", "blob", ()), ("mri_4x_varnet_robust", "subject", CLEAN))
+QUICK = ("train.epochs=3", "train.eval_every=1", "data.n_train=8", "data.n_val=4", "data.n_test=4",
          "data.downsample=4", "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}")
 
 
@@ -62,28 +68,31 @@ def overrides_of(arm: tuple, seed: int, quick: bool) -> list[str]:
     return [*BASE, *arm, f"seed={seed}", *(QUICK if quick else ())]
 
 
-def evaluate_one(path: Path, run_dir: Path, what: str, threads: int) -> None:
-    """evaluate.py's report, --shift subject or --stability (``what``) of ``run_dir`` on clean test data, to ``path``."""
+def evaluate_one(path: Path, run_dir: Path, what: str, arguments: dict, threads: int) -> None:
+    """evaluate.py's report, --shift or --stability (``what``, with its keyword ``arguments``) of ``run_dir``,
+    written to ``path``."""
     from jacinv.report import evaluate_run
     from jacinv.shift import shift_report
     from jacinv.stability import stability_report
 
     torch.set_num_threads(threads)
-    if what == "report":
-        result = evaluate_run(run_dir, CLEAN)["summary"]
-    elif what == "shift":
-        result = shift_report(run_dir, "subject", overrides=CLEAN)
-    else:
-        result = stability_report(run_dir, overrides=CLEAN, classical=what == "stability+tv")
-    write_json(result, path)
+    run = {"report": lambda **kw: evaluate_run(run_dir, **kw)["summary"], "shift": lambda **kw: shift_report(run_dir, **kw),
+           "stability": lambda **kw: stability_report(run_dir, **kw)}[what]
+    write_json(run(**arguments), path)
 
 
-def evaluations(keys: list[str], workdir: Path, cache: Path, compute: bool, workers: int) -> dict[str, dict]:
-    """{run key: {"report", "shift", "stability": result}} of the trained runs ``keys``; the first key's
-    stability attack also covers TV (the same for every net)."""
-    tasks = {k: {what: (cache / f"{k}-robust-{what}.json", workdir / k,
-                        "stability+tv" if (what == "stability" and i == 0) else what)
-                 for what in ("report", "shift", "stability")} for i, k in enumerate(keys)}
+def evaluations(keys: list[str], workdir: Path, cache: Path, compute: bool, workers: int,
+                shifts: dict[str, tuple] | None = None) -> dict[str, dict]:
+    """{run key: {"report", "shift", "stability": result}} of the trained runs ``keys``, each scored on its test
+    data with the overrides of its shift (``shifts``: {key: (shift, overrides)}; default: "subject" on clean
+    data); the first key's stability attack also covers TV (the same for every net of a study)."""
+    shifts = shifts or {k: ("subject", CLEAN) for k in keys}
+    tasks = {}
+    for i, k in enumerate(keys):
+        shift, data = shifts[k]
+        arguments = {"report": {"overrides": data}, "shift": {"shift": shift, "overrides": data},
+                     "stability": {"overrides": data, "classical": i == 0 or len(set(shifts.values())) > 1}}
+        tasks[k] = {what: (cache / f"{k}-robust-{what}.json", workdir / k, what, arguments[what]) for what in arguments}
     todo = [t for own in tasks.values() for t in own.values() if compute and not t[0].exists() and t[1].exists()]
     if todo:
         print(f"{len(todo)} evaluations ({workers} at a time)", flush=True)
@@ -175,6 +184,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a tiny VarNet for 3 epochs (a few minutes)")
     parser.add_argument("--tables-only", action="store_true", help="train nothing: tables from the cache")
     parser.add_argument("--train-only", action="store_true", help="train the arms, evaluate nothing")
+    parser.add_argument("--shipped", action="store_true", help="the shipped model-based configs instead of the arms")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
@@ -186,6 +196,10 @@ def main():
     if unknown:
         parser.error(f"--arms: unknown {unknown}; expected labels from {[a[0] for a in ARMS]}")
     torch.set_num_threads(1)
+    if args.shipped:
+        if args.quick or args.arms:
+            parser.error("--shipped scores the configs as shipped: it takes neither --quick nor --arms")
+        return shipped(args)
     jobs = [(label, seed, overrides_of(arm, seed, args.quick)) for label, arm in arms for seed in args.seeds]
     runs = run_many([(CONFIG, o, False, 0) for _, _, o in jobs], args.jobs, args.workdir, args.cache,
                     train=not args.tables_only, threads=1)
@@ -208,6 +222,53 @@ def main():
         plot(rows, refs, radii[0], stem.with_suffix(".png"))
     print(markdown(rows, refs, radii))
     print(f"wrote {stem}.md/.json/.png")
+
+
+def _tv(methods: dict) -> str:
+    return next(name for name in methods if name.startswith("tv("))
+
+
+def shipped_row(config: str, shift: str, run: dict, extra: dict) -> dict:
+    """In distribution, shifted and under the worst-case perturbation (at the noise radius, or 1 % of the mean
+    ||y|| without noise): the network and TV."""
+    report, shifted, stability = extra.get("report"), extra.get("shift"), extra.get("stability")
+    psnr = lambda m: m.get("volume_psnr", m["psnr"])  # noqa: E731 (MRI: per volume, as evaluate.py reports it)
+    row = {"config": config, "shift": shift, "data": run["data"], "seconds": run["seconds"]}
+    if report:
+        row.update(net=psnr(report["network"]), tv=psnr(report[_tv(report)]), tv_name=_tv(report))
+    if shifted:
+        row.update(net_shift=shifted["shifted"]["network"]["psnr"], tv_shift=shifted["shifted"][_tv(shifted["shifted"])]["psnr"])
+    if stability:
+        curves = stability["curves"]
+        k = 1 if stability["noise_radius"] > 0 else 0       # 0.5, 1, 2, 4 x eps  or  1, 2, 5, 10 % of ||y||
+        row.update(radius=curves["network"][k]["radius"], radius_kind="eps" if k else "1 % of mean ||y||",
+                   net_drop=curves["network"][k]["psnr_drop"], tv_drop=curves[_tv(curves)][k]["psnr_drop"])
+    return row
+
+
+def shipped(args) -> None:
+    """Train (or fetch) the SHIPPED configs, score them in and off distribution, write docs/results/shipped.md."""
+    jobs = [(config, [], False, 0) for config, _, _ in SHIPPED]
+    runs = run_many(jobs, args.jobs, args.workdir, args.cache, train=not args.tables_only, threads=1)
+    if args.train_only:
+        return
+    keys = [run_key([], config) for config, _, _ in SHIPPED]
+    shifts = {k: (shift, data) for k, (_, shift, data) in zip(keys, SHIPPED)}
+    done = [k for k in keys if k in runs]
+    extras = evaluations(done, args.workdir, args.cache, not args.tables_only, args.jobs, {k: shifts[k] for k in done})
+    rows = [shipped_row(config, shift, runs[k], extras.get(k, {})) for (config, shift, _), k in zip(SHIPPED, keys)
+            if k in runs]
+    nan = float("nan")
+    lines = ["| config | data | in distribution: net / TV (dB) | shift | shifted: net / TV (dB) | "
+             "worst case at r: PSNR drop net / TV (dB) |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| `{r['config']}` | {r['data']} | {r.get('net', nan):.2f} / {r.get('tv', nan):.2f} | {r['shift']} | "
+                     f"{r.get('net_shift', nan):.2f} / {r.get('tv_shift', nan):.2f} | r = {r.get('radius', nan):.3g} "
+                     f"({r.get('radius_kind', '')}): {r.get('net_drop', nan):.2f} / {r.get('tv_drop', nan):.2f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(rows, args.out / "shipped.json")
+    (args.out / "shipped.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ by one command is there for the next), shortened where they train:
 
 - `python train.py ...` (and `torchrun ... train.py`) gets SHORT appended (one epoch on a few
   signals); a `--resume` keeps the run's own settings;
-- `python benchmarks/reproduce.py ...` runs `--tables-only` into a copy of docs/results, and the
-  tables it redraws from the committed run cache must equal the committed ones;
+- `python benchmarks/reproduce.py ...` and `benchmarks/robustness.py` run `--tables-only` into a copy of
+  docs/results, and the tables they redraw from the committed run cache must equal the committed ones;
 - `bash scripts/setup.sh` is what `.ci/run` does before this suite and `bash .ci/run` is this suite:
   both are left out, the rest of their line runs.
 
@@ -81,7 +81,7 @@ def runnable(argv: list[str], workspace: Path) -> list[str] | None:
         raise AssertionError(f"a shell block runs a command this test does not know: {argv}")
     if "train.py" in argv and "--resume" not in argv:
         argv += SHORT
-    if "benchmarks/reproduce.py" in argv:
+    if "benchmarks/reproduce.py" in argv or "benchmarks/robustness.py" in argv:
         argv = [a for i, a in enumerate(argv) if a != "--jobs" and argv[i - 1] != "--jobs"]
         argv += [*(["--tables-only"] if "--tables-only" not in argv else []),
                  "--out", str(workspace / "results"), "--workdir", str(workspace / "reproduce")]

@@ -241,3 +241,14 @@ def test_evaluate_refuses_an_unknown_shift(mri_run, capsys):
     with pytest.raises(SystemExit):
         evaluate_main([str(mri_run), "--shift", "patient"])
     assert "invalid choice: 'patient'" in capsys.readouterr().err
+
+
+def test_evaluate_stability_compares_the_worst_case_change_with_the_target(tmp_path, capsys):
+    run = trained_tiny_run(tmp_path / "run", "cs_unrolled", "regularizer.name=sj", "regularizer.target_j=0.01")
+    assert evaluate_main([str(run), "--stability", "--stability-samples", "2", "--radii", "0.1", "0.3"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((run / "stability.json").read_text())
+    smallest = min(report["curves"]["network"], key=lambda r: r["radius"])
+    ratio = smallest["change_max"] / smallest["radius"]
+    assert report["target_j"] == 0.01 and ratio > 0.01       # two epochs cannot reach so small a target
+    assert "target max ||J|| <= 0.01" in out and f"measured: {ratio:.3f} at the smallest radius (ABOVE it)" in out

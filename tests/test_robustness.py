@@ -252,3 +252,15 @@ def test_evaluate_stability_compares_the_worst_case_change_with_the_target(tmp_p
     ratio = smallest["change_max"] / smallest["radius"]
     assert report["target_j"] == 0.01 and ratio > 0.01       # two epochs cannot reach so small a target
     assert "target max ||J|| <= 0.01" in out and f"measured: {ratio:.3f} at the smallest radius (ABOVE it)" in out
+
+
+def test_the_robust_config_is_the_study_arm_it_reports():
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from robustness import ARMS, ROBUST_ARM
+
+    shipped = load_config(ROOT / "configs" / "mri_4x_varnet_robust.yaml")
+    arm = load_config(ROOT / "configs" / "mri_4x_varnet.yaml", list(dict(ARMS)[ROBUST_ARM]))
+    for config in (shipped, arm):
+        del config["name"], config["train"]["eval_every"]     # neither changes the trained weights
+    assert shipped == arm

@@ -85,3 +85,11 @@ def test_evaluate_shift_refuses_bad_arguments(tmp_path, capsys, args, match):
     with pytest.raises(SystemExit):
         evaluate_main([str(tmp_path), *args])
     assert match in capsys.readouterr().err
+
+
+def test_shift_measures_with_the_noise_the_overrides_give(cs_run):
+    noisy = shift_report(cs_run, "blob", n_samples=4)
+    clean = shift_report(cs_run, "blob", overrides=["noise.radius=0.0"], n_samples=4)
+    for split in ("in_distribution", "shifted"):   # the same signals, measured without the run's noise
+        tv = next(name for name in clean[split] if name.startswith("tv("))
+        assert clean[split][tv]["psnr"] > noisy[split][tv]["psnr"]   # equal if the run's noise were used

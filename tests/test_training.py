@@ -30,6 +30,7 @@ TINY = {
     "mri_4x_varnet": ["data.n_train=8", "data.n_val=0", "data.n_test=4", "data.downsample=4", "train.batch_size=4",
                       "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}"],
 }
+TINY["mri_4x_varnet_robust"] = TINY["mri_4x_varnet"]
 COMMON = ["train.epochs=2", "train.eval_every=1", "train.probe_size=2", "train.probe_iters=3",
           "data.fallback=embedded"]
 

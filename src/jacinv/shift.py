@@ -107,18 +107,18 @@ def shift_report(run_dir, shift: str, overrides=(), n_samples: int | None = None
     n_samples = samples_asked(n_samples, len(exp.test_set), default=64, flag="--shift-samples")
     weights = _weights(exp.operator, exp.train_set, config, run_dir)
     own = exp.test_set.signals[:n_samples]
-    other = own
+    other, measured_by = own, exp
     if overrides:
         other_config, other_exp, _, _ = load_run(run_dir, overrides)
         if shift == "data" and all(other_config["data"][k] == config["data"][k] for k in FAMILY_KEYS):
             same = ", ".join(f"data.{k}={config['data'][k]!r}" for k in FAMILY_KEYS)
             raise ConfigError(f"--shift data: the overrides {' '.join(overrides)} give the run's own data family "
                               f"({same}); expected another data.source, data.name or data.root")
-        other = other_exp.test_set.signals[:n_samples]
+        other, measured_by = other_exp.test_set.signals[:n_samples], other_exp
     generator = torch.Generator().manual_seed(seed)
     shifted = (add_structure(other, shift, generator=generator) if shift in STRUCTURES
                else imitate_new_subject(other, generator) if shift == "subject" else other)
-    noise = exp.test_set.noise
+    noise = measured_by.test_set.noise   # the overrides' noise model (e.g. noise.radius=0.0) when they give one
     report = {"run_dir": str(run_dir), "shift": shift, "overrides": list(overrides), "n_samples": len(own)}
     for split, signals in (("in_distribution", own), ("shifted", shifted)):
         data = InverseProblemDataset(signals, exp.operator, noise, seed=seed + 1)

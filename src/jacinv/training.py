@@ -171,7 +171,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
             scheduler.step()
         row = {"epoch": epoch, "train_loss_running": running / max(1, step + 1)}
         for k, v in reg.last_stats.items():
-            if k.startswith(("penalty_", "lambda_")):
+            if k.startswith(("penalty_", "lambda_", "multiplier_")):
                 row[k] = v
         if rank == 0 and ((epoch + 1) % tc["eval_every"] == 0 or epoch + 1 == tc["epochs"]):
             model.eval()

@@ -264,3 +264,32 @@ def test_the_robust_config_is_the_study_arm_it_reports():
     for config in (shipped, arm):
         del config["name"], config["train"]["eval_every"]     # neither changes the trained weights
     assert shipped == arm
+
+
+# ---------------------------------------------------------------- perturbations a measurement can carry
+
+
+def test_kspace_perturbations_stay_on_the_sampled_positions():
+    op = build_operator("kspace", in_shape=(1, 16, 12), acceleration=4, center_fraction=0.2, seed=0)
+    e = torch.randn(3, *op.out_shape)
+    kept = op.measured_part(e)
+    unsampled = ~op.mask
+    assert float(kept[..., unsampled, :].abs().max()) == 0.0 and torch.equal(kept[..., op.mask, :], e[..., op.mask, :])
+    dense = build_operator("gaussian_cs", in_shape=(1, 4, 4), n_measurements=8)
+    assert torch.equal(dense.measured_part(e[:, 0, :2, :4, 0].reshape(3, 8)), e[:, 0, :2, :4, 0].reshape(3, 8))
+
+
+def test_the_worst_case_attack_of_a_masked_net_never_touches_unsampled_positions():
+    """A map that amplifies the unsampled positions 10x and passes the sampled ones: an attack free to use every
+    entry finds 10 r, one confined to what a scanner records finds r."""
+    from jacinv.stability import worst_case_perturbation
+
+    op = build_operator("kspace", in_shape=(1, 16, 12), acceleration=4, center_fraction=0.2, seed=0)
+    f = lambda y: op.measured_part(y) + 10.0 * (y - op.measured_part(y))  # noqa: E731
+    y = op(torch.rand(2, 1, 16, 12))
+    _, free = worst_case_perturbation(f, y, 0.5, steps=5, generator=torch.Generator().manual_seed(0))
+    e, confined = worst_case_perturbation(f, y, 0.5, steps=5, generator=torch.Generator().manual_seed(0),
+                                          measured=op.measured_part)
+    assert torch.allclose(free, torch.full((2,), 5.0), rtol=1e-3)
+    assert torch.allclose(confined, torch.full((2,), 0.5), rtol=1e-3)
+    assert float(e[..., ~op.mask, :].abs().max()) == 0.0

@@ -27,21 +27,29 @@ STEP = 1.0                                     # ascent step, in units of the ra
 
 
 def worst_case_perturbation(reconstruct, y: torch.Tensor, radius: float, steps: int = 20,
-                            generator: torch.Generator | None = None,
-                            rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            generator: torch.Generator | None = None, rows: int | None = None,
+                            measured=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(e (B, *y_shape) with ||e_i|| <= radius, ||f(y_i + e_i) - f(y_i)|| (B,)): projected gradient ascent
     from a random point of the sphere, ``steps`` normalised-gradient steps of STEP x radius, each projected
     back onto the ball, the best iterate kept per sample (for a linear map: a power iteration).
-    ``rows``: samples attacked per pass (memory grows with it; the result does not depend on it)."""
+    ``rows``: samples attacked per pass (memory grows with it; the result does not depend on it).
+    ``measured(e, y)``: the part of e a real measurement can take (``LinearOperator.measured_part``: for
+    k-space masks the sampled positions); the attack stays in it.  None: every entry."""
     radius = finite_number(radius, "radius", low=0.0, low_open=True)
     positive_int(steps, "steps")
-    start = radius * random_unit_vectors(y.shape, y, generator)
+    start = random_unit_vectors(y.shape, y, generator)
+    if measured is not None:
+        start = normalise(measured(start, y))
+    else:
+        measured = lambda e, y: e  # noqa: E731
+    start = radius * start
     rows = y.shape[0] if rows is None else positive_int(rows, "rows")
-    parts = [_ascent(reconstruct, y[k: k + rows], start[k: k + rows], radius, steps) for k in range(0, y.shape[0], rows)]
+    parts = [_ascent(reconstruct, y[k: k + rows], start[k: k + rows], radius, steps, measured)
+             for k in range(0, y.shape[0], rows)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def _ascent(reconstruct, y: torch.Tensor, e: torch.Tensor, radius: float, steps: int):
+def _ascent(reconstruct, y: torch.Tensor, e: torch.Tensor, radius: float, steps: int, measured):
     """worst_case_perturbation from the start points ``e`` (B, *y_shape) on the sphere."""
     with torch.no_grad():
         base = reconstruct(y)
@@ -57,7 +65,7 @@ def _ascent(reconstruct, y: torch.Tensor, e: torch.Tensor, radius: float, steps:
             break
         (grad,) = torch.autograd.grad(change.sum(), e)
         with torch.no_grad():
-            e = e + (STEP * radius) * normalise(grad)
+            e = e + (STEP * radius) * normalise(measured(grad, y))
             e = e * (radius / per_sample_norm(e)).clamp(max=1.0).view(-1, *[1] * (e.dim() - 1))
     return best_e.detach(), best.detach()
 
@@ -71,12 +79,13 @@ def default_radii(noise_radius: float, y: torch.Tensor) -> tuple[float, ...]:
 
 
 def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, steps: int = 20,
-                     seed: int = 0, attack_rows: dict | None = None) -> tuple[dict, dict]:
+                     seed: int = 0, attack_rows: dict | None = None, measured=None) -> tuple[dict, dict]:
     """For each method {name: reconstruct}, per radius: mean and max output change under the worst-case
     and a random perturbation, mean PSNR at y and at y + e (worst case), mean PSNR drop.
     Returns (curves {name: [row per radius]}, worst {name: (x, f(y), f(y + e)) of the sample with the
     largest change at the largest radius}).  ``attack_rows``: {name: samples per attack pass} for the methods
-    attacked a few samples at a time (the others see the whole batch: TV's stopping rule is batch-wide)."""
+    attacked a few samples at a time (the others see the whole batch: TV's stopping rule is batch-wide).
+    ``measured``: see ``worst_case_perturbation``; the random perturbation is drawn in the same part."""
     attack_rows = attack_rows or {}
     unknown = sorted(set(attack_rows) - set(methods))
     if unknown:
@@ -89,10 +98,11 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
         rows = []
         for radius in radii:
             e, change = worst_case_perturbation(reconstruct, y, radius, steps, torch.Generator().manual_seed(seed),
-                                                attack_rows.get(name))
+                                                attack_rows.get(name), measured)
             with torch.no_grad():
                 perturbed = reconstruct(y + e)
-                random_e = radius * random_unit_vectors(y.shape, y, torch.Generator().manual_seed(seed + 1))
+                random_e = random_unit_vectors(y.shape, y, torch.Generator().manual_seed(seed + 1))
+                random_e = radius * normalise(random_e if measured is None else measured(random_e, y))
                 random_change = per_sample_norm(reconstruct(y + random_e) - clean)
             psnr = image_metrics(x, perturbed)["psnr"]
             rows.append({"radius": float(radius), "change_mean": float(change.mean()), "change_max": float(change.max()),
@@ -109,7 +119,9 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
 def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = None, steps: int = 20,
                      classical: bool = True) -> dict:
     """Worst-case stability of the run's network and, with ``classical``, of TV (the run's cached weight) on
-    the first ``n_samples`` test measurements (default: 16, or all when fewer), the network attacked a training batch at a time; writes
+    the first ``n_samples`` test measurements (default: 16, or all when fewer), the network attacked a training
+    batch at a time, each perturbation confined to the entries a measurement carries (for k-space masks: the
+    sampled positions; ``LinearOperator.measured_part``); writes
     stability.json and stability.png into ``run_dir``.  TV's curve does not depend on the network, so a
     study of many nets on one test set needs it once."""
     from .report import _weights, load_run
@@ -129,7 +141,8 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = 
     for p in model.parameters():
         p.requires_grad_(False)
     curves, worst = stability_curves(methods, y, x, radii, steps, seed=int(config["seed"]),
-                                     attack_rows={"network": config["train"]["batch_size"]})
+                                     attack_rows={"network": config["train"]["batch_size"]},
+                                     measured=exp.operator.measured_part)
     report = {"run_dir": str(run_dir), "data": exp.data_note, "samples": int(y.shape[0]), "steps": steps,
               "noise_radius": float(config["noise"]["radius"]), "target_j": config["regularizer"]["target_j"],
               "curves": curves}

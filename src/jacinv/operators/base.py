@@ -94,6 +94,13 @@ class LinearOperator(nn.Module):
             (xa,) = torch.autograd.grad(self.forward(x0), x0, grad_outputs=y, create_graph=keep_graph)
         return xa
 
+    def measured_part(self, e: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``e`` (B, *out_shape) with the entries that no measurement carries set to zero (for k-space masks: the
+        unsampled positions, which a scanner never records): the part of a perturbation that a real measurement
+        can take.  Here every entry is measured: ``e`` itself.  ``y``: the measurements, for operators whose
+        sampling differs per measurement."""
+        return e
+
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         """A^T A x, (B, *in_shape) -> (B, *in_shape)."""
         return self.adjoint(self.forward(x))

@@ -77,6 +77,10 @@ class KSpaceSubsample(LinearOperator):
         matters only to operators whose mask differs per measurement)."""
         return k * self._weights(k)
 
+    def measured_part(self, e: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``e`` on the sampled columns only (M e)."""
+        return self.apply_mask(e, y)
+
     def image(self, k: torch.Tensor) -> torch.Tensor:
         """The image of a full k-space estimate k (B, *out_shape): F^-1 k, or its real part for real images."""
         image = ifft2c(k)

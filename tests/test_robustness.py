@@ -293,3 +293,22 @@ def test_the_worst_case_attack_of_a_masked_net_never_touches_unsampled_positions
     assert torch.allclose(free, torch.full((2,), 5.0), rtol=1e-3)
     assert torch.allclose(confined, torch.full((2,), 0.5), rtol=1e-3)
     assert float(e[..., ~op.mask, :].abs().max()) == 0.0
+
+
+def test_the_study_table_names_each_radius_as_a_share_of_y_and_escapes_nothing():
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from robustness import arm_row, markdown
+
+    curves = [{"radius": r, "psnr_drop": d, "change_mean": c} for r, d, c in
+              ((0.45, 1.9, 1.5), (0.9, 4.8, 2.9), (2.25, 10.8, 6.7), (4.5, 14.8, 10.9))]
+    extra = {"report": {"network": {"volume_psnr": 33.1, "volume_ssim": 0.95}},
+             "shift": {"shifted": {"network": {"psnr": 27.1}}, "in_distribution": {"network": {"psnr": 34.2}}},
+             "stability": {"curves": {"network": curves}}}
+    run = {"seconds": 600.0, "ge": 1.3, "probe_max_sj": 6.4, "probe_max_sja": 2.6}
+    row = arm_row("sj, ‖J‖ ≤ 2", run, extra)
+    text = markdown([row], {}, ["0.45", "0.9", "2.25", "4.5"])
+    header, _, line, *_ = text.splitlines()
+    assert "drop at 1 % (r = 0.45)" in header and "drop at 10 % (r = 4.50)" in header
+    assert line.count("|") == header.count("|")          # a label with norms does not split the row
+    assert "| 33.10 / 0.950 | 1.90 | 4.80 | 10.80 | 14.80 | 27.10 | 6.40 | 2.60 |" in line

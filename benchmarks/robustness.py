@@ -142,6 +142,10 @@ def references(extra: dict) -> dict:
     return out
 
 
+def _cell(value: float, fmt: str = ".2f") -> str:
+    return "–" if value != value else format(value, fmt)   # NaN: not measured
+
+
 def markdown(rows: list[dict], refs: dict, radii: list[str]) -> str:
     """The study's table: one row per arm, then the classical references.  Radii are the stability report's
     defaults for noiseless runs, RELATIVE_RADII of the mean ||y||."""
@@ -158,9 +162,9 @@ def markdown(rows: list[dict], refs: dict, radii: list[str]) -> str:
                      + f" | {r['shift_psnr']:.2f} | {r['probe_max_sj']:.2f} | {r['probe_max_sja']:.2f} | "
                        f"{r['ge']:.3f} | {r['seconds'] / 60:.0f} min |")
     for name, m in refs.items():
-        lines.append(f"| {name} | {m.get('psnr', float('nan')):.2f} | "
-                     + " | ".join(f"{m.get('drop_' + k, float('nan')):.2f}" for k in radii)
-                     + f" | {m.get('shift_psnr', float('nan')):.2f} | | | | |")
+        lines.append(f"| {name} | {_cell(m.get('psnr', float('nan')))} | "
+                     + " | ".join(_cell(m.get('drop_' + k, float('nan'))) for k in radii)
+                     + f" | {_cell(m.get('shift_psnr', float('nan')))} | | | | |")
     lines.append("\n¹ Wall time with 2 to 5 runs and evaluations sharing the 2 cores, one thread each: a rough guide only.")
     return "\n".join(lines)
 
@@ -260,7 +264,7 @@ def shipped_row(config: str, shift: str, run: dict, extra: dict, tv_stability: d
         curves = stability["curves"]
         k = 1 if stability["noise_radius"] > 0 else 0       # 0.5, 1, 2, 4 x eps  or  1, 2, 5, 10 % of ||y||
         tv_curves = curves if any(n.startswith("tv(") for n in curves) else (tv_stability or {}).get("curves")
-        row.update(radius=curves["network"][k]["radius"], radius_kind="eps" if k else "1 % of mean ||y||",
+        row.update(radius=curves["network"][k]["radius"], radius_kind="eps" if k else "1 % of mean ‖y‖",
                    net_drop=curves["network"][k]["psnr_drop"],
                    tv_drop=tv_curves[_tv(tv_curves)][k]["psnr_drop"] if tv_curves else float("nan"))
     return row

@@ -180,6 +180,9 @@ def plot(rows: list[dict], refs: dict, radius: str, path: Path) -> None:
         ax2.scatter(r["shift_psnr"], r["psnr"])
         ax2.annotate(r["arm"], (r["shift_psnr"], r["psnr"]), fontsize=7)
     for name, m in refs.items():
+        if name.startswith("tv(") and "psnr" in m:   # TV as a point too: a net beats it up and to the left / right
+            ax1.scatter(m.get(f"drop_{radius}", float("nan")), m["psnr"], marker="*", s=120, color="black")
+            ax2.scatter(m.get("shift_psnr", float("nan")), m["psnr"], marker="*", s=120, color="black")
         if "psnr" in m:
             for ax in (ax1, ax2):
                 ax.axhline(m["psnr"], ls=":", lw=1, color="grey")

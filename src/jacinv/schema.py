@@ -389,7 +389,9 @@ def reference_markdown() -> str:
              "Generated from `jacinv.schema` (`python -c \"from jacinv.schema import reference_markdown as r; "
              "print(r())\" > docs/configuration.md`); a test checks that this page matches the schema.", "",
              "A key set on the command line that the other settings make meaningless is an error; set in a "
-             "config file, it gets a printed note. Numbers are read as YAML 1.2: `1e-3` is a float.", "",
+             "config file, it gets a printed note, except " + ", ".join(f"`{k}`" for k in ALWAYS_CHECKED)
+             + ", which are errors there too (a request a result depends on). Numbers are read as YAML 1.2: "
+             "`1e-3` is a float.", "",
              "| key | default | accepts | used when | meaning |", "| --- | --- | --- | --- | --- |"]
     for key, field in FIELDS.items():
         when = " or ".join(" and ".join(f"{k} is {_one_of(v)}" for k, v in alt.items()) for alt in USED_WHEN[key]) \

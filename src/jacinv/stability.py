@@ -37,16 +37,22 @@ def worst_case_perturbation(reconstruct, y: torch.Tensor, radius: float, steps: 
     k-space masks the sampled positions); the attack stays in it.  None: every entry."""
     radius = finite_number(radius, "radius", low=0.0, low_open=True)
     positive_int(steps, "steps")
-    start = random_unit_vectors(y.shape, y, generator)
-    if measured is not None:
-        start = normalise(measured(start, y))
-    else:
-        measured = lambda e, y: e  # noqa: E731
-    start = radius * start
+    start = radius * random_directions(y, generator, measured)
     rows = y.shape[0] if rows is None else positive_int(rows, "rows")
-    parts = [_ascent(reconstruct, y[k: k + rows], start[k: k + rows], radius, steps, measured)
+    parts = [_ascent(reconstruct, y[k: k + rows], start[k: k + rows], radius, steps, measured or _every_entry)
              for k in range(0, y.shape[0], rows)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _every_entry(e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return e
+
+
+def random_directions(y: torch.Tensor, generator: torch.Generator | None, measured=None) -> torch.Tensor:
+    """Random unit vectors (B, *y_shape), one per measurement, in the part ``measured(e, y)`` keeps (None: every
+    entry)."""
+    e = random_unit_vectors(y.shape, y, generator)
+    return e if measured is None else normalise(measured(e, y))
 
 
 def _ascent(reconstruct, y: torch.Tensor, e: torch.Tensor, radius: float, steps: int, measured):
@@ -101,8 +107,7 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
                                                 attack_rows.get(name), measured)
             with torch.no_grad():
                 perturbed = reconstruct(y + e)
-                random_e = random_unit_vectors(y.shape, y, torch.Generator().manual_seed(seed + 1))
-                random_e = radius * normalise(random_e if measured is None else measured(random_e, y))
+                random_e = radius * random_directions(y, torch.Generator().manual_seed(seed + 1), measured)
                 random_change = per_sample_norm(reconstruct(y + random_e) - clean)
             psnr = image_metrics(x, perturbed)["psnr"]
             rows.append({"radius": float(radius), "change_mean": float(change.mean()), "change_max": float(change.max()),

@@ -57,6 +57,7 @@ Prints a table with ratios to the plain step and writes benchmarks/results/jacob
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -71,7 +72,7 @@ import torch
 from jacinv.checkpoint import write_json
 from jacinv.cpu_memory import keep_freed_memory
 from jacinv.models import build_model
-from jacinv.operators import BlurDecimate, GaussianCS, Identity
+from jacinv.operators import BlurDecimate, GaussianCS, Identity, KSpaceSubsample
 from jacinv.regularizers import build_regularizer, jacobian_spectral_norm, l2_distance
 from jacinv.regularizers.products import JacobianProducts
 
@@ -83,10 +84,14 @@ CASES = {
     "dncnn5-blur-x2": ("dncnn", lambda: BlurDecimate((1, 64, 64), factor=2), {"depth": 5}, 16, 64),
     "unrolled-cs": ("unrolled", lambda: GaussianCS((1, 28, 28), 160, seed=0),
                     {"iterations": 5, "depth": 5, "features": 32}, 50, 500),
+    # configs/mri_4x_varnet.yaml's net and mask on 64 x 64 images (its slices are 112 x 96)
+    "varnet-mri-4x": ("varnet", lambda: KSpaceSubsample((1, 64, 64), acceleration=4, center_fraction=0.08,
+                                                        pattern="random", seed=0),
+                      {"cascades": 6, "chans": 8, "num_pool_layers": 3}, 4, 40),
 }
 # how the reference norms are computed (see reference_norms): the unrolled net's exact Jacobian costs
 # 160 forward-mode passes of a 5 x 5-layer CNN per sample, so only the likely maxima get one
-REFERENCE = {"fc": "exact", "unrolled": "exact-top", "dncnn": "lanczos"}
+REFERENCE = {"fc": "exact", "unrolled": "exact-top", "dncnn": "lanczos", "varnet": "lanczos"}
 METHODS = ("plain", "jacinv", "jacinv-lazy", "jacinv-all", "seed-n1", "seed-n3", "deepinv")
 # jacinv-lazy's setting: every = 4 (README: 3-seed check at the CS central point) with 3 Krylov-refined
 # iterations per visit, which bring back the accuracy that the staler vectors of a lazy penalty lose, run
@@ -97,13 +102,13 @@ RECOMMENDED = {"every": 4, "iters": 3, "krylov": 4, "jvp_mode": "fastest"}
 WHOLE_BATCH = {**RECOMMENDED, "refresh": "all", "focus": 4, "chunk_rows": 25}
 LAMBDA = 1e-3
 TRAIN_LR = 1e-3
-TRAIN_STEPS = {"fc-cs": 400, "dncnn5-identity": 80, "dncnn5-blur-x2": 80, "unrolled-cs": 150}
+TRAIN_STEPS = {"fc-cs": 400, "dncnn5-identity": 80, "dncnn5-blur-x2": 80, "unrolled-cs": 150, "varnet-mri-4x": 80}
 EARLY_FROM = 10      # the early check starts at this step (1-based) from initialisation
 CHECKS = 4           # evaluated steps checked per phase
 # timed steps, multiples of every k in RECOMMENDED, several seconds each: 12 DnCNN steps (2 s) timed the same plain
 # step at 147 and 180 ms in two runs; the seed's algorithm, whose steps take seconds and do not cycle, gets
 # SEED_TIMED_STEPS
-TIMED_STEPS = {"fc-cs": 384, "dncnn5-identity": 48, "dncnn5-blur-x2": 48, "unrolled-cs": 48}
+TIMED_STEPS = {"fc-cs": 384, "dncnn5-identity": 48, "dncnn5-blur-x2": 48, "unrolled-cs": 48, "varnet-mri-4x": 24}
 SEED_TIMED_STEPS = 12
 INTERLEAVE = RECOMMENDED["every"]  # steps per block when plain steps are timed between the method's blocks
 REFERENCE_TOP = {"exact-top": 3, "lanczos": 2}
@@ -151,7 +156,7 @@ def make_penalty(method: str, operator, options: dict | None = None, seed: int =
             if not value.requires_grad:
                 return value, None
             stats = reg.last_stats
-            return value, {**{k: stats[f"penalty_{k}"] for k in ("sja", "sj")},
+            return value, {**{k: stats[f"penalty_{k}"] for k in ("sja", "sj")},   # tensors: read after the step
                            "argmax": {k: stats[f"argmax_{k}"] for k in ("sja", "sj")}}
         return penalty
     if method.startswith("seed-n"):
@@ -290,19 +295,22 @@ class Trainer:
             for s in range(self.steps_per_epoch):
                 yield order[s * self.batch:(s + 1) * self.batch]
 
-    def step(self, before_update=None, plain: bool = False):
+    def step(self, before_update=None, plain: bool = False, count=None):
         """One training step as jacinv's loop takes it (fidelity backward, then penalty backward; ``plain``:
         without the penalty, which is not called).  ``before_update(y, stats)`` runs, untimed, before Adam's
-        update when the penalty was evaluated.  Returns (seconds, its result or None)."""
+        update when the penalty was evaluated.  ``count``: a ``DispatchCount`` active over the forward, penalty and
+        backward passes (not Adam's update, the same in both, whose step counters live on the host on CUDA).
+        Returns (seconds, its result or None)."""
         index = next(self.stream)
         y, x = self.y[index], self.x[index]
         self.synchronize()
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        l2_distance(self.f(y), x).mean().backward()
-        value, stats = (None, None) if plain else self.penalty(self.f, y, x, index)
-        if value is not None and value.requires_grad:
-            value.backward()
+        with count if count is not None else contextlib.nullcontext():
+            l2_distance(self.f(y), x).mean().backward()
+            value, stats = (None, None) if plain else self.penalty(self.f, y, x, index)
+            if value is not None and value.requires_grad:
+                value.backward()
         self.synchronize()
         t1 = time.perf_counter()
         result = before_update(y, stats) if before_update is not None and stats is not None else None
@@ -321,8 +329,9 @@ class Trainer:
         evaluate the penalty: per step {target: (estimate, reference batch max, reference norm of the sample
         the estimate was taken at)}."""
         def compare(y, stats):
-            ref = reference_norms(self.f, y, self.operator, self.reference, stats["argmax"])
-            return {k: (stats[k], float(ref[k].max()), float(ref[k][stats["argmax"][k]])) for k in ("sja", "sj")}
+            argmax = {k: int(v) for k, v in stats["argmax"].items()}
+            ref = reference_norms(self.f, y, self.operator, self.reference, argmax)
+            return {k: (float(stats[k]), float(ref[k].max()), float(ref[k][argmax[k]])) for k in ("sja", "sj")}
 
         pairs = []
         while len(pairs) < n:
@@ -387,6 +396,28 @@ def accuracy_worker(case: str, method: str, timed_steps: int, device: str, optio
             out["reference_check_rel_gap"] = check_reference_on_one_sample(t.f, t.y[:1], t.operator)
     out["reference"] = {"exact": "exact Jacobians", "exact-top": "exact Jacobians of the likely maxima",
                         "lanczos": "Lanczos (svds, tol 1e-4)"}[t.reference]
+    return out
+
+
+def dispatch_worker(case: str, method: str, device: str, options: dict) -> dict:
+    """Operators dispatched and host synchronisations per training step (``jacinv.dispatch_count``; forward,
+    penalty and backward: see ``Trainer.step``), the method's and a plain step's, on the same trainer: averaged over the first INTERLEAVE steps (every sample cold) and
+    over INTERLEAVE steps one epoch later (warm), each with as many plain steps.  Counts do not depend on the
+    machine's load, so these workers may run side by side."""
+    from jacinv.dispatch_count import DispatchCount
+
+    t = Trainer(case, method, device, options)
+    out = {}
+    for phase in ("_first_epoch", ""):
+        for kind, plain in (("plain_", True), ("", False)):
+            count = DispatchCount()
+            for _ in range(INTERLEAVE):
+                t.step(plain=plain, count=count)
+            out[f"{kind}ops_per_step{phase}"] = count.operators / INTERLEAVE
+            out[f"{kind}syncs_per_step{phase}"] = count.syncs / INTERLEAVE
+            out[f"{kind}sync_ops{phase}"] = dict(count.sync_ops)
+        while t.steps < t.steps_per_epoch + 2 * INTERLEAVE:
+            t.step()
     return out
 
 
@@ -476,13 +507,17 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED",
                         help="training seeds of the accuracy worker (default 0); errors: mean over seeds (worst)")
     parser.add_argument("--accuracy-only", action="store_true", help="estimate errors only: no timing, no memory worker")
+    parser.add_argument("--dispatch-only", action="store_true",
+                        help="operators and host synchronisations per step only (untimed: may share the machine)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="accuracy workers run side by side, one thread each (only with --accuracy-only)")
+                        help="workers run side by side, one thread each (only with --accuracy-only or --dispatch-only)")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # a worker's training seed
     args = parser.parse_args()
-    if args.jobs < 1 or (args.jobs > 1 and not args.accuracy_only):
-        parser.error(f"--jobs must be 1, or more with --accuracy-only (parallel workers would spoil the timing); "
-                     f"got {args.jobs}")
+    if args.jobs < 1 or (args.jobs > 1 and not (args.accuracy_only or args.dispatch_only)):
+        parser.error(f"--jobs must be 1, or more with --accuracy-only or --dispatch-only (parallel workers would "
+                     f"spoil the timing); got {args.jobs}")
+    if args.accuracy_only and args.dispatch_only:
+        parser.error("--accuracy-only and --dispatch-only exclude each other: give one")
     if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct ints >= 0, got {args.seeds}")
     options = {}
@@ -501,6 +536,7 @@ def main():
     if args.worker:
         kind, case, method = args.worker
         result = (accuracy_worker(case, method, steps(case), args.device, options, args.seed) if kind == "accuracy"
+                  else dispatch_worker(case, method, args.device, options) if kind == "dispatch"
                   else memory_worker(case, method, args.device, options))
         print(json.dumps(result))
         return
@@ -511,6 +547,7 @@ def main():
         rows = sorted(kept + rows, key=lambda r: (list(CASES).index(r["case"]), list(METHODS).index(r["method"])))
     print_table(rows)
     print_error_parts(rows)
+    print_dispatch_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "cpu"
     write_json({"torch": torch.__version__, "threads": THREADS, "device": device, "recommended": RECOMMENDED,
@@ -541,12 +578,21 @@ def run_rows(args, steps) -> list[dict]:
         print(f"{row['case']:18s} {row['method']:12s} {timing}", flush=True)
         return row
 
+    def dispatch(case, method):
+        return {"case": case, "method": method,
+                **run_worker("dispatch", case, method, 0, args.device, args.options, 0, threads)}
+
+    if args.dispatch_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(dispatch, case, method) for case, method in pairs]
+            return [f.result() for f in futures]
     if args.accuracy_only:
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = [[pool.submit(accuracy, case, method, seed) for seed in args.seeds] for case, method in pairs]
             return [report(over_seeds([f.result() for f in seeds])) for seeds in futures]
     return [report({**over_seeds([accuracy(case, method, seed) for seed in args.seeds]),
-                    **run_worker("memory", case, method, steps(case), args.device, args.options)})
+                    **run_worker("memory", case, method, steps(case), args.device, args.options),
+                    **dispatch(case, method)})
             for case, method in pairs]
 
 
@@ -576,6 +622,25 @@ def print_table(rows):
         print(f"| {r['case']} | {r['method']} | {step} | {same} "
               f"({ratio(r, 'step_ms')}) | {ratio(r, 'peak_mb')} ({ratio(r, 'peak_mb_first_epoch')}) | "
               f"{ratio(r, 'peak_rss_mb')} | {error(r, 'early_error')} | {error(r, 'trained_error')} |")
+
+
+def print_dispatch_table(rows):
+    """Markdown table of operators dispatched and host synchronisations per step, plain -> the method, warm
+    (first epoch in brackets): on a GPU each operator is a kernel launch or more and each synchronisation a
+    wait for the device, the cost of small nets."""
+    rows = [r for r in rows if "ops_per_step" in r]
+    if not rows:
+        return
+    print("\n| case | method | operators per step: plain -> method (first epoch) | ratio | host synchronisations "
+          "per step: plain -> method (first epoch) | which |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for r in rows:
+        which = ", ".join(f"{k} {v:g}" for k, v in sorted(r["sync_ops"].items()))
+        print(f"| {r['case']} | {r['method']} | {r['plain_ops_per_step']:.0f} -> {r['ops_per_step']:.0f} "
+              f"({r['plain_ops_per_step_first_epoch']:.0f} -> {r['ops_per_step_first_epoch']:.0f}) | "
+              f"{r['ops_per_step'] / r['plain_ops_per_step']:.2f}x | {r['plain_syncs_per_step']:g} -> "
+              f"{r['syncs_per_step']:g} ({r['plain_syncs_per_step_first_epoch']:g} -> "
+              f"{r['syncs_per_step_first_epoch']:g}) | {which or '-'} |")
 
 
 def print_error_parts(rows):

@@ -149,10 +149,10 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
             loss = fidelity(model(y), x, tc["loss"])
             loss.backward()
             penalty = reg(model, y, x, index=index, loss=loss.detach())
-            if not torch.isfinite(loss + penalty.detach()):
-                raise NonFiniteLoss(f"non-finite loss ({loss.item()}, penalty {penalty.item()}) at epoch {epoch + 1} "
+            value, penalty_value = torch.stack((loss.detach(), penalty.detach().to(loss))).tolist()  # one wait
+            if not math.isfinite(value + penalty_value):
+                raise NonFiniteLoss(f"non-finite loss ({value}, penalty {penalty_value}) at epoch {epoch + 1} "
                                     f"step {step}; the last good checkpoint is {ckpt_path}")
-            value = loss.item()
             first_loss = value if first_loss is None else first_loss
             if tc["max_loss_ratio"] is not None and value > tc["max_loss_ratio"] * first_loss:
                 raise DivergedLoss(f"training diverged: loss {value:.4g} at epoch {epoch + 1} step {step} is "
@@ -172,7 +172,7 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
         row = {"epoch": epoch, "train_loss_running": running / max(1, step + 1)}
         for k, v in reg.last_stats.items():
             if k.startswith(("penalty_", "lambda_", "multiplier_")):
-                row[k] = v
+                row[k] = float(v)
         if rank == 0 and ((epoch + 1) % tc["eval_every"] == 0 or epoch + 1 == tc["epochs"]):
             model.eval()
             train_m = evaluate_split(model, exp.train_set, device)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,17 +25,28 @@ def auto_weight(loss: float, penalty: float, kappa: float = 20.0) -> float:
     return 10.0 ** math.floor(math.log10(loss / penalty)) / kappa
 
 
-def check_index(index, batch: int) -> torch.Tensor:
-    """``index`` as a (B,) integer tensor of dataset indices of the batch's samples, or raise naming it."""
-    if isinstance(index, (list, tuple)):
-        index = torch.as_tensor(index)
-    if not isinstance(index, torch.Tensor) or index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+def auto_weights(loss: torch.Tensor, penalty: torch.Tensor, kappa: float = 20.0) -> torch.Tensor:
+    """``auto_weight`` on tensors, where they are (nothing is read back to the host): a 0-d float64 tensor."""
+    loss, penalty = torch.as_tensor(loss).detach().double(), penalty.detach().double().to(loss.device)
+    weight = 10.0 ** torch.floor(torch.log10(loss / penalty)) / kappa
+    weight = torch.where((penalty > 0) & (loss > 0), weight, torch.zeros_like(weight))
+    return torch.where(torch.isfinite(loss) & torch.isfinite(penalty), weight, torch.full_like(weight, math.nan))
+
+
+def check_index(index, batch: int) -> np.ndarray:
+    """``index`` as a (B,) int64 array on the host of dataset indices of the batch's samples, or raise naming it."""
+    if isinstance(index, torch.Tensor) and not (index.is_floating_point() or index.is_complex()
+                                                or index.dtype == torch.bool):
+        index = index.detach().cpu().numpy()
+    elif isinstance(index, (list, tuple)):
+        index = np.asarray(index)
+    if not isinstance(index, np.ndarray) or index.dtype.kind not in "iu":
         raise TypeError(f"index must be an integer tensor (B,) of dataset indices, got {index!r}")
     if tuple(index.shape) != (batch,):
         raise ValueError(f"index must have shape ({batch},), one dataset index per sample of y, got {tuple(index.shape)}")
     if batch and int(index.min()) < 0:
         raise ValueError(f"index must hold dataset indices >= 0, got {int(index.min())}")
-    return index
+    return index.astype(np.int64)
 
 
 class Regularizer(nn.Module):
@@ -57,14 +69,16 @@ class Regularizer(nn.Module):
 
     After an evaluated call, ``last_stats`` holds per-sample estimates (B,) per term, the
     penalty values and the weights used ("lambda_<term>", including the factor ``every``); spectral
-    terms add "argmax_<term>", the row of the batch whose value entered the penalty.
+    terms add "argmax_<term>", the row of the batch whose value entered the penalty.  They are detached
+    tensors where the step computed them (read them with ``float``: nothing in a step waits for the device).
     """
 
     def __init__(self, name: str, terms: list[nn.Module], weights: dict[str, float | str], kappa: float = 20.0,
                  every: int = 1, targets: dict[str, float] | None = None):
         super().__init__()
         self.every = positive_int(every, "every")
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))  # train-mode calls so far
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))  # train-mode calls so far (saved)
+        self._calls = 0                                                      # the same on the host
         self.name = name
         self.terms = nn.ModuleList(terms)
         for term, w in weights.items():
@@ -81,14 +95,15 @@ class Regularizer(nn.Module):
             self.register_buffer(f"multiplier_{term}", torch.ones((), dtype=torch.float64))
         self.last_stats: dict = {}
 
-    def forward(self, f, y: torch.Tensor, x: torch.Tensor | None = None, index: torch.Tensor | None = None,
+    def forward(self, f, y: torch.Tensor, x: torch.Tensor | None = None, index=None,
                 loss: torch.Tensor | float | None = None) -> torch.Tensor:
         refuse_batch_coupling(f)
         if index is not None:
             index = check_index(index, y.shape[0])
         scale = 1
         if self.training and self.terms:
-            due = int(self.calls) % self.every == 0
+            due = self._calls % self.every == 0
+            self._calls += 1
             self.calls += 1
             if not due:
                 return y.new_zeros(())
@@ -103,12 +118,12 @@ class Regularizer(nn.Module):
                 if weight == AUTO:
                     if loss is None:
                         raise ValueError(f"lambda for {name!r} is 'auto', which needs loss= (the minibatch fidelity loss)")
-                    weight = auto_weight(float(torch.as_tensor(loss).detach()), float(value.detach()), self.kappa)
-                stats[f"penalty_{name}"] = float(value.detach())
-                stats[f"lambda_{name}"] = float(weight) * scale
+                    weight = auto_weights(torch.as_tensor(loss, device=value.device), value, self.kappa).to(value.dtype)
+                stats[f"penalty_{name}"] = value.detach()
+                stats[f"lambda_{name}"] = weight * scale
                 if name in self.targets:
                     value = self._hinge(name, value)
-                    stats[f"multiplier_{name}"] = float(getattr(self, f"multiplier_{name}"))
+                    stats[f"multiplier_{name}"] = getattr(self, f"multiplier_{name}").clone()
                 total = total + weight * scale * value
         self.last_stats = stats
         return total
@@ -118,12 +133,13 @@ class Regularizer(nn.Module):
         the multiplier then moves (up after a value above the aim, down to 1 after one below)."""
         bound = self.targets[name] * (1.0 - TARGET_MARGIN)
         multiplier = getattr(self, f"multiplier_{name}")
-        hinge = float(multiplier) * torch.clamp(value - bound, min=0.0)
+        hinge = multiplier.to(value.dtype, copy=True) * torch.clamp(value - bound, min=0.0)
         if self.training:
-            above = float(value.detach()) > bound
-            multiplier.copy_(multiplier * TARGET_STEP if above else torch.clamp(multiplier / TARGET_STEP, min=1.0))
+            above = value.detach() > bound
+            multiplier.copy_(torch.where(above, multiplier * TARGET_STEP, torch.clamp(multiplier / TARGET_STEP, min=1.0)))
         return hinge
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.setdefault(prefix + "calls", self.calls.clone())  # states saved before `every` existed
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._calls = int(self.calls)

@@ -15,11 +15,14 @@ Only the batch maximum receives gradient, so a step needs
      ``jvp_mode="finite_difference"`` / ``"fastest"``, finite differences (one plain forward per
      product instead of a dual pass; the differentiable pass stays exact).
 With double-vjp products all targets (J A and J) share one forward pass: their rows are
-stacked; the other modes run ``chunk_rows`` rows per pass, which bounds the memory.
-Without ``index`` there is no bank: every sample gets ``cold_iters`` iterations.
+stacked; the other modes stack them too and run ``chunk_rows`` rows per pass (default: as many as the
+batch), which bounds the memory.  Without ``index`` there is no bank: every sample gets ``cold_iters`` iterations.
+Nothing in a step reads a value back from the device (the host knows which samples are unseen; the rest is
+chosen by ``topk`` where the tensors are), so a GPU never waits for the host.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,16 +42,19 @@ class SpectralJacobianPenalty(nn.Module):
     Args:
         targets: {"sja": A, "sj": None, ...}; an Identity target shares the work of None.
         iters: power iterations per step on warm-started samples.
-        cold_iters: iterations for samples without a stored vector.
+        cold_iters: iterations for samples without a stored vector (with double-vjp products, for every row
+            of a step that has one: they share one graph).
         candidates: samples refreshed per step by their previous estimate (the likely maxima).
         refresh: further samples refreshed per step, stalest first; "all": every sample of the batch, every
             evaluated step (a fresh ranking, needed where many samples lie within a few percent of the batch
             max, at about one power step per row).
         store_dtype: the dtype the per-sample vectors are kept in.
-        store_device: the device the per-sample vectors are kept on.
+        store_device: the device the per-sample vectors are kept on (None: that of the batches; "cpu" saves
+            GPU memory for large training sets at the price of waiting for the device at every step).
         jvp_mode: "auto", "fastest", "double_vjp", "forward" or "finite_difference" (see ``products``).
-        chunk_rows: rows per pass of the forward-mode / finite-difference iterations (memory grows with
-            it; CPU time barely).
+        chunk_rows: rows per pass of the forward-mode / finite-difference iterations, the targets' rows
+            stacked (None: the batch size, so a pass never carries more than a training step).  Memory grows
+            with it; CPU time barely; on a GPU fewer passes mean fewer kernel launches.
         krylov: power iterations build a Krylov basis of up to this many vectors and take the best
             estimate in its span (``norms.power_iteration``); 1 is plain power iteration.
         screen: rank the samples by ||J A v_i|| at their stored vectors under the current weights
@@ -57,14 +63,14 @@ class SpectralJacobianPenalty(nn.Module):
             refresh, which go stale as training moves the weights.
         focus: with forward-mode / finite-difference products, where every row costs a pass, the chosen
             rows all take one power step and only the ``focus`` ranked highest by it take the other
-            ``iters`` - 1 (0: all take all; steps with unseen samples always iterate every row).  Only the
+            ``iters`` - 1 (0: all take all; unseen rows always take ``cold_iters``).  Only the
             arg-max enters the loss, so the iterations go where it is likely to be.  Double-vjp products
             share one graph, on which extra rows are free: they iterate every row.
     """
 
     def __init__(self, targets: dict[str, LinearOperator | None], iters: int = 2, cold_iters: int = 4,
                  candidates: int = 4, refresh: int | str = 1, store_dtype: torch.dtype = torch.float16,
-                 store_device="cpu", seed: int = 0, jvp_mode: str = "auto", chunk_rows: int = 4,
+                 store_device=None, seed: int = 0, jvp_mode: str = "auto", chunk_rows: int | None = None,
                  krylov: int = 1, screen: bool = False, focus: int = 0):
         super().__init__()
         if not targets:
@@ -76,7 +82,7 @@ class SpectralJacobianPenalty(nn.Module):
             raise ValueError(f"refresh must be an int >= 0 or {ALL!r}, got {refresh!r}")
         self.refresh = refresh if refresh == ALL else positive_int(refresh, "refresh", minimum=0)
         self.jvp_mode = choice(jvp_mode, "jvp_mode", JVP_MODES)
-        self.chunk_rows = positive_int(chunk_rows, "chunk_rows")
+        self.chunk_rows = None if chunk_rows is None else positive_int(chunk_rows, "chunk_rows")
         self.krylov = positive_int(krylov, "krylov")
         self.focus = positive_int(focus, "focus", minimum=0)
         self.screen = flag(screen, "screen")
@@ -93,61 +99,72 @@ class SpectralJacobianPenalty(nn.Module):
     def _input_shape(self, key: str, y: torch.Tensor) -> tuple[int, ...]:
         return jacobian_input_shape(self._operator(key), y)
 
-    def _refresh_mask(self, values: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
-        """Samples to refresh this step: unseen, top ``candidates`` by estimate, ``refresh`` stalest (all with
-        ``refresh`` "all")."""
-        unseen = torch.isnan(values)
+    def _chosen_rows(self, values: torch.Tensor, age: torch.Tensor, unseen: np.ndarray) -> torch.Tensor:
+        """Positions in the batch (rows,) of the samples to refresh this step, on ``values``' device, the
+        ``unseen`` ones (host (B,) bool) first: then the top ``candidates`` of the others by their estimate
+        ``values`` (B,), and the ``refresh`` stalest of the rest by ``age`` (B,); every sample with ``refresh``
+        "all".  How many rows is known on the host: the choice reads nothing back from the device."""
+        device = values.device
+        seen = torch.from_numpy(np.flatnonzero(~unseen)).to(device)
+        parts = [torch.from_numpy(np.flatnonzero(unseen)).to(device)]
         if self.refresh == ALL:
-            return torch.ones_like(unseen)
-        chosen = unseen.clone()
-        seen = (~unseen).nonzero().flatten()
-        if seen.numel():
-            top = seen[values[seen].topk(min(self.candidates, seen.numel())).indices]
-            chosen[top] = True
-            rest = (~chosen).nonzero().flatten()
-            if rest.numel() and self.refresh:
-                chosen[rest[age[rest].topk(min(self.refresh, rest.numel())).indices]] = True
-        return chosen
+            return torch.cat((*parts, seen))
+        n_top = min(self.candidates, seen.numel())
+        if n_top:
+            top = values[seen].topk(n_top).indices
+            parts.append(seen[top])
+            n_stale = min(self.refresh, seen.numel() - n_top)
+            if n_stale:
+                parts.append(seen[age[seen].index_fill(0, top, -1).topk(n_stale).indices])
+        return torch.cat(parts)
 
     def _bank(self, key: str, y: torch.Tensor) -> VectorBank:
+        device = torch.device(y.device if self.store_device is None else self.store_device)
         if key not in self.banks:
-            self.banks[key] = VectorBank(self._input_shape(key, y), self.store_dtype, self.store_device)
+            self.banks[key] = VectorBank(self._input_shape(key, y), self.store_dtype, device)
+        elif self.banks[key].device != device:   # loaded from a checkpoint, or the model moved
+            self.banks[key].to(device)
         return self.banks[key]
 
-    def _screened(self, f, key: str, y: torch.Tensor, values: torch.Tensor, stored: torch.Tensor, mode: str,
-                  outputs: dict) -> torch.Tensor:
-        """(B,) values with every seen sample's replaced by ||J A v_i|| at its stored unit vector under the
-        current weights: a lower bound on ||J A|| as fresh as the step.  Finite differences (``mode``) share
-        f(y), kept in ``outputs`` for the other targets of the step."""
-        seen = (~torch.isnan(values)).nonzero().flatten()
-        if not seen.numel():
+    def _screened(self, f, key: str, y: torch.Tensor, values: torch.Tensor, index: torch.Tensor, unseen: np.ndarray,
+                  mode: str, outputs: dict) -> torch.Tensor:
+        """(B,) values with every seen sample's (``unseen``: host (B,) bool) replaced by ||J A v_i|| at its stored
+        unit vector under the current weights: a lower bound on ||J A|| as fresh as the step.  Finite differences
+        (``mode``) share f(y), kept in ``outputs`` for the other targets of the step."""
+        seen = np.flatnonzero(~unseen)
+        if not seen.size:
             return values
         if mode == "finite_difference" and "f(y)" not in outputs:
             with torch.no_grad():
                 outputs["f(y)"] = f(y.detach())
-        rows = seen.to(y.device)
+        rows = torch.from_numpy(seen).to(y.device)
         base = outputs["f(y)"][rows] if mode == "finite_difference" else None
-        jv = detached_jvp(f, y[rows], apply(self._operator(key), normalise(stored[seen].to(y))), mode, base)
-        values = values.clone()
-        values[seen] = per_sample_norm(jv).float().cpu()
-        return values
+        stored = self.banks[key].vectors_of(index[rows])
+        jv = detached_jvp(f, y[rows], apply(self._operator(key), normalise(stored.to(y))), mode, base)
+        return values.index_put((rows.to(values.device),), per_sample_norm(jv).to(values))
 
     def _plan(self, f, key: str, y: torch.Tensor, index, mode: str, outputs: dict):
-        """One target's work this step: (bank lookup (values, vectors, age) or None, chosen (B,) bool mask,
-        start vectors of the chosen rows, whether any chosen row is unseen).  With ``screen`` the
-        lookup's values are the screened ones (``mode``, ``outputs``: see ``_screened``)."""
+        """One target's work this step: (the bank's values (B,) on y's device, or None without ``index``;
+        the chosen rows (rows,), unseen ones first; their start vectors; how many are unseen).  ``index``: (the batch's
+        dataset indices on y's device, the same on the host) or None.  With ``screen`` the values are the
+        screened ones (``mode``, ``outputs``: see ``_screened``)."""
         if index is None:
             shape = (y.shape[0], *self._input_shape(key, y))
-            return None, torch.ones(y.shape[0], dtype=torch.bool), random_unit_vectors(shape, y, self.generator), True
-        lookup = [t.cpu() for t in self._bank(key, y).lookup(index)]
+            rows = torch.arange(y.shape[0], device=y.device)
+            return None, rows, random_unit_vectors(shape, y, self.generator), y.shape[0]
+        index, host_index = index
+        bank = self._bank(key, y)
+        unseen = ~bank.seen(host_index)
+        values, age = (t.to(y.device) for t in bank.lookup(index))
         if self.screen:
-            lookup[0] = self._screened(f, key, y, lookup[0], lookup[1], mode, outputs)
-        chosen = self._refresh_mask(lookup[0], lookup[2])
-        values, stored = lookup[0][chosen], lookup[1][chosen]
-        v0 = random_unit_vectors(stored.shape, y, self.generator)
-        warm = ~torch.isnan(values)
-        v0[warm.to(v0.device)] = stored[warm].to(v0)
-        return lookup, chosen, v0, not bool(warm.all())
+            values = self._screened(f, key, y, values, index, unseen, mode, outputs)
+        rows = self._chosen_rows(values, age, unseen)
+        v0 = random_unit_vectors((rows.numel(), *bank.sample_shape), y, self.generator)
+        n_unseen = int(unseen.sum())
+        if n_unseen == rows.numel():
+            return values, rows, v0, n_unseen
+        warm = rows[n_unseen:]
+        return values, rows, torch.cat((v0[:n_unseen], bank.vectors_of(index[warm]).to(v0))), n_unseen
 
     def _fused_steps(self, f, y_rows, operators, vectors, n_iter):
         """Double-vjp products share one graph: the last power step's vjp, taken with create_graph,
@@ -165,77 +182,97 @@ class SpectralJacobianPenalty(nn.Module):
         differentiable = [per_sample_norm(w) for w in mtu]
         return [normalise(w.detach()) for w in mtu], [d.detach() for d in differentiable], differentiable
 
-    def _chunked_steps(self, f, y_rows, operators, vectors, n_iter, mode, focus):
-        """Forward-mode or finite-difference products: each is its own forward pass, so each target's rows
-        are iterated in chunks of ``chunk_rows``, and memory stays that of a few samples even when a whole
-        batch is new (the first epoch).  With ``focus`` = k, every row takes one power step and only the k
-        rows then ranked highest take the other ``n_iter`` - 1.  Returns (new vectors, bounds sigma) per target."""
-        out_vectors, out_sigmas = [], []
-        for rows, op, v in zip(y_rows, operators, vectors):
-            if not focus or n_iter == 1 or rows.shape[0] <= focus:
-                v, sigma = self._chunked_power(f, rows, op, v, n_iter, mode)
-            else:
-                v, sigma = self._chunked_power(f, rows, op, v, 1, mode)
-                top = sigma.topk(focus).indices
-                v[top], sigma[top] = self._chunked_power(f, rows[top], op, v[top], n_iter - 1, mode)
-            out_vectors.append(v)
-            out_sigmas.append(sigma)
-        return out_vectors, out_sigmas
+    def _chunked_steps(self, f, y_rows, operators, vectors, n_unseen, mode, chunk):
+        """Forward-mode or finite-difference products: each is its own forward pass, so the rows of every
+        target are stacked and iterated ``chunk`` at a time (few passes: on a GPU each costs its launches
+        whatever its rows; a pass carries no more rows than a training step, so memory stays that of one).
+        Each target's first ``n_unseen`` rows (no stored vector) take ``cold_iters`` power steps, the others
+        ``iters``; with ``focus`` = k, every warm row takes one and only each target's k then ranked highest
+        take the other ``iters`` - 1.  Returns (new vectors, bounds sigma) per target."""
+        vectors = [v.clone() for v in vectors]
+        sigmas = [v.new_zeros(v.shape[0]) for v in vectors]
+        device = vectors[0].device
+        span = lambda lo, hi: torch.arange(lo, hi, device=device)  # noqa: E731
+        cold = [span(0, n) for n in n_unseen]
+        warm = [span(n, v.shape[0]) for n, v in zip(n_unseen, vectors)]
+        self._stacked_power(f, y_rows, operators, vectors, sigmas, cold, self.cold_iters, mode, chunk)
+        if self.focus and self.iters > 1 and any(w.numel() > self.focus for w in warm):
+            self._stacked_power(f, y_rows, operators, vectors, sigmas, warm, 1, mode, chunk)
+            warm = [w[sigma[w].topk(min(self.focus, w.numel())).indices] for w, sigma in zip(warm, sigmas)]
+            self._stacked_power(f, y_rows, operators, vectors, sigmas, warm, self.iters - 1, mode, chunk)
+        else:
+            self._stacked_power(f, y_rows, operators, vectors, sigmas, warm, self.iters, mode, chunk)
+        return vectors, sigmas
 
-    def _chunked_power(self, f, rows, op, v, n_iter, mode):
-        """``n_iter`` power steps on M = J A (``op``; J when None) for ``rows``, ``chunk_rows`` at a time:
-        (vectors, sigma)."""
-        size = self.chunk_rows
-        parts = [power_iteration(JacobianProducts(f, rows[s: s + size], mode), [op], [v[s: s + size]], n_iter,
-                                 self.krylov) for s in range(0, rows.shape[0], size)]
-        return torch.cat([p[0][0] for p in parts]), torch.cat([p[1][0] for p in parts])
+    def _stacked_power(self, f, y_rows, operators, vectors, sigmas, picks, n_iter, mode, chunk) -> None:
+        """``n_iter`` power steps on M_k = J A_k for the rows ``picks[k]`` (positions in y_rows[k]) of every
+        target k, stacked and cut into passes of ``chunk`` rows; writes their vectors and sigma in place."""
+        blocks = [(k, p) for k, p in enumerate(picks) if p.numel()]
+        if not blocks or not n_iter:
+            return
+        rows = torch.cat([y_rows[k].index_select(0, p) for k, p in blocks])
+        starts = np.cumsum([0] + [p.numel() for _, p in blocks])
+        for s in range(0, int(starts[-1]), chunk):
+            e = min(s + chunk, int(starts[-1]))
+            parts = [(k, p[max(s - a, 0): min(e - a, p.numel())]) for (k, p), a in zip(blocks, starts[:-1])
+                     if a < e and a + p.numel() > s]
+            new_vectors, new_sigmas = power_iteration(
+                JacobianProducts(f, rows[s:e], mode), [operators[k] for k, _ in parts],
+                [vectors[k].index_select(0, p) for k, p in parts], n_iter, self.krylov)
+            for (k, p), v, sigma in zip(parts, new_vectors, new_sigmas):
+                vectors[k].index_copy_(0, p, v)
+                sigmas[k].index_copy_(0, p, sigma.to(sigmas[k]))
 
     def forward(self, f, y: torch.Tensor, x=None, index: torch.Tensor | None = None):
         """Returns ({name: differentiable scalar batch max}, {name: (B,) detached estimates, "argmax_<name>": the
-        row (int) whose value is the batch max}).
+        row (0-d long tensor) whose value is the batch max}).
 
         Each target refreshes its own likely maxima; estimates of samples not refreshed this step
-        are those of their previous visit.
+        are those of their previous visit.  ``index``: the batch's dataset indices (B,), best on the host (the
+        DataLoader's): nothing in the step then waits for the device.
         """
         keys = sorted(set(self.keys.values()))
         operators = [self._operator(k) for k in keys]
         if index is not None:
-            index = index.detach().cpu().long()
+            host_index = index.detach().cpu().numpy().astype(np.int64) if isinstance(index, torch.Tensor) else (
+                np.asarray(index, dtype=np.int64))
+            index = (torch.from_numpy(host_index).to(y.device), host_index)
         mode, outputs = resolve_jvp_mode(f, self.jvp_mode), {}
         plans = [self._plan(f, key, y, index, mode, outputs) for key in keys]
-        sels = [chosen.nonzero().flatten().to(y.device) for _, chosen, _, _ in plans]
+        sels = [rows for _, rows, _, _ in plans]
         vectors = [v0 for _, _, v0, _ in plans]
-        cold = any(unseen for *_, unseen in plans)
-        n_iter = self.cold_iters if cold else self.iters
-        y_rows = [y[sel] for sel in sels]
+        n_unseen = [n for *_, n in plans]
+        y_rows = [y.index_select(0, sel) for sel in sels]
         if mode == "double_vjp":
+            n_iter = self.cold_iters if any(n_unseen) else self.iters
             vectors, sigmas, differentiable = self._fused_steps(f, torch.cat(y_rows), operators, vectors, n_iter)
         else:
-            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_iter, mode,
-                                                  0 if cold else self.focus)
+            vectors, sigmas = self._chunked_steps(f, y_rows, operators, vectors, n_unseen, mode,
+                                                  self.chunk_rows or y.shape[0])
             differentiable = None
 
         estimates, best = {}, {}
-        for key, (lookup, chosen, _, _), sel, v, sigma in zip(keys, plans, sels, vectors, sigmas):
-            estimates[key] = (lookup[0].to(y.device, y.dtype) if lookup is not None
-                              else torch.zeros(y.shape[0], dtype=y.dtype, device=y.device))
-            estimates[key][sel] = sigma
-            best[key] = int(sigma.argmax())
-            if lookup is not None and self.training:
-                self.banks[key].store(index, chosen, sigma, v)
+        for key, (values, _, _, _), sel, v, sigma in zip(keys, plans, sels, vectors, sigmas):
+            base = (values.to(y.dtype) if values is not None
+                    else torch.zeros(y.shape[0], dtype=y.dtype, device=y.device))
+            estimates[key] = base.index_put((sel,), sigma.to(y.dtype))
+            best[key] = sigma.argmax().view(1)
+            if values is not None and self.training:
+                self.banks[key].store(index[0], index[1], sel, sigma, v)
         if differentiable is None:
             # one differentiable forward-mode pass on the arg-max rows only
-            argmax_rows = torch.stack([rows[best[k]] for k, rows in zip(keys, y_rows)])
-            tangent = torch.cat([apply(op, v[best[k]: best[k] + 1]) for k, op, v in zip(keys, operators, vectors)])
+            argmax_rows = torch.cat([rows.index_select(0, best[k]) for k, rows in zip(keys, y_rows)])
+            tangent = torch.cat([apply(op, v.index_select(0, best[k])) for k, op, v in zip(keys, operators, vectors)])
             jv = JacobianProducts(f, argmax_rows, "forward").jvp(tangent, create_graph=True)
             maxima = dict(zip(keys, per_sample_norm(jv)))
         else:
-            maxima = {k: d[best[k]] for k, d in zip(keys, differentiable)}
-        rows = {key: int(sel[best[key]]) for key, sel in zip(keys, sels)}
+            maxima = {k: d.index_select(0, best[k])[0] for k, d in zip(keys, differentiable)}
+        rows = {key: sel.index_select(0, best[key]) for key, sel in zip(keys, sels)}
         for key, row in rows.items():
-            estimates[key][row] = torch.maximum(estimates[key][row], maxima[key].detach())
+            top = torch.maximum(estimates[key].index_select(0, row), maxima[key].detach().view(1))
+            estimates[key] = estimates[key].index_put((row,), top)
         stats = {n: estimates[k] for n, k in self.keys.items()}
-        stats.update({f"argmax_{n}": rows[k] for n, k in self.keys.items()})
+        stats.update({f"argmax_{n}": rows[k][0] for n, k in self.keys.items()})
         return {n: maxima[k] for n, k in self.keys.items()}, stats
 
     def store_bytes(self, n_samples: int, y_shape: tuple[int, ...]) -> int:
@@ -251,6 +288,6 @@ class SpectralJacobianPenalty(nn.Module):
     def set_extra_state(self, state):
         self.generator.set_state(state["generator"])
         for key, bank_state in state["banks"].items():
-            bank = VectorBank(tuple(bank_state["vectors"].shape[1:]), self.store_dtype, self.store_device)
+            bank = VectorBank(tuple(bank_state["vectors"].shape[1:]), self.store_dtype, self.store_device or "cpu")
             bank.load(bank_state)
             self.banks[key] = bank

@@ -31,9 +31,9 @@ Each (case, method) runs in fresh worker processes, alone on the machine:
 Methods:
   plain         fidelity loss only
   jacinv        build_regularizer("sja+sj") at its defaults (every = 1)
-  jacinv-lazy   the recommended setting: every = 4, iters = 3, krylov = 4, jvp_mode = "fastest" (RECOMMENDED)
-  jacinv-all    the same with every sample of the batch refreshed on every evaluated step (WHOLE_BATCH: refresh
-                = "all", focus = 4, chunk_rows = 25): a fresh ranking for nets with a flat batch top
+  jacinv-lazy   the recommended setting, preset "fast": every = 4, iters = 3, krylov = 4, jvp_mode = "fastest"
+  jacinv-all    preset "whole-batch": the same with every sample of the batch refreshed on every evaluated step
+                (refresh = "all", focus = 4): a fresh ranking for nets with a flat batch top
   seed-n1/n3    the seed's Algorithm 2: n power iterations on the whole batch, differentiated through
                 every iteration (written here as the reference); timed and checked from
                 initialisation only (its cost does not depend on the training state)
@@ -73,7 +73,7 @@ from jacinv.checkpoint import write_json
 from jacinv.cpu_memory import keep_freed_memory
 from jacinv.models import build_model
 from jacinv.operators import BlurDecimate, GaussianCS, Identity, KSpaceSubsample
-from jacinv.regularizers import build_regularizer, jacobian_spectral_norm, l2_distance
+from jacinv.regularizers import PRESETS, build_regularizer, jacobian_spectral_norm, l2_distance
 from jacinv.regularizers.products import JacobianProducts
 
 RESULTS = Path(__file__).parent / "results" / "jacobian_cost.json"
@@ -96,10 +96,9 @@ METHODS = ("plain", "jacinv", "jacinv-lazy", "jacinv-all", "seed-n1", "seed-n3",
 # jacinv-lazy's setting: every = 4 (README: 3-seed check at the CS central point) with 3 Krylov-refined
 # iterations per visit, which bring back the accuracy that the staler vectors of a lazy penalty lose, run
 # by finite differences on the conv nets (one plain forward per product instead of a dual pass)
-RECOMMENDED = {"every": 4, "iters": 3, "krylov": 4, "jvp_mode": "fastest"}
-# jacinv-all's: RECOMMENDED with the whole batch refreshed (one power step per row, the 4 then highest two more;
-# 25 rows per finite-difference pass: on the unrolled net 1.84x a plain step against 2.14x with 4, 1.08x memory)
-WHOLE_BATCH = {**RECOMMENDED, "refresh": "all", "focus": 4, "chunk_rows": 25}
+RECOMMENDED = {"every": PRESETS["fast"].every, **PRESETS["fast"].options}       # regularizer.preset=fast
+# jacinv-all's: RECOMMENDED with the whole batch refreshed (one power step per row, the 4 then highest two more)
+WHOLE_BATCH = {"every": PRESETS["whole-batch"].every, **PRESETS["whole-batch"].options}
 LAMBDA = 1e-3
 TRAIN_LR = 1e-3
 TRAIN_STEPS = {"fc-cs": 400, "dncnn5-identity": 80, "dncnn5-blur-x2": 80, "unrolled-cs": 150, "varnet-mri-4x": 80}

@@ -64,7 +64,8 @@ UNKEYED = ["train.checkpoint_every=100", "train.probe_size=16"]
 LATER_KEYS = {"regularizer.every": 1, "data.kspace": "simulated", "data.target": "auto", "data.train_root": None,
               "data.val_root": None, "data.test_root": None, "train.keep_freed_memory": True,
               "train.max_loss_ratio": 1000.0,  # the divergence stop: no cached run came near it
-              "data.augment": [], "regularizer.target_ja": None, "regularizer.target_j": None}
+              "data.augment": [], "regularizer.target_ja": None, "regularizer.target_j": None,
+              "regularizer.preset": None}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir,
                                                 for t, b in regularizer.targets.items())
     if regularizer.every > 1 and regularizer.terms:
         reg_text += f", evaluated every {regularizer.every} steps with weights x {regularizer.every}"
+    if config["regularizer"].get("preset") is not None and regularizer.terms:
+        reg_text += f" (preset {config['regularizer']['preset']}: " + ", ".join(
+            f"{k} {v}" for k, v in config["regularizer"]["options"].items()) + ")"
     warm = [t for t in regularizer.terms if hasattr(t, "store_bytes")]  # spectral terms keep a vector per sample
     store = sum(t.store_bytes(len(exp.train_set), tuple(op.out_shape)) for t in warm)
     if store > 2**30:

@@ -8,17 +8,19 @@ the key, the value and what was expected.
 """
 from __future__ import annotations
 
+import collections.abc
 import itertools
 import math
 import sys
 import types
 import typing
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import annotated_types
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import UserError
+from .regularizers import PRESETS, names_weighted_by, registered_regularizers, spectral_names, with_preset
 from .transforms import AUGMENTATIONS
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -78,11 +80,32 @@ class ModelConfig(_Block):
     kwargs: dict[str, Any] = {}
 
 
-REGULARIZER_NAMES = ("none", "wd", "sw", "sj", "sja", "sja+sj", "fj", "fja", "fja+fj", "datagrad", "spectreg")
+class _Registered(collections.abc.Sequence):
+    """The registered regulariser names ``pick()`` gives, looked up when a config is checked (plug-ins, imported
+    first, register more): a condition's allowed values in USED_WHEN."""
+
+    def __init__(self, pick):
+        self.pick = pick
+
+    def __getitem__(self, i):
+        return tuple(self.pick())[i]
+
+    def __len__(self):
+        return len(tuple(self.pick()))
+
+    def __contains__(self, value):
+        return value in tuple(self.pick())
+
+
+REGULARIZER_NAMES = _Registered(registered_regularizers)
+#: keys whose values are names in a registry (checked when a config is, after its plug-ins are imported)
+REGISTERED_CHOICES = {"regularizer.name": REGULARIZER_NAMES}
 
 
 class RegularizerConfig(_Block):
-    name: Literal[REGULARIZER_NAMES] = "sja+sj"
+    name: Annotated[str, Field(description="a registered regulariser (" + ", ".join(REGULARIZER_NAMES)
+                               + ", or a plug-in's)")] = "sja+sj"
+    preset: Optional[Literal[tuple(PRESETS)]] = None
     lambda_ja: Weight = "auto"
     lambda_j: Weight = "auto"
     weight: Weight = "auto"
@@ -157,12 +180,16 @@ DOCS = {
     "noise.noise_mode": "fixed (one draw per sample) | fresh (a new draw every epoch)",
     "model.name": "a registered network: fc, dncnn, edsr, wdsr, unet, unrolled, modl, varnet, or a plug-in",
     "model.kwargs": "the network's arguments",
-    "regularizer.name": "the penalty: " + ", ".join(REGULARIZER_NAMES),
+    "regularizer.name": "the penalty: " + ", ".join(REGULARIZER_NAMES) + ", or one a plug-in registers",
     "regularizer.lambda_ja": "weight of the ||J A|| term (sja, fja and their sums), a number >= 0 or auto",
     "regularizer.lambda_j": "weight of the ||J|| term (sj, fj, sja+sj, fja+fj), a number >= 0 or auto",
     "regularizer.weight": "weight of wd, sw, datagrad or spectreg, a number >= 0 or auto",
     "regularizer.kappa": "divisor of the automatic weight (seed Algorithm 4)",
-    "regularizer.every": "evaluate the penalty every k-th step, weights x k (lazy regularisation)",
+    "regularizer.every": "evaluate the penalty every k-th step, weights x k (lazy regularisation); with a preset, "
+                         "the preset's",
+    "regularizer.preset": "a named setting of the spectral estimator (every and options): "
+                          + "; ".join(f"{k}: {p.summary}" for k, p in PRESETS.items())
+                          + " (null: every and options as given); docs/cost.md",
     "regularizer.target_ja": "a bound L on the batch-max ||J A||: only the excess over L is penalised, by a "
                              "multiplier raised while it is exceeded (null: penalise the norm itself)",
     "regularizer.target_j": "a bound L on the batch-max ||J||; worst-case output change <= L r to first order "
@@ -185,9 +212,9 @@ DOCS = {
     "out_dir": "folder under which run directories are made",
 }
 
-_JA = ("sja", "fja", "sja+sj", "fja+fj")
-_J = ("sj", "fj", "sja+sj", "fja+fj")
-_PENALTIES = tuple(n for n in REGULARIZER_NAMES if n != "none")
+_JA = _Registered(lambda: names_weighted_by("lambda_ja"))
+_J = _Registered(lambda: names_weighted_by("lambda_j"))
+_PENALTIES = _Registered(lambda: [n for n in registered_regularizers() if n != "none"])
 
 #: key -> the settings under which it has an effect: any of the listed {key: allowed values} sets,
 #: each met when every key in it has one of its values.
@@ -210,11 +237,12 @@ USED_WHEN: dict[str, list[dict[str, tuple]]] = {
     "noise.noise_mode": [{"noise.kind": ("bounded", "gaussian")}],
     "regularizer.lambda_ja": [{"regularizer.name": _JA}],
     "regularizer.lambda_j": [{"regularizer.name": _J}],
-    "regularizer.weight": [{"regularizer.name": ("wd", "sw", "datagrad", "spectreg")}],
+    "regularizer.weight": [{"regularizer.name": _Registered(lambda: names_weighted_by("weight"))}],
     "regularizer.kappa": [{"regularizer.name": _PENALTIES}],
     "regularizer.every": [{"regularizer.name": _PENALTIES}],
-    "regularizer.target_ja": [{"regularizer.name": ("sja", "sja+sj")}],
-    "regularizer.target_j": [{"regularizer.name": ("sj", "sja+sj")}],
+    "regularizer.preset": [{"regularizer.name": _Registered(spectral_names)}],
+    "regularizer.target_ja": [{"regularizer.name": _Registered(lambda: spectral_names("ja"))}],
+    "regularizer.target_j": [{"regularizer.name": _Registered(lambda: spectral_names("j"))}],
     "regularizer.options": [{"regularizer.name": _PENALTIES}],
 }
 
@@ -340,6 +368,13 @@ def check_config(config: dict, explicit: typing.Iterable[str] = (), inherited: t
                               f"got {first.get('input')!r}") from None
         value = get(config, key)
         raise ConfigError(f"config key {key!r} must be {describe(field)}, got {_show(value)}") from None
+    from .plugins import import_plugins
+    import_plugins(checked["plugins"])   # they may register the names checked below
+    name = checked["regularizer"]["name"]
+    if name not in REGULARIZER_NAMES:
+        raise ConfigError(f"config key 'regularizer.name' must be one of {list(REGULARIZER_NAMES)}, got {name!r} "
+                          "(a plug-in may register more with register_regularizer)")
+    _apply_preset(checked["regularizer"], {*explicit, *inherited})
     for key, condition in NULL_ONLY_WHEN.items():
         if get(config, key) is None and not _met(condition, config):
             raise ConfigError(f"config key {key!r} may be null only when {_where(condition, config)}; "
@@ -355,6 +390,19 @@ def check_config(config: dict, explicit: typing.Iterable[str] = (), inherited: t
         print(f"note: config key {key!r} = {get(config, key)!r} from the config file has no effect here (it is "
               f"used only when {_where(USED_WHEN[key], config)})", file=sys.stderr)
     return checked
+
+
+def _apply_preset(reg: dict, given: set) -> None:
+    """Write a preset's every and options into the regularizer block ``reg``: they may be added to but not
+    contradicted (``given``: the keys the user set; an ``every`` left at its default 1 is the preset's)."""
+    if reg["preset"] is None:
+        return
+    every = reg["every"] if reg["every"] != 1 or "regularizer.every" in given else None
+    try:
+        reg["every"], reg["options"] = with_preset(reg["preset"], every, reg["options"],
+                                                   "config key 'regularizer.preset': ")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def unused_keys(config: dict, keys: typing.Iterable[str]) -> list[str]:
@@ -374,7 +422,8 @@ def contexts_where_unused(key: str) -> typing.Iterator[dict[str, Any]]:
     """Settings (dotted key -> value) of the controlling keys under which ``key`` has no effect (for tests)."""
     condition = USED_WHEN[key]
     controls = sorted({k for alt in condition for k in alt})
-    choices = [typing.get_args(FIELDS[k].annotation) for k in controls]
+    choices = [tuple(REGISTERED_CHOICES[k]) if k in REGISTERED_CHOICES else typing.get_args(FIELDS[k].annotation)
+               for k in controls]
     for values in itertools.product(*choices):
         setting = dict(zip(controls, values))
         if not any(all(setting[k] in allowed for k, allowed in alt.items()) for alt in condition):

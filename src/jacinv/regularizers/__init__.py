@@ -14,7 +14,8 @@ Names for ``build_regularizer``:
     datagrad   mean_i ||d l_i / d y_i||^2 (double backpropagation)      weight=
     spectreg   mean_i ||J(y_i)^T r||^2, r ~ N(0, I)                     weight=
 
-Every weight is a float >= 0 or "auto" (seed Algorithm 4, default).
+Every weight is a float >= 0 or "auto" (seed Algorithm 4, default).  Plug-ins register more names with
+``register_regularizer`` (``registry``); the spectral names take the estimator presets of PRESETS.
 """
 from __future__ import annotations
 
@@ -23,24 +24,50 @@ from .baselines import DataGrad, WeightDecay, WeightSpectralNorm, l2_distance
 from .frobenius import FrobeniusJacobianPenalty
 from .norms import jacobian_frobenius_sq, jacobian_spectral_norm, power_iteration, with_and_without_operator
 from .products import JacobianProducts, refuse_batch_coupling
+from .registry import (PRESETS, Preset, RegularizerSpec, names_weighted_by, register_regularizer,
+                       registered_regularizers, regularizer_spec, spectral_names, with_preset)
 from .regularizer import AUTO, Regularizer, auto_weight
 from .spectral import SpectralJacobianPenalty
 
-REGULARIZERS = ("none", "wd", "sw", "sj", "sja", "sja+sj", "fj", "fja", "fja+fj", "datagrad", "spectreg")
-_JACOBIAN_TARGETS = {"sj": ("sj",), "sja": ("sja",), "sja+sj": ("sja", "sj"),
-                     "fj": ("fj",), "fja": ("fja",), "fja+fj": ("fja", "fj")}
 _SPECTRAL_OPTIONS = ("iters", "cold_iters", "candidates", "refresh", "store_dtype", "store_device", "seed",
                      "jvp_mode", "chunk_rows", "krylov", "screen", "focus")
 _FROBENIUS_OPTIONS = ("n_projections", "projection", "seed")
+_WEIGHT_OF = {"sja": "lambda_ja", "sj": "lambda_j", "fja": "lambda_ja", "fj": "lambda_j"}
+
+
+def _jacobian_terms(terms: tuple, penalty: type):
+    """A builder of the Jacobian penalty ``penalty`` on ``terms`` (names ending in "ja": J A; else J)."""
+    def build(operator, **options):
+        return [penalty({t: (operator if t.endswith("ja") else None) for t in terms}, **options)]
+    return build
+
+
+register_regularizer("none", lambda operator: [], weights={})
+register_regularizer("wd", lambda operator: [WeightDecay()], weights={"wd": "weight"})
+register_regularizer("sw", lambda operator, iters=1: [WeightSpectralNorm(iters)], weights={"sw": "weight"})
+for _name in ("sj", "sja", "sja+sj", "fj", "fja", "fja+fj"):
+    _terms = tuple(_name.split("+"))
+    _spectral = _name.startswith("s")
+    register_regularizer(_name, _jacobian_terms(_terms, SpectralJacobianPenalty if _spectral else FrobeniusJacobianPenalty),
+                         weights={t: _WEIGHT_OF[t] for t in _terms}, model_aware="ja" in _name, spectral=_spectral,
+                         options=_SPECTRAL_OPTIONS if _spectral else _FROBENIUS_OPTIONS)
+register_regularizer("datagrad", lambda operator: [DataGrad()], weights={"datagrad": "weight"})
+register_regularizer("spectreg", lambda operator, seed=0: [FrobeniusJacobianPenalty(
+    {"spectreg": None}, n_projections=1, reduction="mean", seed=seed)], weights={"spectreg": "weight"})
+#: the built-in names (plug-ins may register more: ``registered_regularizers()``)
+REGULARIZERS = tuple(registered_regularizers())
 
 
 def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_ja=AUTO, lambda_j=AUTO,
-                      weight=AUTO, kappa: float = 20.0, every: int = 1, target_ja: float | None = None,
-                      target_j: float | None = None, **options) -> Regularizer:
-    """Build the regulariser ``name`` (see the module docstring).
+                      weight=AUTO, kappa: float = 20.0, every: int | None = None, target_ja: float | None = None,
+                      target_j: float | None = None, preset: str | None = None, **options) -> Regularizer:
+    """Build the regulariser ``name`` (see the module docstring; plug-ins add names with ``register_regularizer``).
 
     ``every`` = k > 1 evaluates the penalty on every k-th training step only, with its weights
-    multiplied by k (lazy regularisation; see ``Regularizer``).
+    multiplied by k (lazy regularisation; see ``Regularizer``); default 1, or the preset's.
+
+    ``preset`` (spectral names only): a named estimator setting of PRESETS ("exact", "fast", "whole-batch"):
+    its ``every`` and options, which ``every`` and ``options`` given here may add to but not contradict.
 
     ``target_ja`` / ``target_j`` = L (spectral names only) ask for max ||J A|| <= L / max ||J|| <= L
     instead of small norms: only the excess over L is penalised, with a multiplier raised while it persists
@@ -51,39 +78,32 @@ def build_regularizer(name: str, operator: LinearOperator | None = None, lambda_
     tune the estimators: spectral (iters, cold_iters, candidates, refresh, store_dtype,
     store_device, seed, jvp_mode, chunk_rows, krylov, screen, focus), Frobenius (n_projections, projection, seed), sw (iters).
     """
-    if name not in REGULARIZERS:
-        raise ValueError(f"unknown regularizer name {name!r}; expected one of {list(REGULARIZERS)}")
-    allowed = {"s": _SPECTRAL_OPTIONS, "f": _FROBENIUS_OPTIONS}.get(name[0], ()) if name in _JACOBIAN_TARGETS else (
-        ("iters",) if name == "sw" else ("seed",) if name == "spectreg" else ())
+    spec = regularizer_spec(name)
+    if preset is not None and not spec.spectral:
+        raise ValueError(f"preset {preset!r}: regularizer {name!r} is not a spectral penalty; presets set the "
+                         f"spectral estimator of {list(spectral_names())}")
+    every, options = with_preset(preset, every, options)
+    allowed = spec.option_names()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for regularizer {name!r}; expected a subset of {list(allowed)}")
     bounds = {t: v for t, v in (("sja", target_ja), ("sj", target_j)) if v is not None}
-    if bounds and (name not in ("sj", "sja", "sja+sj") or not set(bounds) <= set(_JACOBIAN_TARGETS[name])):
+    if bounds and (not spec.spectral or not set(bounds) <= set(spec.weights)):
         given = ", ".join(f"target_{t[1:]}={v}" for t, v in bounds.items())
-        raise ValueError(f"{given}: regularizer {name!r} has no such spectral norm; a target on ||J A|| needs sja or "
-                         "sja+sj, one on ||J|| needs sj or sja+sj")
-    if name == "none":
-        return Regularizer(name, [], {}, kappa, every)
-    if name in _JACOBIAN_TARGETS:
-        term_names = _JACOBIAN_TARGETS[name]
-        if any(t.endswith("ja") for t in term_names) and not isinstance(operator, LinearOperator):
-            raise ValueError(f"regularizer {name!r} is model-aware and needs operator= (a LinearOperator), "
-                             f"got {type(operator).__name__}")
-        targets = {t: (operator if t.endswith("ja") else None) for t in term_names}
-        weights = {t: (lambda_ja if t.endswith("ja") else lambda_j) for t in term_names}
-        penalty = (SpectralJacobianPenalty if name[0] == "s" else FrobeniusJacobianPenalty)(targets, **options)
-        return Regularizer(name, [penalty], weights, kappa, every, bounds)
-    if name == "spectreg":
-        penalty = FrobeniusJacobianPenalty({"spectreg": None}, n_projections=1, reduction="mean", **options)
-        return Regularizer(name, [penalty], {"spectreg": weight}, kappa, every)
-    term = {"wd": WeightDecay, "sw": WeightSpectralNorm, "datagrad": DataGrad}[name](**options)
-    return Regularizer(name, [term], {name: weight}, kappa, every)
+        raise ValueError(f"{given}: regularizer {name!r} has no such spectral norm; a target on ||J A|| needs one of "
+                         f"{list(spectral_names('ja'))}, one on ||J|| one of {list(spectral_names('j'))}")
+    if spec.model_aware and not isinstance(operator, LinearOperator):
+        raise ValueError(f"regularizer {name!r} is model-aware and needs operator= (a LinearOperator), "
+                         f"got {type(operator).__name__}")
+    given = {"lambda_ja": lambda_ja, "lambda_j": lambda_j, "weight": weight}
+    terms = spec.build(operator, **options)
+    return Regularizer(name, list(terms), {t: given[k] for t, k in spec.weights.items()}, kappa, every, bounds)
 
 
 __all__ = [
     "build_regularizer", "Regularizer", "REGULARIZERS", "AUTO", "auto_weight", "jacobian_spectral_norm",
     "jacobian_frobenius_sq", "power_iteration", "with_and_without_operator", "JacobianProducts", "refuse_batch_coupling",
     "SpectralJacobianPenalty", "FrobeniusJacobianPenalty", "WeightDecay", "WeightSpectralNorm", "DataGrad",
-    "l2_distance",
+    "l2_distance", "register_regularizer", "registered_regularizers", "regularizer_spec", "RegularizerSpec",
+    "PRESETS", "Preset", "names_weighted_by", "spectral_names", "with_preset",
 ]

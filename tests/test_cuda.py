@@ -95,3 +95,17 @@ def test_worst_case_perturbation_on_cuda_reaches_the_linear_bound():
     assert e.device.type == "cuda"
     torch.testing.assert_close(moved, torch.full_like(moved, 0.5 * float(torch.linalg.matrix_norm(matrix, ord=2))),
                                rtol=1e-3, atol=0)
+
+
+def test_evaluation_stability_and_shift_run_on_the_runs_gpu_and_agree_with_the_cpu(tmp_path):
+    """A CUDA run is scored on its GPU by default (reports say where), with the CPU's numbers."""
+    from jacinv.report import evaluate_run
+    from jacinv.stability import stability_report
+
+    train(tiny_config("cs", "train.device=cuda"), tmp_path / "run", progress=False)
+    on_gpu, on_cpu = (evaluate_run(tmp_path / "run", device=d) for d in (None, "cpu"))
+    assert on_gpu["device"].startswith("cuda") and on_cpu["device"] == "cpu"
+    assert on_gpu["summary"]["network"]["psnr"] == pytest.approx(on_cpu["summary"]["network"]["psnr"], abs=1e-3)
+    report = stability_report(tmp_path / "run", radii=[0.1], n_samples=4, steps=3, classical=False)
+    assert report["device"].startswith("cuda") and report["curves"]["network"][0]["change_mean"] > 0
+    assert evaluate_main([str(tmp_path / "run"), "--shift", "blob", "--shift-samples", "4"]) == 0

@@ -16,30 +16,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 TINY = ["data.n_train=20", "data.n_test=10", "train.batch_size=10", "train.epochs=2", "train.probe_size=2",
         "train.probe_iters=2", "model.kwargs={width: 32}", "train.eval_every=1"]
 
-PLUGIN = '''
-import torch
-from jacinv.regularizers import register_regularizer
-
-
-class OutputEnergy(torch.nn.Module):
-    """mean_i ||f(y_i)||^2 * scale"""
-    def __init__(self, scale):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, f, y, x=None, index=None):
-        return {"energy": self.scale * f(y).pow(2).flatten(1).sum(1).mean()}, {}
-
-
-register_regularizer("output_energy", lambda operator, scale=1.0: [OutputEnergy(scale)], weights={"energy": "weight"})
-'''
+PLUGIN = Path(__file__).parents[1] / "examples" / "penalties.py"   # registers "output_energy"
 
 
 def test_a_plugin_regulariser_trains_from_a_config_with_its_weight_and_options(tmp_path, capsys):
-    plugin = tmp_path / "energy.py"
-    plugin.write_text(PLUGIN)
     run = tmp_path / "run"
-    code = train_main([*TINY, f"plugins=[{plugin}]", "regularizer.name=output_energy", "regularizer.weight=0.01",
+    code = train_main([*TINY, f"plugins=[{PLUGIN}]", "regularizer.name=output_energy", "regularizer.weight=0.01",
                        "regularizer.options={scale: 2.0}", "--run-dir", str(run), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     rows = json.loads((run / "metrics.json").read_text())
@@ -52,13 +34,11 @@ def test_a_plugin_regulariser_trains_from_a_config_with_its_weight_and_options(t
 
 
 def test_a_plugin_option_that_its_builder_does_not_take_is_refused(tmp_path, capsys):
-    plugin = tmp_path / "energy2.py"
-    plugin.write_text(PLUGIN.replace("output_energy", "output_energy2"))
-    code = train_main([*TINY, f"plugins=[{plugin}]", "regularizer.name=output_energy2", "regularizer.options={scal: 2.0}",
+    code = train_main([*TINY, f"plugins=[{PLUGIN}]", "regularizer.name=output_energy", "regularizer.options={scal: 2.0}",
                        "--run-dir", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
-    assert re.search(r"config key 'regularizer': unknown option\(s\) \['scal'\] for regularizer 'output_energy2'; "
+    assert re.search(r"config key 'regularizer': unknown option\(s\) \['scal'\] for regularizer 'output_energy'; "
                      r"expected a subset of \['scale'\]", err), err
 
 

@@ -86,3 +86,31 @@ def test_report_ge_matches_the_training_ge_on_super_resolution(tmp_path):
     network = evaluate_run(tmp_path / "run")["summary"]["network"]
     assert network["generalisation_gap"] == pytest.approx(history[-1]["ge"], rel=1e-5)
     assert network["test_l2"] == pytest.approx(history[-1]["test_loss"], rel=1e-5)
+
+
+def test_the_evaluation_device_is_the_runs_unless_asked_and_a_missing_gpu_is_said(monkeypatch):
+    from jacinv.config import ConfigError
+    from jacinv.distributed import evaluation_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert evaluation_device({"train": {"device": "auto"}}) == torch.device("cpu")
+    assert evaluation_device({"train": {"device": "cuda"}}, "cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"'train.device' is 'cuda', but no CUDA GPU is available here.*"
+                                          r"\(the run was trained with it\); evaluate it here with --device cpu"):
+        evaluation_device({"train": {"device": "cuda"}})
+    with pytest.raises(ConfigError, match=r"^--device must be auto, cpu, cuda or cuda:N, got 'gpu'$"):
+        evaluation_device({"train": {"device": "cpu"}}, "gpu")
+    with pytest.raises(ConfigError, match=r"^--device is 'cuda:0', but no CUDA GPU is available here; use --device auto"):
+        evaluation_device({"train": {"device": "cpu"}}, "cuda:0")
+
+
+def test_a_network_on_another_device_takes_and_gives_cpu_tensors_and_passes_gradients():
+    from jacinv.report import OnDevice
+
+    net = torch.nn.Linear(3, 2)
+    wrapped = OnDevice(net, torch.device("cpu"))
+    y = torch.randn(4, 3, requires_grad=True)
+    out = wrapped(y)
+    torch.testing.assert_close(out, net(y))
+    out.sum().backward()
+    torch.testing.assert_close(y.grad, net.weight.sum(0).expand(4, 3))

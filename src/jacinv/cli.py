@@ -155,6 +155,8 @@ def evaluate_main(argv=None) -> int:
                              "network against the classical reconstructions: shift_<shift>.json/png")
     parser.add_argument("--shift-samples", type=int, metavar="N",
                         help="--shift: test signals compared (default 64, or all when fewer)")
+    parser.add_argument("--device", metavar="DEVICE",
+                        help="where the network runs: auto, cpu, cuda or cuda:N (default: the run's train.device)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error too")
     args = parser.parse_intermixed_args(argv)
     for flag, value, needs in (("--delta", args.delta, "bound"), ("--radii", args.radii, "stability"),
@@ -176,7 +178,7 @@ def evaluate_main(argv=None) -> int:
         if default_report:
             report = evaluate_run(args.run_dir, overrides=args.data_overrides, bound=args.bound,
                                   delta=0.05 if args.delta is None else args.delta,
-                                  save_reconstructions=args.save_reconstructions)
+                                  save_reconstructions=args.save_reconstructions, device=args.device)
             print(report_table(report))
             print(f"\nreport: {args.run_dir / 'report.json'}, figures: {args.run_dir / 'report.png'}")
             if args.save_reconstructions:
@@ -184,7 +186,8 @@ def evaluate_main(argv=None) -> int:
         if args.shift:
             from .shift import shift_paths, shift_report, shift_table
 
-            report = shift_report(args.run_dir, args.shift, overrides=args.data_overrides, n_samples=args.shift_samples)
+            report = shift_report(args.run_dir, args.shift, overrides=args.data_overrides, n_samples=args.shift_samples,
+                                  device=args.device)
             print(shift_table(report))
             json_path, figure_path = shift_paths(args.run_dir, args.shift)
             print(f"\nreport: {json_path}, figure: {figure_path}")
@@ -192,14 +195,14 @@ def evaluate_main(argv=None) -> int:
             from .stability import stability_report, stability_table
 
             report = stability_report(args.run_dir, overrides=args.data_overrides, radii=args.radii,
-                                      n_samples=args.stability_samples)
+                                      n_samples=args.stability_samples, device=args.device)
             print(stability_table(report))
             print(f"\nreport: {args.run_dir / 'stability.json'}, figure: {args.run_dir / 'stability.png'}")
         if args.images:
             from .sr_images import evaluate_images, images_table
 
             report = evaluate_images(args.run_dir, args.images, overrides=args.data_overrides,
-                                     progress=sys.stderr.isatty())
+                                     progress=sys.stderr.isatty(), device=args.device)
             print(images_table(report))
             print(f"\nreport: {args.run_dir / 'images_report.json'}, figure: {args.run_dir / 'images_report.png'}")
     except USER_ERRORS as err:

@@ -35,6 +35,22 @@ def uses_cuda(device: str) -> bool:
     return torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
 
 
+def evaluation_device(config: dict, requested: str | None = None) -> torch.device:
+    """Where an evaluation runs a trained network: ``requested`` (evaluate.py --device) or else the run's own
+    ``train.device`` ("auto": the GPU when there is one)."""
+    setting = requested or config["train"]["device"]
+    try:
+        check_device(setting)
+    except ConfigError as err:
+        if requested is not None:
+            raise ConfigError(str(err).replace("config key 'train.device'", "--device")
+                              .replace("train.device=", "--device ")) from None
+        raise ConfigError(f"{err} (the run was trained with it); evaluate it here with --device cpu") from None
+    if uses_cuda(setting):
+        return torch.device(setting if setting.startswith("cuda:") else "cuda")
+    return torch.device("cpu")
+
+
 def setup(device: str = "auto") -> torch.device:
     """Initialise the process group under torchrun (nccl on GPUs, gloo on CPUs) and pick the device."""
     check_device(device)

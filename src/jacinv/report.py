@@ -1,6 +1,7 @@
 """evaluate.py: metrics of a trained run next to classical baselines, a JSON report and a figure page."""
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -9,10 +10,12 @@ import h5py
 
 import numpy as np
 import torch
+from torch import nn
 
 from .checkpoint import CHECKPOINT, load_checkpoint, load_weights, write_json
 from .classical import fit_weights, reconstructions
 from .config import RESUMABLE, ConfigError, check_matches_checkpoint, load_run_config
+from .distributed import evaluation_device
 from .evaluation import batches, evaluate_split, image_metrics
 from .experiment import build_experiment
 from .metrics import rgb_to_y, shave, ssim, volume_maxima
@@ -135,24 +138,41 @@ def run_config_and_checkpoint(run_dir: Path, overrides=(), command: str = "evalu
     return config, state, source
 
 
-def load_run(run_dir: Path, overrides=()):
+class OnDevice(nn.Module):
+    """``model`` run on ``device``: its input moved there, its output moved back to the input's device (autograd
+    follows both copies, so an attack can differentiate through it)."""
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        super().__init__()
+        self.model, self.device = model.to(device), device
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.model(y.to(self.device)).to(y.device)
+
+
+def load_run(run_dir: Path, overrides=(), device: str | None = None):
     """(config, experiment, trained model in eval mode, checkpoint state) of the run in ``run_dir``
     (its last checkpoint, or the previous one when that is damaged).  ``overrides`` may change only
-    the test data (``data.*``, ``noise.*``); the state gets "source", the checkpoint file it came from."""
+    the test data (``data.*``, ``noise.*``); the state gets "source", the checkpoint file it came from, and
+    "device", where the model runs: ``device`` or the run's train.device (``evaluation_device``).  The model takes
+    and returns tensors on the CPU wherever it runs; the experiment (operator, data) stays on the CPU."""
     config, state, source = run_config_and_checkpoint(run_dir, overrides)
     exp = build_experiment(config)
     load_weights(exp.model, state["model"], source)
-    exp.model.eval()
-    return config, exp, exp.model, {**state, "source": str(source)}
+    chosen = evaluation_device(config, device)
+    # a copy: model-based nets hold the operator, which the classical methods use on the CPU
+    model = exp.model if chosen.type == "cpu" else OnDevice(copy.deepcopy(exp.model), chosen)
+    model.eval()
+    return config, exp, model, {**state, "source": str(source), "device": str(chosen)}
 
 
 def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05,
-                 save_reconstructions=None, batch_size: int = 16) -> dict:
+                 save_reconstructions=None, batch_size: int = 16, device: str | None = None) -> dict:
     """Evaluate the last checkpoint of ``run_dir``; writes report.json and report.png there (and with
     ``save_reconstructions`` one HDF5 file per test volume in that folder).  The test set is read a
-    batch at a time, so memory does not grow with it."""
+    batch at a time, so memory does not grow with it.  The network runs on ``device`` (default: the run's)."""
     run_dir = Path(run_dir)
-    config, exp, model, state = load_run(run_dir, overrides)
+    config, exp, model, state = load_run(run_dir, overrides, device)
     device = torch.device("cpu")
     if bound and getattr(exp.operator, "per_measurement_mask", False):
         raise ConfigError("--bound needs one operator A for every sample; measured k-space has a mask per volume")
@@ -187,7 +207,7 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
     # GE as training measures it: l2 losses of whole signals (the task protocol may shave SR borders)
     test_l2, train_l2 = (evaluate_split(model, ds, device)["l2"] for ds in (exp.test_set, exp.train_set))
     summary["network"].update(test_l2=test_l2, train_l2=train_l2, generalisation_gap=abs(test_l2 - train_l2))
-    report = {"run_dir": str(run_dir), "epoch": state["epoch"], "checkpoint": state["source"],
+    report = {"run_dir": str(run_dir), "epoch": state["epoch"], "checkpoint": state["source"], "device": state["device"],
               "epochs_trained": state["epoch"] + 1, "n_test": len(exp.test_set), "data": exp.data_note,
               "summary": summary, "per_sample_psnr": {k: v["psnr"].tolist() for k, v in per_sample.items()}}
     if writer is not None:

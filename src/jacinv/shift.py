@@ -88,13 +88,15 @@ def shift_paths(run_dir, shift: str) -> tuple[Path, Path]:
 FAMILY_KEYS = ("source", "name", "root", "train_root", "test_root")
 
 
-def shift_report(run_dir, shift: str, overrides=(), n_samples: int | None = None, seed: int = 0) -> dict:
+def shift_report(run_dir, shift: str, overrides=(), n_samples: int | None = None, seed: int = 0,
+                 device: str | None = None) -> dict:
     """Mean PSNR / SSIM of the network and the classical reconstructions on ``n_samples`` test signals
     (default: 64, or all when fewer), in
     distribution and shifted (``shift``: "ring" or "blob" added to the test images, or "subject": them
     made to look like other subjects (``imitate_new_subject``), whose family ``overrides`` may also change;
     "data": the family the ``overrides`` give).  Writes shift_<shift>.json and
-    shift_<shift>.png (the shifted sample the network handles worst against TV) to ``run_dir``."""
+    shift_<shift>.png (the shifted sample the network handles worst against TV) to ``run_dir``.  The network runs
+    on ``device`` (default: the run's)."""
     from .report import _weights, load_run
 
     if shift not in SHIFTS:
@@ -103,13 +105,13 @@ def shift_report(run_dir, shift: str, overrides=(), n_samples: int | None = None
         raise ValueError("shift 'data' needs data overrides that give the other family, "
                          "e.g. data.source=embedded data.name=patches")
     run_dir = Path(run_dir)
-    config, exp, model, _ = load_run(run_dir)
+    config, exp, model, state = load_run(run_dir, device=device)
     n_samples = samples_asked(n_samples, len(exp.test_set), default=64, flag="--shift-samples")
     weights = _weights(exp.operator, exp.train_set, config, run_dir)
     own = exp.test_set.signals[:n_samples]
     other, measured_by = own, exp
     if overrides:
-        other_config, other_exp, _, _ = load_run(run_dir, overrides)
+        other_config, other_exp, _, _ = load_run(run_dir, overrides, device="cpu")   # its data only
         if shift == "data" and all(other_config["data"][k] == config["data"][k] for k in FAMILY_KEYS):
             same = ", ".join(f"data.{k}={config['data'][k]!r}" for k in FAMILY_KEYS)
             raise ConfigError(f"--shift data: the overrides {' '.join(overrides)} give the run's own data family "
@@ -119,7 +121,8 @@ def shift_report(run_dir, shift: str, overrides=(), n_samples: int | None = None
     shifted = (add_structure(other, shift, generator=generator) if shift in STRUCTURES
                else imitate_new_subject(other, generator) if shift == "subject" else other)
     noise = measured_by.test_set.noise   # the overrides' noise model (e.g. noise.radius=0.0) when they give one
-    report = {"run_dir": str(run_dir), "shift": shift, "overrides": list(overrides), "n_samples": len(own)}
+    report = {"run_dir": str(run_dir), "shift": shift, "overrides": list(overrides), "n_samples": len(own),
+              "device": state["device"]}
     for split, signals in (("in_distribution", own), ("shifted", shifted)):
         data = InverseProblemDataset(signals, exp.operator, noise, seed=seed + 1)
         y = data.measure(torch.arange(len(data)))

@@ -14,6 +14,7 @@ Protocol, per image:
 """
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .checkpoint import load_weights, write_json
 from .classical import tv_reconstruction, weighted_name
 from .config import ConfigError
 from .datasets.folder import list_images, read_image
+from .distributed import evaluation_device
 from .transforms import seed_for
 from .experiment import build_experiment, build_noise
 from .metrics import psnr, rgb_to_y, shave, ssim
@@ -49,10 +51,11 @@ def bicubic(y: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(y, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
-def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None) -> dict:
+def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None, device: str | None = None) -> dict:
     """Score the run's network, bicubic interpolation and TV on every image under ``folder`` (module
-    doc); writes images_report.json and images_report.png into the run and returns the report."""
-    from .report import _weights, run_config_and_checkpoint
+    doc); writes images_report.json and images_report.png into the run and returns the report.  The network
+    runs on ``device`` (default: the run's train.device)."""
+    from .report import OnDevice, _weights, run_config_and_checkpoint
 
     run_dir = Path(run_dir)
     config, state, source = run_config_and_checkpoint(run_dir, overrides, command="evaluate.py --images")
@@ -61,6 +64,7 @@ def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None)
         raise ConfigError(f"--images is the super-resolution protocol; run {run_dir} uses operator "
                           f"{op_cfg['name']!r}, expected 'blur_decimate'")
     exp = build_experiment(config)  # the training pairs fix TV's weight, as in evaluate.py
+    chosen = evaluation_device(config, device)
     tv_weight, tv_grid = _weights(exp.operator, exp.train_set, config, run_dir)["tv"]
     scale = exp.operator.factor
     noise = build_noise(config["noise"])
@@ -79,7 +83,7 @@ def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None)
             y = y + image_noise.sample(y.shape, seed=seed_for(config["seed"], path.name))
         model = build_model(config["model"]["name"], operator, **config["model"]["kwargs"])
         load_weights(model, state["model"], source)
-        model.eval()
+        model = (model if chosen.type == "cpu" else OnDevice(copy.deepcopy(model), chosen)).eval()
         with torch.no_grad():
             recons = {"network": model(y), "bicubic": bicubic(y, scale),
                       weighted_name("tv", tv_weight, tv_grid): tv_reconstruction(operator, y, tv_weight)}
@@ -93,7 +97,7 @@ def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None)
             shown = (x, recons, row)
     methods = [k for k in rows[0] if k not in ("image", "size")]
     summary = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in ("psnr", "ssim")} for m in methods}
-    report = {"run_dir": str(run_dir), "folder": str(folder), "images": len(rows), "scale": scale,
+    report = {"run_dir": str(run_dir), "folder": str(folder), "images": len(rows), "scale": scale, "device": str(chosen),
               "protocol": __doc__.split("Protocol, per image:")[1].strip(), "summary": summary, "per_image": rows}
     write_json(report, run_dir / "images_report.json")
     _figure(*shown, run_dir / "images_report.png")

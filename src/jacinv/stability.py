@@ -122,17 +122,17 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
 
 
 def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = None, steps: int = 20,
-                     classical: bool = True) -> dict:
+                     classical: bool = True, device: str | None = None) -> dict:
     """Worst-case stability of the run's network and, with ``classical``, of TV (the run's cached weight) on
     the first ``n_samples`` test measurements (default: 16, or all when fewer), the network attacked a training
     batch at a time, each perturbation confined to the entries a measurement carries (for k-space masks: the
     sampled positions; ``LinearOperator.measured_part``); writes
     stability.json and stability.png into ``run_dir``.  TV's curve does not depend on the network, so a
-    study of many nets on one test set needs it once."""
+    study of many nets on one test set needs it once.  The network runs on ``device`` (default: the run's)."""
     from .report import _weights, load_run
 
     run_dir = Path(run_dir)
-    config, exp, model, _ = load_run(run_dir, overrides)
+    config, exp, model, state = load_run(run_dir, overrides, device)
     n_samples = samples_asked(n_samples, len(exp.test_set), default=16, flag="--stability-samples")
     y, x = exp.test_set.pairs(torch.arange(n_samples))
     if radii is None:
@@ -148,7 +148,7 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = 
     curves, worst = stability_curves(methods, y, x, radii, steps, seed=int(config["seed"]),
                                      attack_rows={"network": config["train"]["batch_size"]},
                                      measured=exp.operator.measured_part)
-    report = {"run_dir": str(run_dir), "data": exp.data_note, "samples": int(y.shape[0]), "steps": steps,
+    report = {"run_dir": str(run_dir), "data": exp.data_note, "device": state["device"], "samples": int(y.shape[0]), "steps": steps,
               "noise_radius": float(config["noise"]["radius"]), "target_j": config["regularizer"]["target_j"],
               "curves": curves}
     write_json(report, run_dir / "stability.json")

@@ -1,4 +1,5 @@
 """The cost benchmark's bookkeeping: error parts and the aggregation over training seeds."""
+import json
 import sys
 from pathlib import Path
 
@@ -34,3 +35,25 @@ def test_errors_over_seeds_are_the_mean_with_the_worst_seed_beside():
     assert row["early_parts"]["convergence"]["sja"] == pytest.approx((0.10 + 0.04 + 0.01) / 3)
     assert row["step_ms"] == 10.0 and [r["seed"] for r in row["per_seed"]] == [0, 1, 2]
     assert jacobian_cost.over_seeds(results[:1]) == results[0]
+
+
+def test_the_dispatch_worker_counts_a_plain_step_and_the_penalty_without_host_waits():
+    row = jacobian_cost.dispatch_worker("fc-cs", "jacinv", "cpu", {})
+    assert row["syncs_per_step"] == row["plain_syncs_per_step"] == 0
+    assert row["ops_per_step"] > row["plain_ops_per_step"] > 0
+
+
+def test_the_epoch_time_benchmark_reads_each_epochs_seconds(tmp_path):
+    import epoch_time
+    out = tmp_path / "epochs.json"
+    argv = ["epoch_time.py", "--configs", "cs_unrolled", "--epochs", "3", "--out", str(out), "--extra",
+            "data.n_train=20", "data.n_val=10", "data.n_test=10", "train.batch_size=10", "model.kwargs={iterations: 2}"]
+    old, sys.argv = sys.argv, argv
+    try:
+        epoch_time.main()
+    finally:
+        sys.argv = old
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["setting"] for r in rows] == list(epoch_time.SETTINGS)
+    assert all(len(r["epoch_seconds"]) == 3 and r["later_s"] == r["epoch_seconds"][1] for r in rows)
+    assert rows[0]["ratio"] == 1.0

@@ -28,6 +28,10 @@ Each (case, method) runs in fresh worker processes, alone on the machine:
              mode, double backward) pages in more of them; the total is kept in the JSON as well.
              On CUDA: the peak of allocated GPU memory above the set-up
              (torch.cuda.max_memory_allocated), steps timed after a synchronise.
+  dispatch   a third process counts per step the operators dispatched (kernel launches on a GPU) and the host
+             synchronisations (jacinv.dispatch_count) of the forward, penalty and backward passes, the method's
+             against plain steps', on the first steps (cold) and one epoch later.  ``--dispatch-only`` runs only
+             these; counts do not depend on the machine's load, so ``--jobs`` may run them side by side.
 Methods:
   plain         fidelity loss only
   jacinv        build_regularizer("sja+sj") at its defaults (every = 1)
@@ -52,7 +56,7 @@ power iterations (krylov = 8); for DnCNN, Lanczos (scipy svds on the matrix-free
 the 2 samples ranked highest the same way, checked against an exact Jacobian on one sample; and the sample the
 estimate was taken at, the same way.
 Prints a table with ratios to the plain step and writes benchmarks/results/jacobian_cost.json
-(jacobian_cost_cuda.json with --device cuda).
+(jacobian_cost_cuda.json with --device cuda; --dispatch-only: jacobian_dispatch.json, jacobian_dispatch_cuda.json).
 """
 from __future__ import annotations
 
@@ -527,7 +531,8 @@ def main():
         options[key] = int(value) if value.lstrip("-").isdigit() else value
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         parser.error(f"--device must be cpu, or cuda[:N] on a machine with a CUDA GPU; got {args.device!r}")
-    args.out = args.out or (RESULTS.with_name(RESULTS.stem + "_cuda.json") if args.device != "cpu" else RESULTS)
+    stem = "jacobian_dispatch" if args.dispatch_only else RESULTS.stem   # counts never overwrite the timed table
+    args.out = args.out or RESULTS.with_name(stem + ("_cuda" if args.device != "cpu" else "") + ".json")
     def steps(case: str) -> int:
         if args.steps is not None:
             return args.steps

@@ -5,6 +5,7 @@ most stability and shift robustness per dB given up in distribution.
     python benchmarks/robustness.py --tables-only            # redraw from the cache
     python benchmarks/robustness.py --quick --jobs 2         # a few minutes: tiny VarNet, 3 epochs
     python benchmarks/robustness.py --shipped --jobs 2       # the shipped model-based configs, in and off distribution
+    python benchmarks/robustness.py --seeds 0 1 2 --arms augment "noise 5%" --jobs 2   # frontier points, 3 seeds
 
 Every arm is configs/mri_4x_varnet.yaml (VarNet, MNI152 slices, 4x random mask, 100 epochs) with the
 overrides of ARMS: the remedies (noise in training, augmentation), the stability targets of the Jacobian
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -52,8 +54,8 @@ ARMS = (  # in the order they are trained: the frontier's likely points first
     ("sja, ‖J A‖ ≤ 1.5", ("regularizer.name=sja", "regularizer.target_ja=1.5", *PENALTY)),
     ("sj, ‖J‖ ≤ 4", SJ(4.0)),
     ("noise 5%", NOISE(2.25)),
-    ("sj ≤ 3 + augment", (*SJ(3.0), AUGMENT)),
-    ("sj ≤ 3 + noise 1%", (*SJ(3.0), *NOISE(0.45))),
+    ("sj ≤ 4 + augment", (*SJ(4.0), AUGMENT)),
+    ("sj ≤ 4 + noise 5%", (*SJ(4.0), *NOISE(2.25))),
     ("sj, ‖J‖ ≤ 1.5", SJ(1.5)),
     ("none", ("regularizer.name=none",)),
 )
@@ -146,26 +148,54 @@ def _cell(value: float, fmt: str = ".2f") -> str:
     return "–" if value != value else format(value, fmt)   # NaN: not measured
 
 
+#: the figures shown as mean ± std over seeds where an arm has several
+SPREAD = ("psnr", "ssim", "shift_psnr", "probe_max_sj", "probe_max_sja", "ge", "seconds")
+
+
+def over_seeds(rows: list[dict]) -> list[dict]:
+    """One row per arm (in order of first appearance): with several seeds, the mean of each figure, its standard
+    deviation in ``<figure>_std`` (SPREAD and the drops) and the number of seeds in ``seeds``."""
+    arms: dict[str, list[dict]] = {}
+    for r in rows:
+        arms.setdefault(r["arm"], []).append(r)
+    out = []
+    for arm, runs in arms.items():
+        row = {"arm": arm, "seeds": len(runs)}
+        figures = [k for k in runs[0] if k in SPREAD or k.startswith(("drop_", "change_"))]
+        for k in figures:
+            values = [r.get(k, float("nan")) for r in runs]
+            row[k] = statistics.fmean(values)
+            row[k + "_std"] = statistics.stdev(values) if len(values) > 1 else float("nan")
+        out.append(row)
+    return out
+
+
+def _spread(row: dict, key: str, fmt: str = ".2f") -> str:
+    std = row.get(key + "_std", float("nan"))
+    return format(row.get(key, float("nan")), fmt) + ("" if std != std else f" ± {std:{fmt}}")
+
+
 def markdown(rows: list[dict], refs: dict, radii: list[str]) -> str:
     """The study's table: one row per arm, then the classical references.  Radii are the stability report's
     defaults for noiseless runs, RELATIVE_RADII of the mean ||y||."""
     from jacinv.stability import RELATIVE_RADII
 
     share = dict(zip(radii, RELATIVE_RADII)) if len(radii) == len(RELATIVE_RADII) else {}
-    head = ["arm", "PSNR / SSIM (volume)",
+    head = ["arm", "seeds", "PSNR / SSIM (volume)",
             *(f"drop at {100 * share[r]:g} % (r = {float(r):.2f})" if r in share else f"drop at r = {r}" for r in radii),
             "new subject PSNR", "max ‖J‖", "max ‖J A‖", "GE", "train time¹"]
     lines = ["| " + " | ".join(head) + " |", "| --- | " + " | ".join("---:" for _ in head[1:]) + " |"]
-    for r in rows:
-        lines.append(f"| {r['arm']} | {r['psnr']:.2f} / {r['ssim']:.3f} | "
-                     + " | ".join(f"{r.get('drop_' + k, float('nan')):.2f}" for k in radii)
-                     + f" | {r['shift_psnr']:.2f} | {r['probe_max_sj']:.2f} | {r['probe_max_sja']:.2f} | "
+    for r in over_seeds(rows):
+        lines.append(f"| {r['arm']} | {r['seeds']} | {_spread(r, 'psnr')} / {r['ssim']:.3f} | "
+                     + " | ".join(_spread(r, "drop_" + k) for k in radii)
+                     + f" | {_spread(r, 'shift_psnr')} | {r['probe_max_sj']:.2f} | {r['probe_max_sja']:.2f} | "
                        f"{r['ge']:.3f} | {r['seconds'] / 60:.0f} min |")
     for name, m in refs.items():
-        lines.append(f"| {name} | {_cell(m.get('psnr', float('nan')))} | "
+        lines.append(f"| {name} | | {_cell(m.get('psnr', float('nan')))} | "
                      + " | ".join(_cell(m.get('drop_' + k, float('nan'))) for k in radii)
                      + f" | {_cell(m.get('shift_psnr', float('nan')))} | | | | |")
-    lines.append("\n¹ Wall time with 2 to 5 runs and evaluations sharing the 2 cores, one thread each: a rough guide only.")
+    lines.append("\nWith several seeds: mean ± standard deviation over them (the other columns: means).\n"
+                 "¹ Wall time with 2 to 5 runs and evaluations sharing the 2 cores, one thread each: a rough guide only.")
     return "\n".join(lines)
 
 
@@ -174,10 +204,12 @@ def plot(rows: list[dict], refs: dict, radius: str, path: Path) -> None:
     from jacinv.plots import plt, save_figure
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for r in rows:
-        ax1.scatter(r.get(f"drop_{radius}", float("nan")), r["psnr"])
-        ax1.annotate(r["arm"], (r.get(f"drop_{radius}", float("nan")), r["psnr"]), fontsize=7)
-        ax2.scatter(r["shift_psnr"], r["psnr"])
+    nan = float("nan")
+    for r in over_seeds(rows):   # arms with several seeds: the mean, with ± one standard deviation as bars
+        drop = r.get(f"drop_{radius}", nan)
+        ax1.errorbar(drop, r["psnr"], xerr=r.get(f"drop_{radius}_std", nan), yerr=r.get("psnr_std", nan), fmt="o")
+        ax1.annotate(r["arm"], (drop, r["psnr"]), fontsize=7)
+        ax2.errorbar(r["shift_psnr"], r["psnr"], xerr=r.get("shift_psnr_std", nan), yerr=r.get("psnr_std", nan), fmt="o")
         ax2.annotate(r["arm"], (r["shift_psnr"], r["psnr"]), fontsize=7)
     for name, m in refs.items():
         if name.startswith("tv(") and "psnr" in m:   # TV as a point too: a net beats it up and to the left / right
@@ -204,6 +236,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a tiny VarNet for 3 epochs (a few minutes)")
     parser.add_argument("--tables-only", action="store_true", help="train nothing: tables from the cache")
     parser.add_argument("--train-only", action="store_true", help="train the arms, evaluate nothing")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="train nothing: evaluate the trained runs still missing evaluations (beside a training job)")
     parser.add_argument("--shipped", action="store_true", help="the shipped model-based configs instead of the arms")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--cache", type=Path, default=CACHE)
@@ -222,11 +256,12 @@ def main():
         return shipped(args)
     jobs = [(label, seed, overrides_of(arm, seed, args.quick)) for label, arm in arms for seed in args.seeds]
     runs = run_many([(CONFIG, o, False, 0) for _, _, o in jobs], args.jobs, args.workdir, args.cache,
-                    train=not args.tables_only, threads=1)
+                    train=not (args.tables_only or args.evaluate_only), threads=1)
     if args.train_only:
         return
     keys = [run_key(o, CONFIG) for _, _, o in jobs]
-    first_arm = {run_key(overrides_of(ARMS[0][1], seed, args.quick), CONFIG) for seed in args.seeds}
+    # the test slices and TV do not depend on the seed: TV is attacked once, beside the first arm's first seed
+    first_arm = {run_key(overrides_of(ARMS[0][1], min(args.seeds), args.quick), CONFIG)}
     extras = evaluations([k for k in keys if k in runs], args.workdir, args.cache, not args.tables_only, args.jobs,
                          first_arm)
     rows = [{**arm_row(label, runs[k], extras.get(k, {})), "seed": seed}

@@ -5,7 +5,7 @@ A new operator is tested by adding one line here.
 import torch
 
 from jacinv.operators import (BlurDecimate, GaussianCS, Identity, KSpaceSubsample, LinearOperator,
-                              MatrixOperator, register_operator)
+                              MatrixOperator, MultiCoilKSpace, register_operator)
 
 
 @register_operator("test_finite_difference")
@@ -40,6 +40,8 @@ OPERATOR_CASES = {
     "kspace_real_unpaired": lambda: KSpaceSubsample(in_shape=(1, 6, 8), mask=torch.tensor([0, 1, 1, 0, 0, 0, 0, 0])),
     "kspace_real_odd_unpaired": lambda: KSpaceSubsample(in_shape=(1, 5, 7), mask=torch.tensor([1, 0, 0, 0, 0, 0, 0])),
     "kspace_complex": lambda: KSpaceSubsample(in_shape=(1, 6, 8, 2), acceleration=2, center_fraction=0.25, seed=2),
+    "multicoil_real": lambda: MultiCoilKSpace(in_shape=(1, 6, 8), coils=3, acceleration=2, center_fraction=0.25, seed=1),
+    "multicoil_complex_full": lambda: MultiCoilKSpace(in_shape=(1, 6, 8, 2), coils=2, mask=torch.ones(8, dtype=torch.bool)),
     "identity": lambda: Identity(in_shape=(1, 4, 5)),
     "plugin_forward_only": lambda: FiniteDifference(n=6),
     "composed": lambda: BlurDecimate(in_shape=(1, 8, 8), factor=2) @ FiniteDifference(n=8),

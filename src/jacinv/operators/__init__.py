@@ -15,8 +15,12 @@ register_operator("kspace")(KSpaceSubsample)
 register_operator("identity")(Identity)
 register_operator("matrix")(MatrixOperator)
 
+from ..mri.multicoil import MultiCoilKSpace  # noqa: E402 (the MRI package builds on the operators above)
+
+register_operator("multicoil_kspace")(MultiCoilKSpace)
+
 __all__ = [
     "LinearOperator", "ComposedOperator", "GaussianCS", "BlurDecimate", "KSpaceSubsample", "MeasuredKSpace", "sampled_columns", "Identity",
     "MatrixOperator", "register_operator", "build_operator", "registered_operators", "check_adjoint", "check_linearity", "nonzero_norm",
-    "make_mask", "fft2c", "ifft2c", "complex_abs",
+    "make_mask", "fft2c", "ifft2c", "complex_abs", "MultiCoilKSpace",
 ]

@@ -1,0 +1,115 @@
+"""Multi-coil Cartesian MRI: y = M F S x, coil sensitivities S, centred orthonormal FFT F, column mask M."""
+from __future__ import annotations
+
+import scipy.sparse.linalg
+import torch
+
+from .._checks import as_shape
+from ..operators.base import LinearOperator
+from ..operators.fourier import fft2c, ifft2c
+from ..operators.masks import make_mask
+from .coils import birdcage_maps, check_maps, normalise_maps
+
+
+def complex_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a b for complex tensors with a trailing (real, imag) axis (broadcasting)."""
+    return torch.stack((a[..., 0] * b[..., 0] - a[..., 1] * b[..., 1], a[..., 0] * b[..., 1] + a[..., 1] * b[..., 0]),
+                       dim=-1)
+
+
+def complex_conj(a: torch.Tensor) -> torch.Tensor:
+    return torch.stack((a[..., 0], -a[..., 1]), dim=-1)
+
+
+class MultiCoilKSpace(LinearOperator):
+    """y = M F S x: each coil c sees the image weighted by its sensitivity S_c, then the centred orthonormal 2-D
+    FFT of every coil image, then the sampled columns.
+
+    Shapes: x (B, 1, H, W) for real images or (B, 1, H, W, 2) for complex ones; y (B, coils, H, W, 2), the full
+    k-space grid of every coil with the unsampled columns zero.  ``maps`` (coils, H, W, 2) (or complex
+    (coils, H, W)) are scaled to unit root-sum-of-squares; without them, ``coils`` analytic birdcage maps
+    (``coils.birdcage_maps``).  The mask: ``mask`` (bool (W,)) or (acceleration, center_fraction, pattern,
+    seed), as for ``KSpaceSubsample``.
+
+    ||A||: with unit root-sum-of-squares maps, A^H A = S^H F^H M F S <= S^H S <= I, so ||A|| <= 1
+    (``spectral_norm_bound``); with every column sampled and maps covering every pixel, A^H A = I and
+    ||A|| = 1 exactly (real images too: Re(S^H S) = I).  With a mask the norm depends on how the maps spread
+    energy across columns: ``spectral_norm()`` is then a Lanczos estimate (a certified lower bound).
+    """
+
+    def __init__(self, in_shape, coils: int | None = None, maps=None, acceleration: float = 4.0,
+                 center_fraction: float = 0.08, pattern: str = "random", seed: int = 0, key: str | None = None,
+                 mask=None):
+        in_shape = as_shape(in_shape, "in_shape")
+        if in_shape[0] != 1 or len(in_shape) not in (3, 4) or (len(in_shape) == 4 and in_shape[-1] != 2):
+            raise ValueError(f"in_shape must be (1, H, W) for real or (1, H, W, 2) for complex images, got {in_shape}")
+        self.complex_input = len(in_shape) == 4
+        h, w = in_shape[1:3]
+        if (maps is None) == (coils is None):
+            raise ValueError(f"give either maps (coils, {h}, {w}, 2) or coils (a number of analytic birdcage maps), "
+                             f"got maps={'None' if maps is None else 'a tensor'} and coils={coils!r}")
+        maps = birdcage_maps(coils, (h, w)) if maps is None else normalise_maps(check_maps(maps, (h, w)))
+        if mask is None:
+            mask = make_mask(pattern, w, acceleration, center_fraction, seed, key)
+            self.pattern = pattern
+        else:
+            mask = torch.as_tensor(mask)
+            if mask.shape != (w,) or mask.dtype != torch.bool:
+                raise ValueError(f"mask must be a bool tensor of shape (W,) = ({w},), got {mask.dtype} "
+                                 f"{tuple(mask.shape)}")
+            self.pattern = "explicit"
+        if not bool(mask.any()):
+            raise ValueError("mask samples no column; expected at least one True entry")
+        super().__init__(in_shape, (maps.shape[0], h, w, 2))
+        self.register_buffer("maps", maps)
+        self.register_buffer("mask", mask.clone())
+        covered = bool((maps.pow(2).sum(dim=(0, -1)) > 0).all())
+        self.spectral_norm_is_exact = bool(mask.all()) and covered
+
+    @property
+    def coils(self) -> int:
+        return self.maps.shape[0]
+
+    def _weights(self, like: torch.Tensor) -> torch.Tensor:
+        return self.mask.to(dtype=like.dtype, device=like.device)[:, None]
+
+    def measured_part(self, e: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``e`` on the sampled columns only (M e)."""
+        return e * self._weights(e)
+
+    def coil_images(self, x: torch.Tensor) -> torch.Tensor:
+        """S x: (B, *in_shape) -> (B, coils, H, W, 2)."""
+        z = x if self.complex_input else torch.stack((x, torch.zeros_like(x)), dim=-1)
+        return complex_mul(z, self.maps.to(z))
+
+    def combine(self, coil_images: torch.Tensor) -> torch.Tensor:
+        """S^H: (B, coils, H, W, 2) -> (B, *in_shape) (the real part for real images)."""
+        z = complex_mul(coil_images, complex_conj(self.maps.to(coil_images))).sum(dim=1, keepdim=True)
+        return z if self.complex_input else z[..., 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fft2c(self.coil_images(x)) * self._weights(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.combine(ifft2c(y * self._weights(y)))
+
+    def spectral_norm(self) -> float:
+        """1 when exact (class docstring); else the largest singular value by Lanczos (scipy's svds, ARPACK, on
+        float64 products: the top singular values of a masked multi-coil operator cluster, where the power
+        method stalls), as ||A v|| at its singular vector v: a lower bound, cached."""
+        if self.spectral_norm_is_exact:
+            return 1.0
+        if self._norm_cache is None:
+            _, _, vt = scipy.sparse.linalg.svds(self.as_scipy(), k=1, tol=1e-10, random_state=0)
+            v = torch.as_tensor(vt[0], dtype=torch.float64, device=self._device()).reshape(1, *self.in_shape)
+            with torch.no_grad():
+                self._norm_cache = float(self(v).norm() / v.norm())
+        return self._norm_cache
+
+    def spectral_norm_bound(self) -> float:
+        """A certified upper bound on ||A||: 1 (unit root-sum-of-squares maps, a mask only removes energy)."""
+        return 1.0
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, coils={self.coils}, pattern={self.pattern!r}, "
+                f"sampled={int(self.mask.sum())}/{self.mask.numel()} columns")

@@ -1,0 +1,95 @@
+"""Multi-coil k-space: the operator against its dense matrix and SVD, and the coil maps."""
+import math
+
+import pytest
+import torch
+
+from jacinv.mri import MultiCoilKSpace, birdcage_maps, check_maps, normalise_maps, rss
+from jacinv.operators import KSpaceSubsample, build_operator, check_adjoint
+
+
+def _op(complex_input=False, mask=None, coils=4, **kwargs):
+    shape = (1, 12, 10, 2) if complex_input else (1, 12, 10)
+    return MultiCoilKSpace(shape, coils=coils, mask=mask, acceleration=2, center_fraction=0.2, **kwargs).double()
+
+
+@pytest.mark.parametrize("complex_input", [False, True])
+def test_the_adjoint_is_the_transpose_of_the_dense_matrix(complex_input):
+    op = _op(complex_input)
+    assert check_adjoint(op) < 1e-12
+    dense = op.to_dense()
+    y = torch.randn(2, *op.out_shape, dtype=torch.float64)
+    torch.testing.assert_close(op.adjoint(y).reshape(2, -1), y.reshape(2, -1) @ dense)
+
+
+@pytest.mark.parametrize("complex_input", [False, True])
+def test_the_norm_is_below_one_with_a_mask_and_its_estimate_is_the_svds(complex_input):
+    op = _op(complex_input)
+    exact = float(torch.linalg.matrix_norm(op.to_dense(), ord=2))
+    assert not op.spectral_norm_is_exact
+    assert exact <= op.spectral_norm_bound() + 1e-6
+    # a Lanczos estimate: a lower bound, accurate where the top singular values cluster (as here, within 1e-4)
+    assert op.spectral_norm() == pytest.approx(exact, rel=1e-7) and op.spectral_norm() <= exact * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("complex_input", [False, True])
+def test_without_a_mask_unit_rss_maps_make_the_operator_an_isometry(complex_input):
+    op = _op(complex_input, mask=torch.ones(10, dtype=torch.bool))
+    dense = op.to_dense()
+    assert op.spectral_norm_is_exact and op.spectral_norm() == 1.0
+    singular = torch.linalg.svdvals(dense)
+    torch.testing.assert_close(singular, torch.ones_like(singular), rtol=1e-6, atol=0)   # A^T A = I
+
+
+def test_one_coil_of_unit_sensitivity_is_the_single_coil_operator():
+    ones = torch.zeros(1, 12, 10, 2)
+    ones[..., 0] = 1.0
+    multi = MultiCoilKSpace((1, 12, 10), maps=ones, acceleration=2, center_fraction=0.2, seed=3)
+    single = KSpaceSubsample((1, 12, 10), acceleration=2, center_fraction=0.2, seed=3)
+    x = torch.rand(3, 1, 12, 10)
+    torch.testing.assert_close(multi(x), single(x))
+    torch.testing.assert_close(multi.measured_part(multi(x) + 1.0), single.measured_part(single(x) + 1.0))
+
+
+def test_birdcage_maps_have_unit_rss_and_differ_from_coil_to_coil():
+    maps = birdcage_maps(8, (16, 12))
+    assert maps.shape == (8, 16, 12, 2)
+    torch.testing.assert_close(maps.pow(2).sum(dim=(0, -1)), torch.ones(16, 12), rtol=1e-5, atol=0)
+    magnitude = maps.pow(2).sum(-1).sqrt()
+    assert all(not torch.allclose(magnitude[0], magnitude[c], rtol=0.05) for c in range(1, 8))
+    # each coil is brightest on its own side of the image
+    assert magnitude[0][:, -1].mean() > magnitude[0][:, 0].mean()     # coil 0 sits at angle 0: +x
+    assert magnitude[4][:, 0].mean() > magnitude[4][:, -1].mean()     # coil 4 at angle pi: -x
+
+
+def test_rss_of_the_coil_images_of_unit_rss_maps_is_the_image_magnitude():
+    op = _op(complex_input=True)
+    x = torch.randn(2, 1, 12, 10, 2, dtype=torch.float64)
+    torch.testing.assert_close(rss(op.coil_images(x)), x.pow(2).sum(-1).sqrt())
+
+
+def test_the_registered_operator_builds_birdcage_maps_from_a_coil_count():
+    op = build_operator("multicoil_kspace", in_shape=(1, 8, 8), coils=3, acceleration=2, center_fraction=0.25)
+    assert op.out_shape == (3, 8, 8, 2) and op.coils == 3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(maps=torch.ones(4, 12, 9, 2)), r"maps must have shape \(coils, 12, 10, 2\).*got \(4, 12, 9, 2\)"),
+    (dict(maps=torch.ones(4, 12, 10)), r"maps must have shape \(coils, 12, 10, 2\).*got \(4, 12, 10\)"),
+    (dict(maps=torch.full((2, 12, 10, 2), math.nan)), r"maps must be finite, got 480 non-finite entries"),
+    (dict(maps=torch.zeros(2, 12, 10, 2)), r"maps are zero at every pixel"),
+    (dict(), r"give either maps \(coils, 12, 10, 2\) or coils"),
+    (dict(coils=2, maps=torch.ones(2, 12, 10, 2)), r"give either maps"),
+    (dict(coils=0), r"coils must be an int >= 1, got 0"),
+    (dict(coils=2, mask=torch.ones(9, dtype=torch.bool)), r"mask must be a bool tensor of shape \(W,\) = \(10,\)"),
+])
+def test_bad_maps_and_arguments_are_refused_naming_them(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        MultiCoilKSpace((1, 12, 10), **kwargs)
+
+
+def test_complex_maps_given_as_a_complex_tensor_are_accepted():
+    maps = torch.view_as_complex(birdcage_maps(3, (12, 10)).contiguous())
+    op = MultiCoilKSpace((1, 12, 10), maps=maps)
+    torch.testing.assert_close(op.maps, check_maps(maps))
+    torch.testing.assert_close(normalise_maps(op.maps), op.maps)

@@ -93,3 +93,31 @@ def test_complex_maps_given_as_a_complex_tensor_are_accepted():
     op = MultiCoilKSpace((1, 12, 10), maps=maps)
     torch.testing.assert_close(op.maps, check_maps(maps))
     torch.testing.assert_close(normalise_maps(op.maps), op.maps)
+
+
+def test_varnet_on_one_coil_of_unit_sensitivity_is_the_single_coil_varnet():
+    from jacinv.models import build_model
+
+    ones = torch.zeros(1, 16, 16, 2)
+    ones[..., 0] = 1.0
+    multi_op = MultiCoilKSpace((1, 16, 16), maps=ones, acceleration=4, center_fraction=0.125, seed=1)
+    single_op = KSpaceSubsample((1, 16, 16), acceleration=4, center_fraction=0.125, seed=1)
+    torch.manual_seed(0)
+    single = build_model("varnet", single_op, cascades=2, chans=4, num_pool_layers=2)
+    multi = build_model("varnet", multi_op, cascades=2, chans=4, num_pool_layers=2)
+    multi.load_state_dict(single.state_dict())
+    y = single_op(torch.rand(2, 1, 16, 16))
+    torch.testing.assert_close(multi(y), single(y), rtol=1e-5, atol=1e-6)
+
+
+def test_multicoil_varnet_refines_the_coil_combined_image_and_keeps_the_data():
+    """With its U-Nets silenced the multi-coil VarNet is gradient steps on ||M F S x - y||^2 in k-space: from
+    k_0 = y the data stay, and the output is S^H F^-1 y (the adjoint)."""
+    from jacinv.models import build_model
+
+    op = MultiCoilKSpace((1, 16, 16), coils=3, acceleration=4, center_fraction=0.125, seed=1)
+    net = build_model("varnet", op, cascades=2, chans=4, num_pool_layers=2)
+    for refine in net.refiners:
+        refine.forward = lambda image: torch.zeros_like(image)
+    y = op(torch.rand(2, 1, 16, 16))
+    torch.testing.assert_close(net(y), op.adjoint(y))

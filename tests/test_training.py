@@ -31,6 +31,7 @@ TINY = {
                       "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}"],
 }
 TINY["mri_4x_varnet_robust"] = TINY["mri_4x_varnet"]
+TINY["mri_4x_multicoil"] = [*TINY["mri_4x_varnet"], "operator.kwargs={coils: 3, acceleration: 4, center_fraction: 0.08}"]
 COMMON = ["train.epochs=2", "train.eval_every=1", "train.probe_size=2", "train.probe_iters=3",
           "data.fallback=embedded"]
 
@@ -65,8 +66,9 @@ def test_every_config_trains_resumes_and_evaluates(name, tmp_path):
         assert (tmp_path / "full" / f).exists(), f
     assert evaluate_main([str(tmp_path / "full")]) == 0
     report = json.loads((tmp_path / "full" / "report.json").read_text())
-    first = "zero_filled_real" if "mri" in name else "adjoint"
-    assert {"network", first, "pseudo_inverse"} <= set(report["summary"])
+    expected = ({"zero_filled_rss", "adjoint", "sense"} if "multicoil" in name     # SENSE: the least-squares CG
+                else {"zero_filled_real", "pseudo_inverse"} if "mri" in name else {"adjoint", "pseudo_inverse"})
+    assert {"network", *expected} <= set(report["summary"])
     assert (tmp_path / "full" / "report.png").exists()
 
 

@@ -7,6 +7,7 @@ import torch
 
 from ._checks import finite_number, positive_int
 from .models import AdjointInput
+from .mri import MultiCoilKSpace, rss
 from .operators import KSpaceSubsample, LinearOperator, complex_abs, ifft2c
 from .operators.mri import center_crop
 from .operators.base import conjugate_gradient
@@ -141,10 +142,13 @@ def reconstructions(operator: LinearOperator, y: torch.Tensor, weights: dict) ->
         if isinstance(operator, KSpaceSubsample) and not operator.complex_input:
             out = {"zero_filled_real": AdjointInput(operator)(y),  # Re F^-1 y
                    "zero_filled_magnitude": center_crop(complex_abs(ifft2c(y)), operator.in_shape[1:])}
+        elif isinstance(operator, MultiCoilKSpace):   # Re S^H F^-1 y, and fastMRI's RSS of the coil images
+            out = {"adjoint": AdjointInput(operator)(y), "zero_filled_rss": rss(ifft2c(y))}
         else:
             out = {"adjoint": AdjointInput(operator)(y)}
         if not getattr(operator, "per_measurement_mask", False):
-            out["pseudo_inverse"] = operator.pseudo_inverse(y)
+            # multi-coil: the least-squares solution by conjugate gradients is SENSE (and TV below SENSE-TV)
+            out["sense" if isinstance(operator, MultiCoilKSpace) else "pseudo_inverse"] = operator.pseudo_inverse(y)
         methods = _weighted_methods(operator)
         for name, (mu, grid) in weights.items():
             out[weighted_name(name, mu, grid)] = methods[name](y, mu)

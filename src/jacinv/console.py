@@ -10,7 +10,7 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir,
     """Data actually used, operator, noise, model, regulariser, device (``allocator``: what
     ``keep_freed_memory`` did, if it ran) and run directory, one line each."""
     op = exp.operator
-    norm = f"||A|| = {op.spectral_norm():.4g} ({'exact' if op.spectral_norm_is_exact else 'power-method estimate'})"
+    norm = f"||A|| = {op.spectral_norm():.4g} ({'exact' if op.spectral_norm_is_exact else 'estimate, a lower bound'})"
     counts = f"{len(exp.train_set)} train / {len(exp.val_set) if exp.val_set is not None else 0} val / " \
              f"{len(exp.test_set)} test signals of shape {tuple(op.in_shape)}"
     noise = config["noise"]

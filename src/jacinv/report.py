@@ -19,7 +19,8 @@ from .distributed import evaluation_device
 from .evaluation import batches, evaluate_split, image_metrics
 from .experiment import build_experiment
 from .metrics import rgb_to_y, shave, ssim, volume_maxima
-from .operators import BlurDecimate, KSpaceSubsample
+from .mri import is_kspace
+from .operators import BlurDecimate
 
 
 def _protocol(operator, x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tensor) -> dict[str, np.ndarray]:
@@ -33,7 +34,7 @@ def _protocol(operator, x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tens
         if x.shape[1] == 3:
             x, pred = rgb_to_y(x), rgb_to_y(pred.clamp(0, 1))
         return image_metrics(shave(x, operator.factor), shave(pred, operator.factor))
-    if isinstance(operator, KSpaceSubsample):
+    if is_kspace(operator):
         return image_metrics(x, pred, data_range=volume_maxima(x, volumes).double().numpy())
     return image_metrics(x, pred)
 
@@ -177,7 +178,7 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
     if bound and getattr(exp.operator, "per_measurement_mask", False):
         raise ConfigError("--bound needs one operator A for every sample; measured k-space has a mask per volume")
     weights = _weights(exp.operator, exp.train_set, config, run_dir)
-    mri = isinstance(exp.operator, KSpaceSubsample)
+    mri = is_kspace(exp.operator)
     all_volumes = exp.test_volumes if exp.test_volumes is not None else torch.zeros(len(exp.test_set), dtype=torch.long)
     writer = ReconstructionWriter(save_reconstructions, exp.test_set) if save_reconstructions else None
     per_sample: dict[str, dict[str, list]] = {}

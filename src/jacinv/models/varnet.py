@@ -10,7 +10,7 @@ data-consistency weight and R_t a U-Net on the complex image (real and imaginary
 channels), normalised per sample as fastMRI's NormUnet does.  The output is the operator's
 ``image(k)``: F^-1 k (complex images), its real part (real images), or for measured k-space the
 magnitude of its centre crop to the target grid (fastMRI's output).  Single-coil: no
-sensitivity maps.
+sensitivity maps; with ``MultiCoilKSpace`` the E2E form below, with the operator's maps.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .._checks import positive_int
+from ..mri.multicoil import MultiCoilKSpace
 from ..operators import KSpaceSubsample, LinearOperator
 from ..operators.fourier import fft2c, ifft2c
 from .inputs import ChannelsToComplex, ComplexToChannels
@@ -44,13 +45,16 @@ class VarNet(nn.Module):
     """``cascades`` k-space cascades, each with its own U-Net (``chans`` channels at the top,
     ``num_pool_layers`` poolings) and data-consistency weight (initialised at 1).
     Parameters with the defaults (8 cascades, chans 8, 3 pools, 1 coil): 8 x 120,354 + 8 = 962,840.
+    Multi-coil (``MultiCoilKSpace``): fastMRI's E2E update with the operator's coil maps S,
+    k <- k - eta_t M (k - y) - S-expand F R_t(S^H F^-1 k), one U-Net on the coil-combined image.
     """
 
     def __init__(self, operator: LinearOperator, cascades: int = 8, chans: int = 8, num_pool_layers: int = 3):
         super().__init__()
-        if not isinstance(operator, KSpaceSubsample):
-            raise ValueError(f"model 'varnet' needs a k-space operator (KSpaceSubsample, operator name 'kspace'); "
-                             f"got {type(operator).__name__} {operator.in_shape} -> {operator.out_shape}")
+        if not isinstance(operator, (KSpaceSubsample, MultiCoilKSpace)):
+            raise ValueError(f"model 'varnet' needs a k-space operator (KSpaceSubsample, operator name 'kspace', or "
+                             f"MultiCoilKSpace, 'multicoil_kspace'); got {type(operator).__name__} "
+                             f"{operator.in_shape} -> {operator.out_shape}")
         positive_int(cascades, "cascades")
         positive_int(num_pool_layers, "num_pool_layers")
         height, width = operator.out_shape[1:3]
@@ -58,12 +62,19 @@ class VarNet(nn.Module):
             raise ValueError(f"image ({height}, {width}) is too small for num_pool_layers={num_pool_layers}: "
                              f"VarNet's U-Nets need H, W >= {2 ** num_pool_layers}; lower num_pool_layers")
         self.operator = operator
-        coils = operator.out_shape[0]
-        self.refiners = nn.ModuleList([NormUNet(coils, chans, num_pool_layers) for _ in range(cascades)])
+        self.multicoil = isinstance(operator, MultiCoilKSpace)
+        channels = 1 if self.multicoil else operator.out_shape[0]   # multi-coil: the U-Nets see the combined image
+        self.refiners = nn.ModuleList([NormUNet(channels, chans, num_pool_layers) for _ in range(cascades)])
         self.dc_weights = nn.Parameter(torch.ones(cascades))
+
+    def _refined(self, refine: nn.Module, k: torch.Tensor) -> torch.Tensor:
+        """F R(F^-1 k) single-coil; F S R(S^H F^-1 k) multi-coil."""
+        if not self.multicoil:
+            return fft2c(refine(ifft2c(k)))
+        return fft2c(self.operator.sens_expand(refine(self.operator.sens_reduce(ifft2c(k)))))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         k = y
         for dc_weight, refine in zip(self.dc_weights, self.refiners):
-            k = k - dc_weight * self.operator.apply_mask(k - y, y) - fft2c(refine(ifft2c(k)))
+            k = k - dc_weight * self.operator.apply_mask(k - y, y) - self._refined(refine, k)
         return self.operator.image(k)

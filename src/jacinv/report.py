@@ -151,6 +151,12 @@ class OnDevice(nn.Module):
         return self.model(y.to(self.device)).to(y.device)
 
 
+def on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` itself on the CPU; elsewhere an ``OnDevice`` copy (model-based nets hold the operator, which the
+    classical methods keep using on the CPU)."""
+    return model if device.type == "cpu" else OnDevice(copy.deepcopy(model), device)
+
+
 def load_run(run_dir: Path, overrides=(), device: str | None = None):
     """(config, experiment, trained model in eval mode, checkpoint state) of the run in ``run_dir``
     (its last checkpoint, or the previous one when that is damaged).  ``overrides`` may change only
@@ -161,9 +167,7 @@ def load_run(run_dir: Path, overrides=(), device: str | None = None):
     exp = build_experiment(config)
     load_weights(exp.model, state["model"], source)
     chosen = evaluation_device(config, device)
-    # a copy: model-based nets hold the operator, which the classical methods use on the CPU
-    model = exp.model if chosen.type == "cpu" else OnDevice(copy.deepcopy(exp.model), chosen)
-    model.eval()
+    model = on_device(exp.model, chosen).eval()
     return config, exp, model, {**state, "source": str(source), "device": str(chosen)}
 
 

@@ -14,7 +14,6 @@ Protocol, per image:
 """
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 
@@ -55,7 +54,7 @@ def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None,
     """Score the run's network, bicubic interpolation and TV on every image under ``folder`` (module
     doc); writes images_report.json and images_report.png into the run and returns the report.  The network
     runs on ``device`` (default: the run's train.device)."""
-    from .report import OnDevice, _weights, run_config_and_checkpoint
+    from .report import _weights, on_device, run_config_and_checkpoint
 
     run_dir = Path(run_dir)
     config, state, source = run_config_and_checkpoint(run_dir, overrides, command="evaluate.py --images")
@@ -83,7 +82,7 @@ def evaluate_images(run_dir, folder, overrides=(), progress: bool | None = None,
             y = y + image_noise.sample(y.shape, seed=seed_for(config["seed"], path.name))
         model = build_model(config["model"]["name"], operator, **config["model"]["kwargs"])
         load_weights(model, state["model"], source)
-        model = (model if chosen.type == "cpu" else OnDevice(copy.deepcopy(model), chosen)).eval()
+        model = on_device(model, chosen).eval()
         with torch.no_grad():
             recons = {"network": model(y), "bicubic": bicubic(y, scale),
                       weighted_name("tv", tv_weight, tv_grid): tv_reconstruction(operator, y, tv_weight)}

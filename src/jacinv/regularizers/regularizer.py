@@ -17,16 +17,13 @@ TARGET_MARGIN = 0.05  # a target L is aimed at L (1 - this): room for the estima
 
 def auto_weight(loss: float, penalty: float, kappa: float = 20.0) -> float:
     """Seed Algorithm 4: lambda = 10^alpha / kappa with alpha = floor(log10(loss / penalty)); 0 if penalty is 0,
-    NaN if either is not finite (so the caller's finiteness check stops the run)."""
-    if not (math.isfinite(loss) and math.isfinite(penalty)):
-        return math.nan
-    if penalty <= 0.0 or loss <= 0.0:
-        return 0.0
-    return 10.0 ** math.floor(math.log10(loss / penalty)) / kappa
+    NaN if either is not finite (so the caller's finiteness check stops the run).  ``auto_weights`` on floats."""
+    return float(auto_weights(torch.tensor(float(loss)), torch.tensor(float(penalty)), kappa))
 
 
 def auto_weights(loss: torch.Tensor, penalty: torch.Tensor, kappa: float = 20.0) -> torch.Tensor:
-    """``auto_weight`` on tensors, where they are (nothing is read back to the host): a 0-d float64 tensor."""
+    """``auto_weight`` on tensors, where they are (nothing is read back to the host): a 0-d float64 tensor.
+    The formula's one home."""
     loss, penalty = torch.as_tensor(loss).detach().double(), penalty.detach().double().to(loss.device)
     weight = 10.0 ** torch.floor(torch.log10(loss / penalty)) / kappa
     weight = torch.where((penalty > 0) & (loss > 0), weight, torch.zeros_like(weight))

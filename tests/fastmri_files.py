@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from jacinv.operators import complex_abs, fft2c, ifft2c, make_mask
-from jacinv.operators.mri import center_crop
+from jacinv.operators import center_crop
 
 SHAPE = (32, 24)
 CROP = 16

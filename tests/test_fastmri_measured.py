@@ -129,7 +129,7 @@ def test_measured_fastmri_trains_evaluates_and_exports_what_fastmri_scores(tmp_p
 
 
 def test_only_a_few_files_stay_open(tmp_path):
-    from jacinv.datasets.fastmri import OPEN_FILES
+    from jacinv.mri.fastmri import OPEN_FILES
 
     folders = write_folders(tmp_path, n_train=OPEN_FILES + 3)
     ds = FastMRISliceDataset(folders["train"], crop=(CROP, CROP))

@@ -9,7 +9,7 @@ from ._checks import finite_number, positive_int
 from .models import AdjointInput
 from .mri import MultiCoilKSpace, rss
 from .operators import KSpaceSubsample, LinearOperator, complex_abs, ifft2c
-from .operators.mri import center_crop
+from .operators.fourier import center_crop
 from .operators.base import conjugate_gradient
 from .regularizers import l2_distance
 

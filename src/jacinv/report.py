@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-import h5py
-
 import numpy as np
 import torch
 from torch import nn
@@ -19,7 +17,7 @@ from .distributed import evaluation_device
 from .evaluation import batches, evaluate_split, image_metrics
 from .experiment import build_experiment
 from .metrics import rgb_to_y, shave, ssim, volume_maxima
-from .mri import is_kspace
+from .mri import ReconstructionWriter, VolumeMetrics, is_kspace, volume_metrics
 from .operators import BlurDecimate
 
 
@@ -37,71 +35,6 @@ def _protocol(operator, x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tens
     if is_kspace(operator):
         return image_metrics(x, pred, data_range=volume_maxima(x, volumes).double().numpy())
     return image_metrics(x, pred)
-
-
-class VolumeMetrics:
-    """fastMRI's volume metrics, accumulated slice batch by slice batch: per volume, NMSE
-    ||x - p||^2 / ||x||^2, PSNR 10 log10(max(x)^2 / MSE) and SSIM (slice mean, data range max(x)),
-    then averaged over the volumes.  Memory: a few numbers per volume."""
-
-    def __init__(self):
-        self.sums: dict[int, np.ndarray] = {}  # volume -> [err^2, x^2, values, max, ssim sum, slices]
-
-    def add(self, x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tensor, ssim_values: np.ndarray) -> None:
-        for k, v in enumerate(volumes.tolist()):
-            xv, pv = x[k].double(), pred[k].double()
-            row = self.sums.setdefault(v, np.array([0.0, 0.0, 0.0, -np.inf, 0.0, 0.0]))
-            row += [float(((xv - pv) ** 2).sum()), float((xv**2).sum()), xv.numel(), 0.0, ssim_values[k], 1.0]
-            row[3] = max(row[3], float(xv.max()))
-
-    def result(self) -> dict[str, float]:
-        err, energy, count, peak, ssim_sum, slices = np.array(list(self.sums.values())).T
-        return {"volume_nmse": float(np.mean(err / energy)),
-                "volume_psnr": float(np.mean(10 * np.log10(peak**2 / (err / count)))),
-                "volume_ssim": float(np.mean(ssim_sum / slices)), "volumes": len(self.sums)}
-
-
-def volume_metrics(x: torch.Tensor, pred: torch.Tensor, volumes: torch.Tensor) -> dict[str, float]:
-    """fastMRI's volume NMSE, PSNR and SSIM of (N, C, H, W) slices grouped by ``volumes`` (N,),
-    averaged over the volumes (see ``VolumeMetrics``)."""
-    acc = VolumeMetrics()
-    acc.add(x, pred, volumes, ssim(x, pred, data_range=volume_maxima(x, volumes).double().numpy()))
-    return acc.result()
-
-
-class ReconstructionWriter:
-    """fastMRI's submission format: one HDF5 file per volume (named after its source file, else
-    volume<k>.h5) holding 'reconstruction' (slices, h, w) in the units of the source targets (the
-    normalised prediction times the volume's maximum)."""
-
-    def __init__(self, folder, dataset):
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ConfigError(f"--save-reconstructions {folder}: the folder cannot be made ({err.strerror}); expected "
-                              "a new or existing directory") from None
-        self.names, self.scales = None, None
-        if hasattr(dataset, "slice_keys"):
-            self.names = [fname for fname, _ in dataset.slice_keys()]
-            self.scales = [dataset.slices.volume_max(int(dataset.slices.items[int(i), 0])) for i in dataset.items]
-        self.pending: dict[str, list] = {}
-        self.written: list[Path] = []
-
-    def add(self, index: torch.Tensor, pred: torch.Tensor, volumes: torch.Tensor) -> None:
-        for i, p, v in zip(index.tolist(), pred, volumes.tolist()):
-            name = self.names[i] if self.names else f"volume{v:03d}.h5"
-            if self.pending and name not in self.pending:
-                self.flush()
-            self.pending.setdefault(name, []).append((p[0] * (self.scales[i] if self.scales else 1.0)).numpy())
-
-    def flush(self) -> None:
-        for name, slices in self.pending.items():
-            path = self.folder / name
-            with h5py.File(path, "w") as fh:
-                fh.create_dataset("reconstruction", data=np.stack(slices).astype(np.float32))
-            self.written.append(path)
-        self.pending = {}
 
 
 def _weights(operator, train_set, config: dict, run_dir: Path, n_fit: int = 32) -> dict:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .._checks import choice, positive_int
-from ..operators.mri import center_crop
+from ..operators.fourier import center_crop
 
 EMBEDDED = ("patches", "digits", "brain")
 # scikit-image sample images, split by source image (greyscale versions of colour ones)

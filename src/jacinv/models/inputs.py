@@ -9,7 +9,7 @@ from torch import nn
 
 from ..operators import LinearOperator, nonzero_norm
 from ..operators.fourier import complex_abs, ifft2c
-from ..operators.mri import center_crop
+from ..operators.fourier import center_crop
 
 
 class AdjointInput(nn.Module):

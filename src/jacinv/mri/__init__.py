@@ -1,11 +1,18 @@
-"""Magnetic resonance imaging: multi-coil k-space operators and coil sensitivities.
+"""Magnetic resonance imaging, in one place: Cartesian k-space operators (single- and multi-coil), column masks,
+coil sensitivities, fastMRI files and their (y, x) pairs, fastMRI's volume metrics and its submission format.
 
-``MultiCoilKSpace`` (registered as the operator "multicoil_kspace") is y = M F S x with coil maps S;
-``coils`` makes and checks the maps (analytic birdcage maps for simulated data, root-sum-of-squares).
+``KSpaceSubsample`` ("kspace") is y = M F x, ``MeasuredKSpace`` the same with each measurement's own mask (fastMRI
+files), ``MultiCoilKSpace`` ("multicoil_kspace") y = M F S x with coil maps S; ``coils`` makes and checks the maps.
+The operators are registered, and re-exported by ``jacinv.operators``; the fastMRI readers by ``jacinv.datasets``.
 """
-from ..operators import KSpaceSubsample
 from .coils import birdcage_maps, check_maps, normalise_maps, rss
+from .export import ReconstructionWriter
+from .fastmri import FastMRISliceDataset
+from .kspace import KSpaceSubsample, MeasuredKSpace, mirror_columns, sampled_columns
+from .masks import PATTERNS, center_columns, make_mask
+from .metrics import VolumeMetrics, volume_metrics
 from .multicoil import MultiCoilKSpace
+from .pairs import KSPACE_MODES, FastMRIPairs, kspace_operator
 
 
 def is_kspace(operator) -> bool:
@@ -13,4 +20,7 @@ def is_kspace(operator) -> bool:
     return isinstance(operator, (KSpaceSubsample, MultiCoilKSpace))
 
 
-__all__ = ["MultiCoilKSpace", "birdcage_maps", "check_maps", "normalise_maps", "rss", "is_kspace"]
+__all__ = ["KSpaceSubsample", "MeasuredKSpace", "MultiCoilKSpace", "sampled_columns", "mirror_columns", "make_mask",
+           "center_columns", "PATTERNS", "birdcage_maps", "check_maps", "normalise_maps", "rss", "is_kspace",
+           "FastMRISliceDataset", "FastMRIPairs", "kspace_operator", "KSPACE_MODES", "VolumeMetrics", "volume_metrics",
+           "ReconstructionWriter"]

@@ -8,7 +8,7 @@ import torch
 from .._checks import as_shape
 from ..operators.base import LinearOperator
 from ..operators.fourier import fft2c, ifft2c
-from ..operators.masks import make_mask
+from .masks import make_mask
 from .coils import birdcage_maps, check_maps, normalise_maps
 
 

@@ -1,4 +1,5 @@
-"""Centred orthonormal 2-D Fourier transforms on real tensors with a trailing (real, imag) axis."""
+"""Centred orthonormal 2-D Fourier transforms on real tensors with a trailing (real, imag) axis, and the centre
+crop of the centred grid."""
 from __future__ import annotations
 
 import torch
@@ -21,3 +22,13 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
 def complex_abs(x: torch.Tensor) -> torch.Tensor:
     """Magnitude of (..., 2) real/imag data, (..., 2) -> (...)."""
     return torch.sqrt((x**2).sum(-1))
+
+
+def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Crop the last two dims of ``x`` to ``shape`` around the centre."""
+    h, w = x.shape[-2:]
+    ch, cw = shape
+    if ch > h or cw > w:
+        raise ValueError(f"crop {shape} is larger than the image ({h}, {w})")
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[..., top: top + ch, left: left + cw]

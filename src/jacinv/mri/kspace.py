@@ -6,19 +6,9 @@ import math
 import torch
 
 from .._checks import as_shape
-from .base import LinearOperator
-from .fourier import complex_abs, fft2c, ifft2c
+from ..operators.base import LinearOperator
+from ..operators.fourier import center_crop, complex_abs, fft2c, ifft2c
 from .masks import make_mask
-
-
-def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Crop the last two dims of ``x`` to ``shape`` around the centre."""
-    h, w = x.shape[-2:]
-    ch, cw = shape
-    if ch > h or cw > w:
-        raise ValueError(f"crop {shape} is larger than the image ({h}, {w})")
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top: top + ch, left: left + cw]
 
 
 def mirror_columns(width: int) -> torch.Tensor:
@@ -33,7 +23,7 @@ class KSpaceSubsample(LinearOperator):
     y (B, C, H, W, 2), the full k-space grid with unsampled columns zero.
 
     Either give ``mask`` (bool, shape (W,)) or (acceleration, center_fraction,
-    pattern, seed, key); see :func:`jacinv.operators.masks.make_mask`.  ``key`` (e.g. a
+    pattern, seed, key); see :func:`jacinv.mri.masks.make_mask`.  ``key`` (e.g. a
     volume name) makes all slices of a volume share a mask.
 
     ``spectral_norm()`` is exact: 1 for complex input (any sampled column); for real

@@ -14,9 +14,11 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import choice
-from ..operators import KSpaceSubsample, LinearOperator, MeasuredKSpace, make_mask
-from .fastmri import FastMRISliceDataset
+from ..operators.base import LinearOperator
 from ..transforms import seed_for
+from .fastmri import FastMRISliceDataset
+from .kspace import KSpaceSubsample, MeasuredKSpace
+from .masks import make_mask
 
 KSPACE_MODES = ("simulated", "measured")
 

@@ -14,8 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import choice
-from ..operators.fourier import complex_abs, ifft2c
-from ..operators.mri import center_crop
+from ..operators.fourier import center_crop, complex_abs, ifft2c
 
 TARGETS = ("reconstruction_esc", "reconstruction_rss", "kspace")
 INDEX_FILE = ".jacinv_fastmri_index.json"

@@ -34,8 +34,9 @@ def test_measured_kspace_operator_is_exact():
     x = torch.rand(2, 1, 8, 6, dtype=torch.float64)
     torch.testing.assert_close(op.adjoint(op(x)), x)  # A^T A = I: ||A|| = 1
     assert op.spectral_norm() == 1.0
-    y = op(x) * make_mask("random", 12, 4, 0.1, seed=0).double()[:, None]
-    torch.testing.assert_close(op.mask_of(y)[:, 0, 0, :, 0].bool(), (y != 0).any(-1).any(-2).any(1))
+    masks = torch.stack([make_mask("random", 12, 4, 0.1, seed=s) for s in (0, 1)])
+    y = op(x) * masks.double()[:, None, None, :, None]
+    assert torch.equal(op.at(y).row_masks, masks)   # each measurement's own sampled columns
 
 
 def test_measured_items_use_each_volumes_mask_and_the_files_own(tmp_path):
@@ -62,11 +63,15 @@ def test_measured_items_use_each_volumes_mask_and_the_files_own(tmp_path):
     torch.testing.assert_close(exp.test_set.targets(torch.tensor(own[:1]))[0, 0], expected_x)
 
 
-def test_measured_kspace_refuses_model_aware_penalties_and_noise(tmp_path):
+def test_measured_kspace_takes_model_aware_penalties_and_refuses_noise(tmp_path):
+    """||J(y_i) A_i||: each volume's own mask (exactness: tests/test_per_sample.py); simulated noise is refused."""
     folders = write_folders(tmp_path, n_train=2)
     exp = build_experiment(measured_config(folders))
-    with pytest.raises(ConfigError, match=r"'regularizer.name' 'sja\+sj' penalises J A.*mask per volume"):
-        build_run_regularizer(measured_config(folders, "regularizer.name=sja+sj"), exp.operator)
+    reg = build_run_regularizer(measured_config(folders, "regularizer.name=sja+sj", "regularizer.lambda_ja=1",
+                                                "regularizer.lambda_j=1"), exp.operator)
+    y, _, index = (torch.stack(t) for t in zip(*(exp.train_set[i] for i in range(2))))
+    total = reg(exp.model, y, index=index)
+    assert bool(torch.isfinite(total)) and float(reg.last_stats["penalty_sja"]) > 0
     with pytest.raises(ConfigError, match=r"'noise.kind' must be none for measured k-space"):
         build_experiment(measured_config(folders, "noise.kind=bounded"))
     with pytest.raises(ConfigError, match=r"'data.test_root' is needed"):

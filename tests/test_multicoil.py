@@ -81,7 +81,7 @@ def test_the_registered_operator_builds_birdcage_maps_from_a_coil_count():
     (dict(), r"give either maps \(coils, 12, 10, 2\) or coils"),
     (dict(coils=2, maps=torch.ones(2, 12, 10, 2)), r"give either maps"),
     (dict(coils=0), r"coils must be an int >= 1, got 0"),
-    (dict(coils=2, mask=torch.ones(9, dtype=torch.bool)), r"mask must be a bool tensor of shape \(W,\) = \(10,\)"),
+    (dict(coils=2, mask=torch.ones(9, dtype=torch.bool)), r"mask must have shape \(W,\) = \(10,\)"),
 ])
 def test_bad_maps_and_arguments_are_refused_naming_them(kwargs, match):
     with pytest.raises((TypeError, ValueError), match=match):

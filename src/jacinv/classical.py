@@ -117,11 +117,9 @@ def weighted_name(method: str, weight: float, grid) -> str:
 
 def _weighted_methods(operator: LinearOperator) -> dict:
     """{name: reconstruct(y, mu)} of the baselines with a weight that fit this operator."""
-    if getattr(operator, "per_measurement_mask", False):
-        return {}  # one A for all samples is what Tikhonov and TV assume
-    methods = {"tikhonov": lambda ys, mu: tikhonov(operator, ys, mu)}
+    methods = {"tikhonov": lambda ys, mu: tikhonov(operator.at(ys), ys, mu)}
     if len(operator.in_shape) == 3 and min(operator.in_shape[1:]) > 1:
-        methods["tv"] = lambda ys, mu: tv_reconstruction(operator, ys, mu)
+        methods["tv"] = lambda ys, mu: tv_reconstruction(operator.at(ys), ys, mu)
     return methods
 
 
@@ -135,20 +133,19 @@ def fit_weights(operator: LinearOperator, train_y: torch.Tensor, train_x: torch.
 
 def reconstructions(operator: LinearOperator, y: torch.Tensor, weights: dict) -> dict:
     """Classical reconstructions of y: A^T y / ||A||^2 (for k-space on real images: the zero-filled
-    Re F^-1 y and fastMRI's zero-filled magnitude |F^-1 y|), the pseudo-inverse (not for measured
-    k-space, where it is A^T y), and the weighted
+    Re F^-1 y and fastMRI's zero-filled magnitude |F^-1 y|), the pseudo-inverse (each measurement's own A_i^+ for
+    operators that differ per measurement), and the weighted
     methods of ``weights`` (from ``fit_weights``); names carry the weight (see ``weighted_name``)."""
     with torch.no_grad():
         if isinstance(operator, KSpaceSubsample) and not operator.complex_input:
             out = {"zero_filled_real": AdjointInput(operator)(y),  # Re F^-1 y
                    "zero_filled_magnitude": center_crop(complex_abs(ifft2c(y)), operator.in_shape[1:])}
         elif isinstance(operator, MultiCoilKSpace):   # Re S^H F^-1 y, and fastMRI's RSS of the coil images
-            out = {"adjoint": AdjointInput(operator)(y), "zero_filled_rss": rss(ifft2c(y))}
+            out = {"adjoint": AdjointInput(operator)(y), "zero_filled_rss": center_crop(rss(ifft2c(y)), operator.in_shape[1:])}
         else:
             out = {"adjoint": AdjointInput(operator)(y)}
-        if not getattr(operator, "per_measurement_mask", False):
-            # multi-coil: the least-squares solution by conjugate gradients is SENSE (and TV below SENSE-TV)
-            out["sense" if isinstance(operator, MultiCoilKSpace) else "pseudo_inverse"] = operator.pseudo_inverse(y)
+        # multi-coil: the least-squares solution by conjugate gradients is SENSE (and TV below SENSE-TV)
+        out["sense" if isinstance(operator, MultiCoilKSpace) else "pseudo_inverse"] = operator.at(y).pseudo_inverse(y)
         methods = _weighted_methods(operator)
         for name, (mu, grid) in weights.items():
             out[weighted_name(name, mu, grid)] = methods[name](y, mu)

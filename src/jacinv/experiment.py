@@ -221,9 +221,6 @@ def _build_model(config: dict, operator: LinearOperator) -> torch.nn.Module:
 
 def build_run_regularizer(config: dict, operator: LinearOperator):
     cfg = config["regularizer"]
-    if getattr(operator, "per_measurement_mask", False) and "ja" in cfg["name"]:
-        raise ConfigError(f"config key 'regularizer.name' {cfg['name']!r} penalises J A, but measured k-space has one "
-                          "mask per volume, not one A; use none, wd, sw, sj, fj, datagrad or spectreg")
     try:
         return build_regularizer(cfg["name"], operator=operator, lambda_ja=cfg["lambda_ja"], lambda_j=cfg["lambda_j"],
                                  weight=cfg["weight"], kappa=cfg["kappa"], every=cfg["every"],

@@ -112,8 +112,9 @@ def evaluate_run(run_dir, overrides=(), bound: bool = False, delta: float = 0.05
     run_dir = Path(run_dir)
     config, exp, model, state = load_run(run_dir, overrides, device)
     device = torch.device("cpu")
-    if bound and getattr(exp.operator, "per_measurement_mask", False):
-        raise ConfigError("--bound needs one operator A for every sample; measured k-space has a mask per volume")
+    if bound and exp.operator.varies_per_sample:
+        raise ConfigError("--bound needs one operator A for every sample; this run's operator "
+                          f"({type(exp.operator).__name__}) differs per measurement")
     weights = _weights(exp.operator, exp.train_set, config, run_dir)
     mri = is_kspace(exp.operator)
     all_volumes = exp.test_volumes if exp.test_volumes is not None else torch.zeros(len(exp.test_set), dtype=torch.long)

@@ -33,7 +33,7 @@ def worst_case_perturbation(reconstruct, y: torch.Tensor, radius: float, steps: 
     from a random point of the sphere, ``steps`` normalised-gradient steps of STEP x radius, each projected
     back onto the ball, the best iterate kept per sample (for a linear map: a power iteration).
     ``rows``: samples attacked per pass (memory grows with it; the result does not depend on it).
-    ``measured(e, y)``: the part of e a real measurement can take (``LinearOperator.measured_part``: for
+    ``measured(e, y)``: the part of e a real measurement can take (``LinearOperator.at(y).measured_part``: for
     k-space masks the sampled positions); the attack stays in it.  None: every entry."""
     radius = finite_number(radius, "radius", low=0.0, low_open=True)
     positive_int(steps, "steps")
@@ -147,7 +147,7 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = 
         p.requires_grad_(False)
     curves, worst = stability_curves(methods, y, x, radii, steps, seed=int(config["seed"]),
                                      attack_rows={"network": config["train"]["batch_size"]},
-                                     measured=exp.operator.measured_part)
+                                     measured=lambda e, y: exp.operator.at(y).measured_part(e))
     report = {"run_dir": str(run_dir), "data": exp.data_note, "device": state["device"], "samples": int(y.shape[0]), "steps": steps,
               "noise_radius": float(config["noise"]["radius"]), "target_j": config["regularizer"]["target_j"],
               "curves": curves}

@@ -22,7 +22,7 @@ class AdjointInput(nn.Module):
         self.scale = 1.0 / nonzero_norm(operator, "the network's input stage") ** 2
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.operator.adjoint(y) * self.scale
+        return self.operator.at(y).adjoint(y) * self.scale
 
 
 class ComplexToChannels(nn.Module):

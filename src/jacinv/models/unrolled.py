@@ -63,8 +63,9 @@ class UnrolledProximalGradient(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         x = self.start(y)
         steps = self.log_steps.exp()
+        op = self.operator.at(y)
         for k in range(self.iterations):
-            z = x - steps[k] * self.operator.adjoint(self.operator(x) - y)
+            z = x - steps[k] * op.adjoint(op(x) - y)
             x = self.cnns[k % len(self.cnns)](z)
         return x
 
@@ -95,8 +96,9 @@ class MoDL(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         mu = self.log_mu.exp()
         x = self.start(y)
-        normal = lambda v: self.operator.gram(v) + mu * v  # noqa: E731
+        op = self.operator.at(y)
+        normal = lambda v: op.gram(v) + mu * v  # noqa: E731
         for _ in range(self.iterations):
             z = self.denoiser(x)
-            x = z + conjugate_gradient(normal, self.operator.adjoint(y - self.operator(z)), iters=self.cg_iters, tol=0.0)
+            x = z + conjugate_gradient(normal, op.adjoint(y - op(z)), iters=self.cg_iters, tol=0.0)
         return x

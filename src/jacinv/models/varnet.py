@@ -4,7 +4,7 @@ Each cascade updates the k-space estimate k (B, C, H, W, 2), starting from k_0 =
 
     k <- k - eta_t M (k - y) - F R_t(F^-1 k)
 
-with M the column mask of y (the operator's, or each measurement's own for measured k-space),
+with M the column mask of y (the operator's, or each measurement's own for measured k-space: ``at(y)``),
 F the centred orthonormal FFT, eta_t >= 0 a learned
 data-consistency weight and R_t a U-Net on the complex image (real and imaginary parts as
 channels), normalised per sample as fastMRI's NormUnet does.  The output is the operator's
@@ -67,14 +67,15 @@ class VarNet(nn.Module):
         self.refiners = nn.ModuleList([NormUNet(channels, chans, num_pool_layers) for _ in range(cascades)])
         self.dc_weights = nn.Parameter(torch.ones(cascades))
 
-    def _refined(self, refine: nn.Module, k: torch.Tensor) -> torch.Tensor:
-        """F R(F^-1 k) single-coil; F S R(S^H F^-1 k) multi-coil."""
+    def _refined(self, op: LinearOperator, refine: nn.Module, k: torch.Tensor) -> torch.Tensor:
+        """F R(F^-1 k) single-coil; F S R(S^H F^-1 k) multi-coil (``op``: the batch's operators)."""
         if not self.multicoil:
             return fft2c(refine(ifft2c(k)))
-        return fft2c(self.operator.sens_expand(refine(self.operator.sens_reduce(ifft2c(k)))))
+        return fft2c(op.sens_expand(refine(op.sens_reduce(ifft2c(k)))))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        op = self.operator.at(y)
         k = y
         for dc_weight, refine in zip(self.dc_weights, self.refiners):
-            k = k - dc_weight * self.operator.apply_mask(k - y, y) - self._refined(refine, k)
-        return self.operator.image(k)
+            k = k - dc_weight * op.apply_mask(k - y) - self._refined(op, refine, k)
+        return op.image(k)

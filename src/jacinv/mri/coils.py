@@ -10,6 +10,8 @@ import math
 import torch
 
 from .._checks import as_shape, positive_int
+from ..operators.fourier import ifft2c
+from .masks import sampled_columns
 
 
 def rss(coil_images: torch.Tensor) -> torch.Tensor:
@@ -67,3 +69,25 @@ def birdcage_maps(coils: int, shape, radius: float = 1.5, dtype: torch.dtype = t
         phase = torch.atan2(dx, -dy) - theta
         maps.append(torch.stack((magnitude * torch.cos(phase), magnitude * torch.sin(phase)), dim=-1))
     return normalise_maps(torch.stack(maps)).to(dtype)
+
+
+def acs_columns(sampled: torch.Tensor) -> torch.Tensor:
+    """(B, W) bool: the auto-calibration lines of each row of column masks ``sampled`` (B, W), the contiguous run of
+    sampled columns around the centre column W // 2 (none when the centre is not sampled); on the device, no sync."""
+    width = sampled.shape[-1]
+    idx = torch.arange(width, device=sampled.device)
+    center = width // 2
+    gap_left = torch.where(~sampled & (idx < center), idx, torch.full_like(idx, -1)).amax(-1, keepdim=True)
+    gap_right = torch.where(~sampled & (idx >= center), idx, torch.full_like(idx, width)).amin(-1, keepdim=True)
+    return (idx > gap_left) & (idx < gap_right) & sampled[..., center: center + 1]
+
+
+def acs_maps(y: torch.Tensor) -> torch.Tensor:
+    """Coil maps (B, coils, H, W, 2) estimated from each measurement's auto-calibration lines (fastMRI's E2E VarNet
+    starts from the same estimate): the coil images of the ACS lines alone, over their root-sum-of-squares, so at unit
+    root-sum-of-squares wherever the low-resolution image is not zero.  ``y`` (B, coils, H, W, 2), unsampled columns
+    zero."""
+    acs = acs_columns(sampled_columns(y)).to(y.dtype)[:, None, None, :, None]
+    low = ifft2c(y * acs)
+    norm = rss(low).unsqueeze(-1)                                            # (B, 1, H, W, 1)
+    return torch.where(norm > 0, low / norm.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(low))

@@ -8,7 +8,7 @@ import torch
 from .._checks import as_shape
 from ..operators.base import LinearOperator
 from ..operators.fourier import center_crop, complex_abs, fft2c, ifft2c
-from .masks import make_mask
+from .masks import ColumnSampling, column_mask, sampled_columns
 
 
 def mirror_columns(width: int) -> torch.Tensor:
@@ -16,7 +16,7 @@ def mirror_columns(width: int) -> torch.Tensor:
     return (2 * (width // 2) - torch.arange(width)) % width
 
 
-class KSpaceSubsample(LinearOperator):
+class KSpaceSubsample(ColumnSampling, LinearOperator):
     """y = M F x: centred orthonormal 2-D FFT (fastMRI's fft2c), then keep the masked columns.
 
     Shapes: x (B, C, H, W) for real images or (B, C, H, W, 2) for complex ones;
@@ -40,36 +40,10 @@ class KSpaceSubsample(LinearOperator):
         if len(in_shape) == 4 and in_shape[-1] != 2 or len(in_shape) not in (3, 4):
             raise ValueError(f"in_shape must be (C, H, W) for real or (C, H, W, 2) for complex images, got {in_shape}")
         self.complex_input = len(in_shape) == 4
-        width = in_shape[2]
-        if mask is None:
-            mask = make_mask(pattern, width, acceleration, center_fraction, seed, key)
-            self.pattern, self.acceleration = pattern, float(acceleration)
-        else:
-            mask = torch.as_tensor(mask)
-            if mask.shape != (width,):
-                raise ValueError(f"mask must have shape (W,) = ({width},), got {tuple(mask.shape)}")
-            if mask.dtype != torch.bool:
-                if not bool(((mask == 0) | (mask == 1)).all()):
-                    raise ValueError("mask must be boolean or contain only 0 and 1")
-                mask = mask.bool()
-            self.pattern, self.acceleration = "explicit", width / max(1, int(mask.sum()))
-        if not bool(mask.any()):
-            raise ValueError("mask samples no column; expected at least one True entry")
+        mask, self.pattern = column_mask(in_shape[2], mask, pattern, acceleration, center_fraction, seed, key)
+        self.acceleration = float(acceleration) if self.pattern != "explicit" else in_shape[2] / int(mask.sum())
         super().__init__(in_shape, (*in_shape[:3], 2))
-        self.register_buffer("mask", mask.clone())
-
-    def _weights(self, like: torch.Tensor) -> torch.Tensor:
-        """The mask as (W, 1) weights broadcasting over (..., H, W, 2)."""
-        return self.mask.to(dtype=like.dtype, device=like.device)[:, None]
-
-    def apply_mask(self, k: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """M k: k-space (B, *out_shape) with the unsampled columns set to zero (``y``, the measurement,
-        matters only to operators whose mask differs per measurement)."""
-        return k * self._weights(k)
-
-    def measured_part(self, e: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``e`` on the sampled columns only (M e)."""
-        return self.apply_mask(e, y)
+        self.register_buffer("mask", mask)
 
     def image(self, k: torch.Tensor) -> torch.Tensor:
         """The image of a full k-space estimate k (B, *out_shape): F^-1 k, or its real part for real images."""
@@ -104,12 +78,6 @@ class KSpaceSubsample(LinearOperator):
                 f"sampled={int(self.mask.sum())}/{self.mask.numel()} columns")
 
 
-def sampled_columns(y: torch.Tensor) -> torch.Tensor:
-    """(B, W) bool: the k-space columns of y (B, C, H, W, 2) holding any non-zero value (the sampled ones
-    of a masked measurement)."""
-    return y.detach().ne(0).any(-1).any(-2).any(1)
-
-
 class MeasuredKSpace(KSpaceSubsample):
     """Measured Cartesian k-space whose sampling differs from measurement to measurement (fastMRI:
     one mask per volume), for targets on a smaller image grid than the acquisition.
@@ -119,11 +87,11 @@ class MeasuredKSpace(KSpaceSubsample):
 
     A = F P: P places the target at the centre of the (H, W) grid (zeros around), F is the centred
     orthonormal FFT; ``adjoint`` is the real part of the centre crop of F^-1 y.  The mask of a
-    measurement is read from the measurement itself (``mask_of``: its non-zero columns), so every
-    volume keeps its own; the operator's own ``mask`` samples every column, and ||A|| = 1 exactly.
+    measurement is read from the measurement itself (its non-zero columns): ``at(y)`` is A_i = M_i F P for each
+    row.  The operator's own ``mask`` samples every column: unbound, ||A|| = 1 exactly (and ||A_i|| <= 1).
     """
 
-    per_measurement_mask = True
+    varies_per_sample = True
 
     def __init__(self, in_shape, kspace_shape):
         in_shape = as_shape(in_shape, "in_shape")
@@ -143,29 +111,27 @@ class MeasuredKSpace(KSpaceSubsample):
         top, left = (big_h - h) // 2, (big_w - w) // 2
         return torch.nn.functional.pad(x, (left, big_w - w - left, top, big_h - h - top))
 
-    def mask_of(self, y: torch.Tensor) -> torch.Tensor:
-        """The sampling of each measurement as weights (B, 1, 1, W, 1) broadcasting over y."""
-        return sampled_columns(y).to(y.dtype)[:, None, None, :, None]
-
-    def apply_mask(self, k: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """M_y k: k-space (B, *out_shape) with the columns that y did not sample set to zero."""
-        if y is None:
-            raise ValueError("MeasuredKSpace.apply_mask needs y, the measurement whose columns to keep")
-        return k * self.mask_of(y)
+    def at(self, y: torch.Tensor) -> "MeasuredKSpace":
+        """A_i = M_i F P for each row of y (B, *out_shape), M_i its sampled columns."""
+        return self.bound_to_rows(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = self._pad(x)
-        return fft2c(torch.stack((padded, torch.zeros_like(padded)), dim=-1))
+        k = fft2c(torch.stack((padded, torch.zeros_like(padded)), dim=-1))
+        return k * self._weights(k)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return center_crop(ifft2c(y)[..., 0], self.in_shape[1:])
+        return center_crop(ifft2c(y * self._weights(y))[..., 0], self.in_shape[1:])
 
     def image(self, k: torch.Tensor) -> torch.Tensor:
         """The magnitude of the centre crop of F^-1 k, (B, C, H, W, 2) -> (B, C, h, w)."""
         return center_crop(complex_abs(ifft2c(k)), self.in_shape[1:])
 
     def pseudo_inverse(self, y: torch.Tensor, iters: int = 200, tol: float = 1e-10) -> torch.Tensor:
-        return self.adjoint(y)  # A^T A = P^T Re(F^-1 F) P = I on real targets
+        """Unbound: A^T y (A^T A = P^T Re(F^-1 F) P = I on real targets); bound to masks: conjugate gradients."""
+        if self.row_masks is None:
+            return self.adjoint(y)
+        return LinearOperator.pseudo_inverse(self, y, iters=iters, tol=tol)
 
     def spectral_norm(self) -> float:
         return 1.0

@@ -1,4 +1,4 @@
-"""Column (phase-encoding) sampling masks for Cartesian MRI.
+"""Column (phase-encoding) sampling masks for Cartesian MRI, and the column sampling k-space operators share.
 
 Each mask function owns no global state: a mask is a pure function of
 (pattern, width, acceleration, center_fraction, seed, key), where ``key`` is any
@@ -7,6 +7,7 @@ only when a run asks for it, a rank suffix so that torchrun ranks draw different
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import numpy as np
@@ -65,3 +66,62 @@ def make_mask(pattern: str, width: int, acceleration: float, center_fraction: fl
             picks = np.floor(rng.uniform(0, step) + step * np.arange(n_other)).astype(int)
             mask[outside[picks]] = True
     return torch.from_numpy(mask)
+
+
+def column_mask(width: int, mask=None, pattern: str = "random", acceleration: float = 4.0,
+                center_fraction: float = 0.08, seed: int = 0, key: str | None = None) -> tuple[torch.Tensor, str]:
+    """(bool mask (width,), its pattern name): ``mask`` checked (bool, or 0 / 1 entries; "explicit"), else
+    ``make_mask(pattern, ...)``.  A mask that samples no column is an error."""
+    if mask is None:
+        mask = make_mask(pattern, width, acceleration, center_fraction, seed, key)
+    else:
+        mask, pattern = torch.as_tensor(mask), "explicit"
+        if mask.shape != (width,):
+            raise ValueError(f"mask must have shape (W,) = ({width},), got {tuple(mask.shape)}")
+        if mask.dtype != torch.bool:
+            if not bool(((mask == 0) | (mask == 1)).all()):
+                raise ValueError("mask must be boolean or contain only 0 and 1")
+            mask = mask.bool()
+    if not bool(mask.any()):
+        raise ValueError("mask samples no column; expected at least one True entry")
+    return mask.clone(), pattern
+
+
+def sampled_columns(y: torch.Tensor) -> torch.Tensor:
+    """(B, W) bool: the k-space columns of y (B, C, H, W, 2) holding any non-zero value (the sampled ones
+    of a masked measurement)."""
+    return y.detach().ne(0).any(-1).any(-2).any(1)
+
+
+class ColumnSampling:
+    """Column sampling M of k-space (B, C, H, W, 2) for a ``LinearOperator`` with a ``mask`` buffer (W,) that every
+    measurement shares, or, bound to a batch (``bound_to_rows``), one mask per row (B, W): each sample's own."""
+
+    row_masks: torch.Tensor | None = None      # (B, W) bool when bound to a batch
+
+    def _weights(self, like: torch.Tensor) -> torch.Tensor:
+        """M as weights broadcasting over ``like`` (B, ..., H, W, 2): (W, 1), or (B, 1, .., W, 1) per row."""
+        if self.row_masks is None:
+            return self.mask.to(dtype=like.dtype, device=like.device)[:, None]
+        if like.shape[0] != self.row_masks.shape[0]:
+            raise ValueError(f"{type(self).__name__} bound to {self.row_masks.shape[0]} measurements (at(y)) applied to "
+                             f"a batch of {like.shape[0]}; expected the rows it was bound to")
+        rows = self.row_masks.to(dtype=like.dtype, device=like.device)
+        return rows.view(rows.shape[0], *([1] * (like.dim() - 3)), rows.shape[1], 1)
+
+    def bound_to_rows(self, y: torch.Tensor, **per_row):
+        """A shallow copy acting on the rows of y (B, *out_shape) only: masks = y's sampled columns, and the
+        attributes ``per_row`` (tensors with a leading B)."""
+        bound = copy.copy(self)
+        bound.row_masks = sampled_columns(y)
+        for name, value in per_row.items():
+            setattr(bound, name, value)
+        return bound
+
+    def apply_mask(self, k: torch.Tensor) -> torch.Tensor:
+        """M k: k-space (B, *out_shape) with the unsampled columns set to zero."""
+        return k * self._weights(k)
+
+    def measured_part(self, e: torch.Tensor) -> torch.Tensor:
+        """``e`` on the sampled columns only (M e)."""
+        return self.apply_mask(e)

@@ -7,9 +7,9 @@ import torch
 
 from .._checks import as_shape
 from ..operators.base import LinearOperator
-from ..operators.fourier import fft2c, ifft2c
-from .masks import make_mask
-from .coils import birdcage_maps, check_maps, normalise_maps
+from ..operators.fourier import center_crop, fft2c, ifft2c
+from .coils import acs_maps, birdcage_maps, check_maps, normalise_maps, rss
+from .masks import ColumnSampling, column_mask
 
 
 def complex_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -25,7 +25,7 @@ def complex_conj(a: torch.Tensor) -> torch.Tensor:
 LANCZOS_RESTARTS = 20   # ``MultiCoilKSpace.spectral_norm``: restarts of 24 vectors before the power method instead
 
 
-class MultiCoilKSpace(LinearOperator):
+class MultiCoilKSpace(ColumnSampling, LinearOperator):
     """y = M F S x: each coil c sees the image weighted by its sensitivity S_c, then the centred orthonormal 2-D
     FFT of every coil image, then the sampled columns.
 
@@ -53,20 +53,10 @@ class MultiCoilKSpace(LinearOperator):
             raise ValueError(f"give either maps (coils, {h}, {w}, 2) or coils (a number of analytic birdcage maps), "
                              f"got maps={'None' if maps is None else 'a tensor'} and coils={coils!r}")
         maps = birdcage_maps(coils, (h, w)) if maps is None else normalise_maps(check_maps(maps, (h, w)))
-        if mask is None:
-            mask = make_mask(pattern, w, acceleration, center_fraction, seed, key)
-            self.pattern = pattern
-        else:
-            mask = torch.as_tensor(mask)
-            if mask.shape != (w,) or mask.dtype != torch.bool:
-                raise ValueError(f"mask must be a bool tensor of shape (W,) = ({w},), got {mask.dtype} "
-                                 f"{tuple(mask.shape)}")
-            self.pattern = "explicit"
-        if not bool(mask.any()):
-            raise ValueError("mask samples no column; expected at least one True entry")
+        mask, self.pattern = column_mask(w, mask, pattern, acceleration, center_fraction, seed, key)
         super().__init__(in_shape, (maps.shape[0], h, w, 2))
         self.register_buffer("maps", maps)
-        self.register_buffer("mask", mask.clone())
+        self.register_buffer("mask", mask)
         covered = bool((maps.pow(2).sum(dim=(0, -1)) > 0).all())
         self.spectral_norm_is_exact = bool(mask.all()) and covered
 
@@ -74,24 +64,24 @@ class MultiCoilKSpace(LinearOperator):
     def coils(self) -> int:
         return self.maps.shape[0]
 
-    def _weights(self, like: torch.Tensor) -> torch.Tensor:
-        return self.mask.to(dtype=like.dtype, device=like.device)[:, None]
+    row_maps: torch.Tensor | None = None      # (B, coils, H, W, 2) when bound to a batch with its own maps
 
-    def apply_mask(self, k: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """M k: coil k-space (B, *out_shape) with the unsampled columns set to zero."""
-        return k * self._weights(k)
-
-    def measured_part(self, e: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``e`` on the sampled columns only (M e)."""
-        return self.apply_mask(e, y)
+    def _maps(self, like: torch.Tensor) -> torch.Tensor:
+        """S: (coils, H, W, 2), or per row (B, coils, H, W, 2) when bound to a batch with maps of its own."""
+        if self.row_maps is None:
+            return self.maps.to(like)
+        if self.row_maps.shape[0] != like.shape[0]:
+            raise ValueError(f"{type(self).__name__} bound to {self.row_maps.shape[0]} measurements applied to a batch "
+                             f"of {like.shape[0]}; expected the rows it was bound to")
+        return self.row_maps.to(like)
 
     def sens_expand(self, image: torch.Tensor) -> torch.Tensor:
         """S z: a complex image (B, 1, H, W, 2) -> coil images (B, coils, H, W, 2)."""
-        return complex_mul(image, self.maps.to(image))
+        return complex_mul(image, self._maps(image))
 
     def sens_reduce(self, coil_images: torch.Tensor) -> torch.Tensor:
         """S^H c: coil images (B, coils, H, W, 2) -> the complex image (B, 1, H, W, 2) they combine to."""
-        return complex_mul(coil_images, complex_conj(self.maps.to(coil_images))).sum(dim=1, keepdim=True)
+        return complex_mul(coil_images, complex_conj(self._maps(coil_images))).sum(dim=1, keepdim=True)
 
     def coil_images(self, x: torch.Tensor) -> torch.Tensor:
         """S x: (B, *in_shape) -> (B, coils, H, W, 2)."""
@@ -107,7 +97,8 @@ class MultiCoilKSpace(LinearOperator):
         return self.combine(ifft2c(k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fft2c(self.coil_images(x)) * self._weights(x)
+        k = fft2c(self.coil_images(x))
+        return k * self._weights(k)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self.combine(ifft2c(y * self._weights(y)))
@@ -143,3 +134,72 @@ class MultiCoilKSpace(LinearOperator):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, coils={self.coils}, pattern={self.pattern!r}, "
                 f"sampled={int(self.mask.sum())}/{self.mask.numel()} columns")
+
+
+class MeasuredMultiCoilKSpace(MultiCoilKSpace):
+    """Measured multi-coil k-space (fastMRI multi-coil files): each measurement has its own mask and coil maps, and
+    targets lie on a smaller grid than the acquisition.
+
+    Shapes: x (B, 1, h, w) real target images (fastMRI's 320 x 320 crop of the RSS); y (B, coils, H, W, 2) the
+    acquired k-space grid of every coil (kspace_shape = (coils, H, W)), unsampled columns zero.
+
+    ``at(y)`` is A_i = M_i F S_i P for each row: P places the target at the centre of the (H, W) grid, S_i are
+    the coil maps estimated from y_i's own auto-calibration lines (``coils.acs_maps``: the low-resolution coil
+    images over their root-sum-of-squares, so S_i also carries the image's slowly varying phase and a real
+    magnitude target is consistent with it), M_i its sampled columns.  Unbound the operator has no maps and only
+    ``at`` applies.  Maps at unit root-sum-of-squares and a mask make ||A_i|| <= 1 (``spectral_norm``: that
+    bound, for every i).
+    """
+
+    varies_per_sample = True
+    spectral_norm_is_exact = False
+
+    def __init__(self, in_shape, kspace_shape):
+        in_shape = as_shape(in_shape, "in_shape")
+        kspace_shape = as_shape(kspace_shape, "kspace_shape")
+        if len(in_shape) != 3 or in_shape[0] != 1 or len(kspace_shape) != 3:
+            raise ValueError(f"in_shape must be (1, h, w) and kspace_shape (coils, H, W); got {in_shape} and "
+                             f"{kspace_shape}")
+        if in_shape[1] > kspace_shape[1] or in_shape[2] > kspace_shape[2]:
+            raise ValueError(f"the target grid {in_shape[1:]} must fit inside kspace_shape {kspace_shape[1:]}")
+        self.complex_input, self.pattern = False, "measured"
+        LinearOperator.__init__(self, in_shape, (*kspace_shape, 2))
+        self.register_buffer("mask", torch.ones(kspace_shape[2], dtype=torch.bool))
+
+    @property
+    def coils(self) -> int:
+        return self.out_shape[0]
+
+    def at(self, y: torch.Tensor) -> "MeasuredMultiCoilKSpace":
+        """A_i = M_i F S_i P for each row of y (B, *out_shape): its sampled columns and its ACS coil maps."""
+        return self.bound_to_rows(y, row_maps=acs_maps(y))
+
+    def _maps(self, like: torch.Tensor) -> torch.Tensor:
+        if self.row_maps is None:
+            raise ValueError("MeasuredMultiCoilKSpace has coil maps only for given measurements: apply "
+                             "operator.at(y), the operators of the batch y")
+        return super()._maps(like)
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        (h, w), (big_h, big_w) = self.in_shape[1:], self.out_shape[1:3]
+        top, left = (big_h - h) // 2, (big_w - w) // 2
+        return torch.nn.functional.pad(x, (left, big_w - w - left, top, big_h - h - top))
+
+    def coil_images(self, x: torch.Tensor) -> torch.Tensor:
+        """S P x: (B, 1, h, w) -> (B, coils, H, W, 2)."""
+        padded = self._pad(x)
+        return self.sens_expand(torch.stack((padded, torch.zeros_like(padded)), dim=-1))
+
+    def combine(self, coil_images: torch.Tensor) -> torch.Tensor:
+        """P^T Re S^H: (B, coils, H, W, 2) -> (B, 1, h, w)."""
+        return center_crop(self.sens_reduce(coil_images)[..., 0], self.in_shape[1:])
+
+    def image(self, k: torch.Tensor) -> torch.Tensor:
+        """fastMRI's image of a full coil k-space estimate k: the centre crop of the RSS of F^-1 k, (B, 1, h, w)."""
+        return center_crop(rss(ifft2c(k)), self.in_shape[1:])
+
+    def spectral_norm(self) -> float:
+        return 1.0
+
+    def extra_repr(self) -> str:
+        return f"in_shape={self.in_shape}, kspace_shape={self.out_shape[:3]}, masks and ACS coil maps from each measurement"

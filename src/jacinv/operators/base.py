@@ -62,9 +62,12 @@ class LinearOperator(nn.Module):
     Attributes:
         in_shape, out_shape: shapes without the batch dimension.
         spectral_norm_is_exact: True when ``spectral_norm()`` is a closed form.
+        varies_per_sample: True when each measurement has its own A_i (a mask per fastMRI volume, coil maps per
+            slice); ``at(y)`` then gives the batch's operators.
     """
 
     spectral_norm_is_exact: bool = False
+    varies_per_sample: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -94,11 +97,16 @@ class LinearOperator(nn.Module):
             (xa,) = torch.autograd.grad(self.forward(x0), x0, grad_outputs=y, create_graph=keep_graph)
         return xa
 
-    def measured_part(self, e: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def at(self, y: torch.Tensor) -> "LinearOperator":
+        """The operators that measured the batch y (B, *out_shape), row i's A_i, as one operator on batches of
+        those B rows.  Here one A measures every sample: A itself.  Operators whose sampling or coil maps differ per
+        measurement (``varies_per_sample``) override this; models, baselines and penalties apply ``A.at(y)``."""
+        return self
+
+    def measured_part(self, e: torch.Tensor) -> torch.Tensor:
         """``e`` (B, *out_shape) with the entries that no measurement carries set to zero (for k-space masks: the
         unsampled positions, which a scanner never records): the part of a perturbation that a real measurement
-        can take.  Here every entry is measured: ``e`` itself.  ``y``: the measurements, for operators whose
-        sampling differs per measurement."""
+        can take.  Here every entry is measured: ``e`` itself."""
         return e
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,13 @@ def apply_adjoint(operator: LinearOperator | None, w: torch.Tensor) -> torch.Ten
     return operator.adjoint(w) if operator is not None else w
 
 
+def at_rows(operators: list, y: torch.Tensor, rows: list) -> list:
+    """Each block's operator as the operators of its rows: ``operators[k].at(block k of y)`` (y (sum rows, ...) split
+    into blocks of ``rows``; None stays None), so that a penalty on J A uses each sample's own A_i."""
+    blocks = y.detach().split(rows)
+    return [op.at(block) if op is not None else None for op, block in zip(operators, blocks)]
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample inner products of (B, ...) tensors, shaped (B, 1, ..., 1) to broadcast."""
     return (a * b).flatten(1).sum(1).view(-1, *([1] * (a.dim() - 1)))
@@ -91,6 +98,7 @@ def power_iteration(products: JacobianProducts, operators: list, vectors: list, 
     vectors = [normalise(v.detach()) for v in vectors]
     sigmas = [torch.zeros(v.shape[0], dtype=v.dtype, device=v.device) for v in vectors]
     rows = [v.shape[0] for v in vectors]
+    operators = at_rows(operators, products.y, rows)
     spaces = [([v], []) for v in vectors]                                    # (orthonormal basis, images) per block
     for step in range(iters):
         tangent = torch.cat([apply(op, q[-1]) for op, (q, _) in zip(operators, spaces)])
@@ -150,7 +158,7 @@ def jacobian_spectral_norm(f, y: torch.Tensor, operator: LinearOperator | None =
     (v,), _ = power_iteration(products, [operator], [v0], iters, krylov)
     if products.mode == "finite_difference":
         products = JacobianProducts(f, y, "forward")
-    sigma = per_sample_norm(products.jvp(apply(operator, v), create_graph=True))
+    sigma = per_sample_norm(products.jvp(apply(at_rows([operator], y, [y.shape[0]])[0], v), create_graph=True))
     return (sigma, v) if return_vectors else sigma
 
 
@@ -174,6 +182,7 @@ def frobenius_sq_estimates(products: JacobianProducts, operators, n_projections:
     out_shape = tuple(products.out.shape)
     d = math.prod(out_shape[1:])
     totals = [0.0] * len(operators)
+    batch_operators = [op.at(products.y.detach()) if op is not None else None for op in operators]
     for _ in range(n_projections):
         z = torch.randn(out_shape, generator=generator, dtype=torch.float32)
         if projection == "rademacher":
@@ -182,6 +191,6 @@ def frobenius_sq_estimates(products: JacobianProducts, operators, n_projections:
             z = normalise(z) * math.sqrt(d)
         z = z.to(dtype=products.out.dtype, device=products.out.device)
         jtz = products.vjp(z, create_graph=True)
-        for k, op in enumerate(operators):
+        for k, op in enumerate(batch_operators):
             totals[k] = totals[k] + per_sample_norm(apply_adjoint(op, jtz)) ** 2
     return [t / n_projections for t in totals]

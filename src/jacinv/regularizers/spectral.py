@@ -29,7 +29,7 @@ from torch import nn
 from .._checks import choice, flag, positive_int
 from ..operators import Identity, LinearOperator
 from .bank import VectorBank
-from .norms import (apply, apply_adjoint, jacobian_input_shape, normalise, per_sample_norm, power_iteration,
+from .norms import (apply, apply_adjoint, at_rows, jacobian_input_shape, normalise, per_sample_norm, power_iteration,
                     random_unit_vectors)
 from .products import JVP_MODES, JacobianProducts, detached_jvp, resolve_jvp_mode
 
@@ -140,7 +140,8 @@ class SpectralJacobianPenalty(nn.Module):
         rows = torch.from_numpy(seen).to(y.device)
         base = outputs["f(y)"][rows] if mode == "finite_difference" else None
         stored = self.banks[key].vectors_of(index[rows])
-        jv = detached_jvp(f, y[rows], apply(self._operator(key), normalise(stored.to(y))), mode, base)
+        (op,) = at_rows([self._operator(key)], y[rows], [rows.numel()])
+        jv = detached_jvp(f, y[rows], apply(op, normalise(stored.to(y))), mode, base)
         return values.index_put((rows.to(values.device),), per_sample_norm(jv).to(values))
 
     def _plan(self, f, key: str, y: torch.Tensor, index, mode: str, outputs: dict):
@@ -176,6 +177,7 @@ class SpectralJacobianPenalty(nn.Module):
         sizes = [v.shape[0] for v in vectors]
         products = JacobianProducts(f, y_rows, "double_vjp")
         vectors, _ = power_iteration(products, operators, vectors, n_iter - 1, self.krylov)
+        operators = at_rows(operators, y_rows, sizes)
         jv = products.jvp(torch.cat([apply(op, v) for op, v in zip(operators, vectors)]))
         jtu = products.vjp(normalise(jv), create_graph=True)
         mtu = [apply_adjoint(op, g) for op, g in zip(operators, jtu.split(sizes))]
@@ -262,7 +264,8 @@ class SpectralJacobianPenalty(nn.Module):
         if differentiable is None:
             # one differentiable forward-mode pass on the arg-max rows only
             argmax_rows = torch.cat([rows.index_select(0, best[k]) for k, rows in zip(keys, y_rows)])
-            tangent = torch.cat([apply(op, v.index_select(0, best[k])) for k, op, v in zip(keys, operators, vectors)])
+            argmax_ops = at_rows(operators, argmax_rows, [1] * len(keys))
+            tangent = torch.cat([apply(op, v.index_select(0, best[k])) for k, op, v in zip(keys, argmax_ops, vectors)])
             jv = JacobianProducts(f, argmax_rows, "forward").jvp(tangent, create_graph=True)
             maxima = dict(zip(keys, per_sample_norm(jv)))
         else:

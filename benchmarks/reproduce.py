@@ -61,7 +61,7 @@ UNKEYED = ["train.checkpoint_every=100", "train.probe_size=16"]
 # Config keys added after runs were cached, each with the value that keeps the behaviour from before it existed:
 # left out of the run key at that value.  Add a key here when adding one to the configs (`--rekey` renames
 # the runs cached in between).
-LATER_KEYS = {"regularizer.every": 1, "data.kspace": "simulated", "data.target": "auto", "data.train_root": None,
+LATER_KEYS = {"regularizer.every": 1, "data.kspace": "auto", "data.target": "auto", "data.train_root": None,
               "data.val_root": None, "data.test_root": None, "train.keep_freed_memory": True,
               "train.max_loss_ratio": 1000.0,  # the divergence stop: no cached run came near it
               "data.augment": [], "regularizer.target_ja": None, "regularizer.target_j": None,

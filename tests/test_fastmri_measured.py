@@ -83,7 +83,8 @@ def test_measured_kspace_needs_one_kspace_shape(tmp_path):
     with h5py.File(folders["train"] / "odd.h5", "w") as fh:
         fh["kspace"] = np.ones((2, 32, 20), dtype=np.complex64)
         fh["reconstruction_esc"] = np.ones((2, CROP, CROP), dtype=np.float32)
-    with pytest.raises(ConfigError, match=r"one k-space shape per run, found \(32, 20\): 1 file\(s\), e.g. odd.h5; \(32, 24\): 2 file"):
+    with pytest.raises(ConfigError, match=r"one k-space shape \(and coil count\) per run, found single-coil \(32, 20\): "
+                                          r"1 file\(s\), e.g. .*odd.h5; single-coil \(32, 24\): 6 file"):
         build_experiment(measured_config(folders))
 
 

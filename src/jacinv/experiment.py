@@ -130,19 +130,33 @@ def _fastmri_folders(data: dict) -> tuple[FastMRISliceDataset, FastMRISliceDatas
 def _fastmri_sets(config: dict):
     """(operator, train, val, test, note) for data.source=fastmri, read lazily (see ``FastMRIPairs``)."""
     data, op_cfg, seed = config["data"], config["operator"], config["seed"]
-    if op_cfg["name"] != "kspace":
-        raise ConfigError(f"config key 'operator.name' must be 'kspace' for fastMRI data, got {op_cfg['name']!r}")
+    if op_cfg["name"] not in ("kspace", "multicoil_kspace"):
+        raise ConfigError(f"config key 'operator.name' must be 'kspace' or 'multicoil_kspace' for fastMRI data, got "
+                          f"{op_cfg['name']!r}")
+    multicoil = op_cfg["name"] == "multicoil_kspace"
     train_pool, val_folder, test_folder, train_items, test_items = _fastmri_folders(data)
-    kspace = data["kspace"]
-    operator = kspace_operator(train_pool, kspace, data["patch_size"],
-                               op_cfg["kwargs"] if kspace == "simulated" else {})
+    kspace = data["kspace"] if data["kspace"] != "auto" else ("measured" if multicoil else "simulated")
+    folders = [f for f in (train_pool, val_folder, test_folder) if f is not None]
     mask = {"acceleration": 4.0, "center_fraction": 0.08, "pattern": "random", "seed": 0}
+    coils_note = ""
     if kspace == "measured":
-        unknown = sorted(set(op_cfg["kwargs"]) - set(mask))
+        kwargs = dict(op_cfg["kwargs"])
+        coils = kwargs.pop("coils", None) if multicoil else None
+        unknown = sorted(set(kwargs) - set(mask))
         if unknown:
-            raise ConfigError(f"config key 'operator.kwargs' {unknown}: measured k-space takes only {sorted(mask)} "
-                              "(one mask per volume, drawn from its file name)")
-        mask.update(op_cfg["kwargs"])
+            raise ConfigError(f"config key 'operator.kwargs' {unknown}: measured k-space takes only "
+                              f"{sorted(mask) + (['coils'] if multicoil else [])} (one mask per volume, drawn from its "
+                              "file name)")
+        mask.update(kwargs)
+    try:
+        operator = kspace_operator(folders, kspace, data["patch_size"], op_cfg["kwargs"] if kspace == "simulated" else {},
+                                   multicoil)
+    except ValueError as err:
+        raise ConfigError(f"config key 'operator' ({op_cfg['name']}, data.kspace={kspace}): {err}") from err
+    if kspace == "measured" and multicoil:
+        coils_note = f", {operator.coils} coils from the files" + (
+            f" (operator.kwargs.coils = {coils} sets the coils of simulated k-space only)"
+            if coils not in (None, operator.coils) else "")
     noise = build_noise(config["noise"])
     if kspace == "measured" and noise is not None:
         raise ConfigError(f"config key 'noise.kind' must be none for measured k-space (the files carry their own "
@@ -162,7 +176,7 @@ def _fastmri_sets(config: dict):
     folders = [data[k] for k in ("train_root", "val_root", "test_root") if data[k]] or [data["root"]]
     how = "measured k-space, a mask per volume" if kspace == "measured" else "k-space simulated from the targets"
     count = lambda folder, items: len(np.unique(folder.items[items, 0]))  # noqa: E731
-    note = (f"fastMRI {how}, targets {train_pool.target}, from {', '.join(map(str, folders))} "
+    note = (f"fastMRI {how}{coils_note}, targets {train_pool.target}, from {', '.join(map(str, folders))} "
             f"({count(train_pool, train_items)} train / {count(test_folder, test_items)} test volumes)")
     return operator, train_set, val_set if len(val_set) else None, test_set, note
 

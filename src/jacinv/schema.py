@@ -48,7 +48,7 @@ class DataConfig(_Block):
     train_root: Path = None
     val_root: Path = None
     test_root: Path = None
-    kspace: Literal["simulated", "measured"] = "simulated"
+    kspace: Literal["auto", "simulated", "measured"] = "auto"
     target: Literal["auto", "reconstruction_esc", "reconstruction_rss", "kspace"] = "auto"
     fallback: Literal["embedded", "error"] = "embedded"
     n_train: Union[PosInt, None] = 500
@@ -159,7 +159,8 @@ DOCS = {
     "data.train_root": "fastmri: the training folder (with data.test_root, instead of data.root)",
     "data.val_root": "fastmri: an optional validation folder",
     "data.test_root": "fastmri: the test folder",
-    "data.kspace": "fastmri: simulated (y = A x + n from the targets) | measured (the files' own k-space)",
+    "data.kspace": "fastmri: auto (measured for multicoil_kspace, else simulated) | simulated (y = A x + n from the "
+                   "targets) | measured (the files' own k-space)",
     "data.target": "fastmri: auto | reconstruction_esc | reconstruction_rss | kspace",
     "data.fallback": "mnist: what to do when no MNIST files are found: embedded patches, or error",
     "data.n_train": "training signals (fastmri: null = every slice)",

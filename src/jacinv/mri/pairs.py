@@ -19,6 +19,7 @@ from ..transforms import seed_for
 from .fastmri import FastMRISliceDataset
 from .kspace import KSpaceSubsample, MeasuredKSpace
 from .masks import make_mask
+from .multicoil import MeasuredMultiCoilKSpace, MultiCoilKSpace
 
 KSPACE_MODES = ("simulated", "measured")
 
@@ -43,12 +44,13 @@ class FastMRIPairs(Dataset):
         self.operator = operator
         self.kspace = choice(kspace, "kspace", KSPACE_MODES)
         if self.kspace == "measured":
-            if not isinstance(operator, MeasuredKSpace):
-                raise TypeError(f"measured k-space needs a MeasuredKSpace operator, got {type(operator).__name__}")
+            if not isinstance(operator, (MeasuredKSpace, MeasuredMultiCoilKSpace)):
+                raise TypeError(f"measured k-space needs a MeasuredKSpace or MeasuredMultiCoilKSpace operator, got "
+                                f"{type(operator).__name__}")
             if noise is not None:
                 raise ValueError("measured k-space carries its own noise; expected noise None (noise.kind: none)")
-        elif isinstance(operator, MeasuredKSpace):
-            raise TypeError("simulated k-space needs an operator with a fixed mask, got MeasuredKSpace")
+        elif operator.varies_per_sample:
+            raise TypeError(f"simulated k-space needs an operator with a fixed mask, got {type(operator).__name__}")
         self.mask = dict(mask or {})
         self.noise, self.seed = noise, seed
         self._masks: dict[str, torch.Tensor] = {}
@@ -112,19 +114,31 @@ class FastMRIPairs(Dataset):
         return torch.stack(ys), torch.stack(xs)
 
 
-def kspace_operator(slices: FastMRISliceDataset, kspace: str, crop: int, op_kwargs: dict) -> LinearOperator:
-    """The operator of a fastMRI run: KSpaceSubsample on the (crop x crop) targets (simulated), or
-    MeasuredKSpace from the targets to the files' k-space grid, which every file must share (measured)."""
+def kspace_operator(folders, kspace: str, crop: int, op_kwargs: dict, multicoil: bool = False) -> LinearOperator:
+    """The operator of a fastMRI run on ``folders`` (lazy slice readers): simulated, KSpaceSubsample (or with
+    ``multicoil`` MultiCoilKSpace, ``op_kwargs`` its settings) on the (crop x crop) targets; measured, MeasuredKSpace
+    (or MeasuredMultiCoilKSpace) from the targets to the files' k-space grid, which every file of every folder must
+    share, as single-coil (slices, H, W) or multi-coil (slices, coils, H, W) files as asked."""
     if choice(kspace, "kspace", KSPACE_MODES) == "simulated":
-        return KSpaceSubsample((1, crop, crop), **op_kwargs)
+        return (MultiCoilKSpace if multicoil else KSpaceSubsample)((1, crop, crop), **op_kwargs)
     shapes: dict[tuple, list[str]] = {}
-    for info in slices.volumes:
-        shapes.setdefault(tuple(info["kspace_shape"][1:]), []).append(info["fname"])
+    for slices in folders:
+        for info in slices.volumes:
+            shapes.setdefault(tuple(info["kspace_shape"][1:]), []).append(str(slices.root / info["fname"]))
     if len(shapes) > 1:
-        listing = "; ".join(f"{shape}: {len(names)} file(s), e.g. {names[0]}" for shape, names in shapes.items())
-        raise ValueError(f"measured k-space needs one k-space shape per run, found {listing}; "
+        listing = "; ".join(f"{_described(shape)}: {len(names)} file(s), e.g. {names[0]}"
+                            for shape, names in shapes.items())
+        raise ValueError(f"measured k-space needs one k-space shape (and coil count) per run, found {listing}; "
                          "keep files of one shape together (or use data.kspace=simulated)")
-    (shape,) = shapes
-    if len(shape) != 2:
-        raise ValueError(f"measured k-space is single-coil (slices, H, W); {shapes[shape][0]} has coils {shape[:-2]}")
-    return MeasuredKSpace((1, crop, crop), shape)
+    ((shape, names),) = shapes.items()
+    if (len(shape) == 3) != multicoil:
+        expected = "multi-coil (slices, coils, H, W)" if multicoil else "single-coil (slices, H, W)"
+        raise ValueError(f"operator {'multicoil_kspace' if multicoil else 'kspace'} needs {expected} files; "
+                         f"{names[0]} is {_described(shape)} (operator.name=multicoil_kspace for multi-coil files, "
+                         "kspace for single-coil ones)")
+    return MeasuredMultiCoilKSpace((1, crop, crop), shape) if multicoil else MeasuredKSpace((1, crop, crop), shape)
+
+
+def _described(shape: tuple) -> str:
+    """(H, W) -> "single-coil (H, W)"; (coils, H, W) -> "C coils (H, W)"."""
+    return f"single-coil {shape}" if len(shape) == 2 else f"{shape[0]} coils {shape[1:]}"

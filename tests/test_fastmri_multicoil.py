@@ -1,0 +1,80 @@
+"""fastMRI multi-coil folders the fastMRI way: measured coil k-space, a mask per volume (or the file's own), coil maps
+from each slice's auto-calibration lines, RSS targets, volume metrics and the submission format; and the files
+a multi-coil run refuses."""
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from fastmri_files import CROP, write_folders, write_volume
+from jacinv.config import ConfigError, load_config
+from jacinv.experiment import build_experiment
+from jacinv.mri import MeasuredMultiCoilKSpace
+from jacinv.report import evaluate_run
+from jacinv.training import train
+from test_fastmri_measured import fastmri_volume_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+COILS = 4
+
+
+def multicoil_config(folders: dict, *extra: str) -> dict:
+    """configs/mri_4x_multicoil.yaml on the folders, as the README's command runs it (noise off: the files carry
+    their own), with a tiny VarNet."""
+    return load_config(ROOT / "configs" / "mri_4x_multicoil.yaml", [
+        "data.source=fastmri", f"data.train_root={folders['train']}", f"data.test_root={folders['test']}",
+        f"data.patch_size={CROP}", "data.n_train=null", "data.n_val=2", "data.n_test=null", "noise.kind=none",
+        "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}", "train.batch_size=3", "train.probe_size=2",
+        "train.probe_iters=2", "train.eval_every=1", *extra])
+
+
+def test_multicoil_folders_build_measured_multicoil_pairs(tmp_path):
+    folders = write_folders(tmp_path, n_train=3, coils=COILS)
+    exp = build_experiment(multicoil_config(folders))
+    assert isinstance(exp.operator, MeasuredMultiCoilKSpace) and exp.operator.coils == COILS
+    assert f"{COILS} coils from the files" in exp.data_note and "targets reconstruction_rss" in exp.data_note
+    y, x, _ = exp.train_set[0]
+    assert y.shape == (COILS, 32, 24, 2) and x.shape == (1, CROP, CROP)
+    sampled = y.ne(0).any(-1).any(-2).any(0)
+    assert 0 < int(sampled.sum()) < 24          # the volume's own mask, drawn from its name
+
+
+def test_multicoil_fastmri_trains_evaluates_and_exports_what_fastmri_scores(tmp_path):
+    folders = write_folders(tmp_path / "data", n_train=4, coils=COILS)
+    train(multicoil_config(folders, "train.epochs=3"), tmp_path / "run", progress=False)
+    report = evaluate_run(tmp_path / "run", save_reconstructions=tmp_path / "recon")
+    summary = report["summary"]
+    assert {"sense", "zero_filled_rss"} <= set(summary) and any(k.startswith("tv(") for k in summary)
+    scores = []
+    for path in sorted((tmp_path / "recon").glob("*.h5")):
+        with h5py.File(path) as rec, h5py.File(folders["test"] / path.name) as src:
+            scores.append(fastmri_volume_metrics(src["reconstruction_rss"][()].astype(np.float64),
+                                                 rec["reconstruction"][()].astype(np.float64)))
+    assert len(scores) == 2
+    for key in ("nmse", "psnr", "ssim"):
+        assert summary["network"][f"volume_{key}"] == pytest.approx(np.mean([s[key] for s in scores]), rel=1e-6)
+
+
+@pytest.mark.parametrize("odd, match", [
+    (dict(coils=COILS + 2), rf"one k-space shape \(and coil count\) per run, found {COILS} coils \(32, 24\): .*"
+                            rf"{COILS + 2} coils \(32, 24\): 1 file\(s\), e.g. .*odd.h5"),
+    (dict(coils=None), r"found .*single-coil \(32, 24\): 1 file\(s\), e.g. .*odd.h5"),
+    (dict(coils=COILS, shape=(32, 20)), r"found .*4 coils \(32, 20\): 1 file\(s\), e.g. .*odd.h5"),
+])
+def test_a_multicoil_run_refuses_files_of_another_kind_naming_them(tmp_path, odd, match):
+    folders = write_folders(tmp_path, n_train=2, coils=COILS)
+    write_volume(folders["test"] / "odd.h5", seed=7, **odd)
+    with pytest.raises(ConfigError, match=match):
+        build_experiment(multicoil_config(folders))
+
+
+def test_single_coil_runs_refuse_multicoil_files_and_the_reverse(tmp_path):
+    multi = write_folders(tmp_path / "multi", n_train=2, coils=COILS)
+    with pytest.raises(ConfigError, match=r"operator kspace needs single-coil \(slices, H, W\) files; .*train000.h5 is "
+                                          rf"{COILS} coils"):
+        build_experiment(multicoil_config(multi, "operator.name=kspace", "operator.kwargs={}", "data.kspace=measured"))
+    single = write_folders(tmp_path / "single", n_train=2)
+    with pytest.raises(ConfigError, match=r"operator multicoil_kspace needs multi-coil \(slices, coils, H, W\) files; "
+                                          r".*is single-coil \(32, 24\)"):
+        build_experiment(multicoil_config(single))

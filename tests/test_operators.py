@@ -253,6 +253,39 @@ def test_mask_effective_acceleration(pattern, acceleration):
         assert np.mean(counts) == pytest.approx(width / acceleration, rel=0.03)
 
 
+@pytest.mark.parametrize("width, acceleration, center_fraction", [(368, 4, 0.08), (320, 8, 0.04), (640, 4, 0.08)])
+def test_equispaced_fraction_samples_a_fraction_of_one_over_the_acceleration(width, acceleration, center_fraction):
+    """fastMRI's equispaced_fraction: centre lines plus lines at a constant spacing, about width / acceleration in all."""
+    for seed in range(5):
+        mask = make_mask("equispaced_fraction", width, acceleration, center_fraction, seed=seed).numpy()
+        center = round(width * center_fraction)
+        start = (width - center + 1) // 2
+        assert mask[start: start + center].all()
+        outside = np.flatnonzero(mask[:start])
+        assert set(np.diff(outside)) <= {math.floor(np.diff(outside).mean()), math.ceil(np.diff(outside).mean())}
+        assert mask.sum() == pytest.approx(width / acceleration, rel=0.04)
+
+
+@pytest.mark.parametrize("width", [368, 320, 25])
+@pytest.mark.parametrize("acceleration", [4, 8])
+def test_magic_masks_never_sample_a_column_and_its_mirror_outside_the_centre(width, acceleration):
+    """The magic family: every ``acceleration``-th column on each side of the centre, and no sampled column's mirror
+    (its Hermitian partner, the same information for a real image) sampled too, outside the centre lines."""
+    from jacinv.mri import mirror_columns
+
+    for seed in range(4):
+        mask = make_mask("magic", width, acceleration, 0.04, seed=seed)
+        center = torch.zeros(width, dtype=torch.bool)
+        n_low = max(1, round(width * 0.04))
+        center[(width - n_low + 1) // 2: (width - n_low + 1) // 2 + n_low] = True
+        outer = mask & ~center & ~center[mirror_columns(width)]
+        assert not bool((outer & outer[mirror_columns(width)]).any())
+        positive = torch.nonzero(outer[width // 2:]).flatten()
+        assert positive.numel() >= 1 and set(torch.diff(positive).tolist()) <= {acceleration}
+    with pytest.raises(ValueError, match="magic mask family needs an integer acceleration, got 2.5"):
+        make_mask("magic", 64, 2.5, 0.04)
+
+
 def test_mask_centre_is_always_sampled_and_keys_reproduce():
     m1 = make_mask("random", 64, 4, 0.08, seed=1, key="file_001.h5")
     m2 = make_mask("random", 64, 4, 0.08, seed=1, key="file_001.h5")
@@ -271,7 +304,7 @@ def test_kspace_real_norm_depends_on_mirror_pairs():
     (dict(in_shape=(1, 8, 8), acceleration=0.5), r"acceleration must be a finite number in \[1.0, inf\], got 0.5"),
     (dict(in_shape=(1, 8, 8), center_fraction=1.0), r"center_fraction must be a finite number in \(0.0, 1.0\)"),
     (dict(in_shape=(1, 8, 8), center_fraction=0.0), r"center_fraction must be a finite number in \(0.0, 1.0\)"),
-    (dict(in_shape=(1, 8, 8), pattern="radial"), r"pattern must be one of \['random', 'equispaced'\], got 'radial'"),
+    (dict(in_shape=(1, 8, 8), pattern="radial"), r"pattern must be one of \['random', 'equispaced', 'equispaced_fraction', 'magic'\], got 'radial'"),
     (dict(in_shape=(1, 64, 64), acceleration=8, center_fraction=0.5), "more than width / acceleration"),
     (dict(in_shape=(1, 8, 8), mask=torch.zeros(8)), "mask samples no column"),
     (dict(in_shape=(1, 8, 8), mask=torch.ones(7)), r"mask must have shape \(W,\) = \(8,\), got \(7,\)"),

@@ -15,7 +15,7 @@ import torch
 
 from .._checks import choice, finite_number, positive_int
 
-PATTERNS = ("random", "equispaced")
+PATTERNS = ("random", "equispaced", "equispaced_fraction", "magic")
 
 
 def _rng(seed: int, key: str | None) -> np.random.Generator:
@@ -38,7 +38,14 @@ def make_mask(pattern: str, width: int, acceleration: float, center_fraction: fl
     probability that makes width / acceleration columns in expectation.
     "equispaced": the centre columns plus equally spaced others, exactly
     round(width / acceleration) columns in all, with a random offset.
-    ``acceleration`` is the effective one (width / number of sampled columns).
+    "equispaced_fraction" (fastMRI's family of that name): the centre columns plus every column at
+    round(offset + k s) for k = 0, 1, ..., at the spacing s = acceleration (n_low - width) / (n_low acceleration
+    - width) that makes the whole a fraction of about 1 / acceleration, the offset random in [0, round(s)).
+    "magic" (fastMRI's, after Defazio 2019's offset sampling): the centre columns plus columns every
+    ``acceleration`` on each side of the centre, the negative frequencies' offset one column away from the
+    mirror of the positive ones', so that with the Hermitian symmetry of a real image's spectrum no column repeats
+    another's information; offset random.  ``acceleration`` must be an integer here.
+    ``acceleration`` is the effective one (width / number of sampled columns) for random and equispaced.
     """
     choice(pattern, "pattern", PATTERNS)
     positive_int(width, "width")
@@ -59,13 +66,36 @@ def make_mask(pattern: str, width: int, acceleration: float, center_fraction: fl
     if pattern == "random":
         prob = (target - len(center)) / max(1, len(outside))
         mask[outside[rng.uniform(size=len(outside)) < prob]] = True
-    else:
+    elif pattern == "equispaced":
         n_other = int(round(target)) - len(center)
         if n_other > 0:
             step = len(outside) / n_other
             picks = np.floor(rng.uniform(0, step) + step * np.arange(n_other)).astype(int)
             mask[outside[picks]] = True
+    elif pattern == "equispaced_fraction":
+        n_low = len(center)
+        spacing = acceleration * (n_low - width) / (n_low * acceleration - width) if n_low * acceleration != width \
+            else float(width)
+        offset = int(rng.integers(0, max(1, round(spacing))))
+        mask[np.around(np.arange(offset, width - 1, spacing)).astype(int)] = True
+    else:
+        mask |= _magic_columns(width, acceleration, int(rng.integers(0, max(1, round(acceleration)))))
     return torch.from_numpy(mask)
+
+
+def _magic_columns(width: int, acceleration: float, offset: int) -> np.ndarray:
+    """The "magic" family's columns outside the centre: every ``acceleration``-th frequency f >= 0 from one offset and
+    every one of f < 0 from an offset that keeps -f off the positive set (``make_mask``), in the centred layout."""
+    if acceleration != int(acceleration):
+        raise ValueError(f"the magic mask family needs an integer acceleration, got {acceleration}")
+    step = int(acceleration)
+    pos_start, neg_start = (offset + 1, offset + 2) if offset % 2 == 0 else (offset + 2, offset - 1)
+    positive = np.zeros((width + 1) // 2, dtype=bool)        # frequencies 0, 1, ..., in order
+    negative = np.zeros(width - len(positive), dtype=bool)   # frequencies -1, -2, ..., in order
+    positive[pos_start::step] = True
+    negative[neg_start::step] = True
+    unshifted = np.concatenate((positive, negative[::-1]))    # numpy's FFT order: 0, 1, ..., then ..., -2, -1
+    return np.fft.fftshift(unshifted)
 
 
 def column_mask(width: int, mask=None, pattern: str = "random", acceleration: float = 4.0,

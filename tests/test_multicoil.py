@@ -121,3 +121,24 @@ def test_multicoil_varnet_refines_the_coil_combined_image_and_keeps_the_data():
         refine.forward = lambda image: torch.zeros_like(image)
     y = op(torch.rand(2, 1, 16, 16))
     torch.testing.assert_close(net(y), op.adjoint(y))
+
+
+@pytest.mark.parametrize("measured", [False, True])
+def test_varnet_sensitivity_net_learns_unit_rss_maps_end_to_end(measured):
+    """fastMRI's E2E design: a U-Net on each coil's ACS image gives the maps (unit RSS), and the loss reaches it."""
+    from jacinv.models import VarNet
+    from jacinv.mri import MeasuredMultiCoilKSpace
+
+    truth = MultiCoilKSpace((1, 16, 16), coils=3, acceleration=2, center_fraction=0.25, pattern="equispaced")
+    op = MeasuredMultiCoilKSpace((1, 12, 12), (3, 16, 16)) if measured else truth
+    net = VarNet(op, cascades=2, chans=4, num_pool_layers=2, sens_chans=4, sens_pools=1)
+    y = truth(torch.rand(2, 1, 16, 16))
+    bound = net._operators(y)
+    torch.testing.assert_close(rss(bound.row_maps), torch.ones(2, 1, 16, 16))
+    out = net(y)
+    assert out.shape == (2, *op.in_shape)
+    out.square().sum().backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in net.sensitivities.parameters()
+               if p.dim() > 1)
+    with pytest.raises(ValueError, match="sens_chans=4 learns coil maps, which need a multi-coil operator"):
+        VarNet(KSpaceSubsample((1, 16, 16)), sens_chans=4)

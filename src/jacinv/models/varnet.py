@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .._checks import positive_int
+from ..mri.coils import acs_coil_images, unit_rss
 from ..mri.multicoil import MultiCoilKSpace
 from ..operators import KSpaceSubsample, LinearOperator
 from ..operators.fourier import fft2c, ifft2c
@@ -45,11 +46,15 @@ class VarNet(nn.Module):
     """``cascades`` k-space cascades, each with its own U-Net (``chans`` channels at the top,
     ``num_pool_layers`` poolings) and data-consistency weight (initialised at 1).
     Parameters with the defaults (8 cascades, chans 8, 3 pools, 1 coil): 8 x 120,354 + 8 = 962,840.
-    Multi-coil (``MultiCoilKSpace``): fastMRI's E2E update with the operator's coil maps S,
-    k <- k - eta_t M (k - y) - S-expand F R_t(S^H F^-1 k), one U-Net on the coil-combined image.
+    Multi-coil (``MultiCoilKSpace``): fastMRI's E2E update with coil maps S,
+    k <- k - eta_t M (k - y) - S-expand F R_t(S^H F^-1 k), one U-Net on the coil-combined image.  S are the
+    operator's maps (its analytic ones, or for measured k-space each slice's ACS estimate), or with ``sens_chans``
+    > 0 fastMRI's sensitivity network: a U-Net (``sens_chans`` channels, ``sens_pools`` poolings) on each coil's
+    ACS image, the results at unit root-sum-of-squares, trained end to end.
     """
 
-    def __init__(self, operator: LinearOperator, cascades: int = 8, chans: int = 8, num_pool_layers: int = 3):
+    def __init__(self, operator: LinearOperator, cascades: int = 8, chans: int = 8, num_pool_layers: int = 3,
+                 sens_chans: int = 0, sens_pools: int = 2):
         super().__init__()
         if not isinstance(operator, (KSpaceSubsample, MultiCoilKSpace)):
             raise ValueError(f"model 'varnet' needs a k-space operator (KSpaceSubsample, operator name 'kspace', or "
@@ -66,6 +71,21 @@ class VarNet(nn.Module):
         channels = 1 if self.multicoil else operator.out_shape[0]   # multi-coil: the U-Nets see the combined image
         self.refiners = nn.ModuleList([NormUNet(channels, chans, num_pool_layers) for _ in range(cascades)])
         self.dc_weights = nn.Parameter(torch.ones(cascades))
+        positive_int(sens_chans, "sens_chans", minimum=0)
+        if sens_chans and not self.multicoil:
+            raise ValueError(f"sens_chans={sens_chans} learns coil maps, which need a multi-coil operator "
+                             f"(multicoil_kspace); got {type(operator).__name__}")
+        self.sensitivities = NormUNet(1, sens_chans, positive_int(sens_pools, "sens_pools")) if sens_chans else None
+
+    def _operators(self, y: torch.Tensor) -> LinearOperator:
+        """The batch's operators: ``operator.at(y)``, with the sensitivity net's maps when it has one."""
+        op = self.operator.at(y)
+        if self.sensitivities is None:
+            return op
+        coil_images = acs_coil_images(y)                                   # (B, coils, H, W, 2)
+        b, coils = coil_images.shape[:2]
+        refined = self.sensitivities(coil_images.reshape(b * coils, 1, *coil_images.shape[2:]))
+        return op.with_maps(unit_rss(refined.reshape(coil_images.shape)))
 
     def _refined(self, op: LinearOperator, refine: nn.Module, k: torch.Tensor) -> torch.Tensor:
         """F R(F^-1 k) single-coil; F S R(S^H F^-1 k) multi-coil (``op``: the batch's operators)."""
@@ -74,7 +94,7 @@ class VarNet(nn.Module):
         return fft2c(op.sens_expand(refine(op.sens_reduce(ifft2c(k)))))
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        op = self.operator.at(y)
+        op = self._operators(y)
         k = y
         for dc_weight, refine in zip(self.dc_weights, self.refiners):
             k = k - dc_weight * op.apply_mask(k - y) - self._refined(op, refine, k)

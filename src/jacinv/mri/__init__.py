@@ -7,7 +7,7 @@ each measurement's mask and ACS coil maps (fastMRI multi-coil files); ``coils`` 
 Operators whose A differs per measurement give the batch's operators by ``at(y)`` (``LinearOperator.at``).
 The operators are registered, and re-exported by ``jacinv.operators``; the fastMRI readers by ``jacinv.datasets``.
 """
-from .coils import acs_columns, acs_maps, birdcage_maps, check_maps, normalise_maps, rss
+from .coils import acs_coil_images, acs_columns, acs_maps, birdcage_maps, check_maps, normalise_maps, rss, unit_rss
 from .export import ReconstructionWriter
 from .fastmri import FastMRISliceDataset
 from .kspace import KSpaceSubsample, MeasuredKSpace, mirror_columns
@@ -23,7 +23,7 @@ def is_kspace(operator) -> bool:
 
 
 __all__ = ["KSpaceSubsample", "MeasuredKSpace", "MultiCoilKSpace", "MeasuredMultiCoilKSpace", "ColumnSampling",
-           "column_mask", "acs_columns", "acs_maps", "sampled_columns", "mirror_columns", "make_mask",
+           "column_mask", "acs_columns", "acs_maps", "acs_coil_images", "unit_rss", "sampled_columns", "mirror_columns", "make_mask",
            "center_columns", "PATTERNS", "birdcage_maps", "check_maps", "normalise_maps", "rss", "is_kspace",
            "FastMRISliceDataset", "FastMRIPairs", "kspace_operator", "KSPACE_MODES", "VolumeMetrics", "volume_metrics",
            "ReconstructionWriter"]

@@ -82,12 +82,22 @@ def acs_columns(sampled: torch.Tensor) -> torch.Tensor:
     return (idx > gap_left) & (idx < gap_right) & sampled[..., center: center + 1]
 
 
+def acs_coil_images(y: torch.Tensor) -> torch.Tensor:
+    """The coil images of each measurement's auto-calibration lines alone (low resolution), (B, coils, H, W, 2) from
+    y (B, coils, H, W, 2) with its unsampled columns zero."""
+    acs = acs_columns(sampled_columns(y)).to(y.dtype)[:, None, None, :, None]
+    return ifft2c(y * acs)
+
+
+def unit_rss(coil_images: torch.Tensor) -> torch.Tensor:
+    """Per-sample maps (B, coils, H, W, 2) at unit root-sum-of-squares: the images over their RSS (0 where it is)."""
+    norm = rss(coil_images).unsqueeze(-1)                                    # (B, 1, H, W, 1)
+    tiny = torch.finfo(coil_images.dtype).tiny
+    return torch.where(norm > 0, coil_images / norm.clamp_min(tiny), torch.zeros_like(coil_images))
+
+
 def acs_maps(y: torch.Tensor) -> torch.Tensor:
     """Coil maps (B, coils, H, W, 2) estimated from each measurement's auto-calibration lines (fastMRI's E2E VarNet
-    starts from the same estimate): the coil images of the ACS lines alone, over their root-sum-of-squares, so at unit
-    root-sum-of-squares wherever the low-resolution image is not zero.  ``y`` (B, coils, H, W, 2), unsampled columns
-    zero."""
-    acs = acs_columns(sampled_columns(y)).to(y.dtype)[:, None, None, :, None]
-    low = ifft2c(y * acs)
-    norm = rss(low).unsqueeze(-1)                                            # (B, 1, H, W, 1)
-    return torch.where(norm > 0, low / norm.clamp_min(torch.finfo(y.dtype).tiny), torch.zeros_like(low))
+    starts from the same estimate): ``acs_coil_images`` at unit root-sum-of-squares, wherever the low-resolution
+    image is not zero."""
+    return unit_rss(acs_coil_images(y))

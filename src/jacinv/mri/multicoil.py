@@ -1,6 +1,8 @@
 """Multi-coil Cartesian MRI: y = M F S x, coil sensitivities S, centred orthonormal FFT F, column mask M."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse.linalg
 import torch
@@ -74,6 +76,13 @@ class MultiCoilKSpace(ColumnSampling, LinearOperator):
             raise ValueError(f"{type(self).__name__} bound to {self.row_maps.shape[0]} measurements applied to a batch "
                              f"of {like.shape[0]}; expected the rows it was bound to")
         return self.row_maps.to(like)
+
+    def with_maps(self, maps: torch.Tensor) -> "MultiCoilKSpace":
+        """This operator (bound to a batch, or one A for every sample) with the coil maps ``maps`` (B, coils, H, W, 2)
+        of the batch instead (a network's estimate: VarNet's sensitivity net)."""
+        bound = copy.copy(self)
+        bound.row_maps = maps
+        return bound
 
     def sens_expand(self, image: torch.Tensor) -> torch.Tensor:
         """S z: a complex image (B, 1, H, W, 2) -> coil images (B, coils, H, W, 2)."""

@@ -142,3 +142,25 @@ def test_varnet_sensitivity_net_learns_unit_rss_maps_end_to_end(measured):
                if p.dim() > 1)
     with pytest.raises(ValueError, match="sens_chans=4 learns coil maps, which need a multi-coil operator"):
         VarNet(KSpaceSubsample((1, 16, 16)), sens_chans=4)
+
+
+@pytest.mark.parametrize("model, kwargs", [("unet", {"input": "magnitude", "chans": 4, "num_pool_layers": 2}),
+                                           ("unet", {"chans": 4, "num_pool_layers": 2}),
+                                           ("unrolled", {"iterations": 2, "depth": 2, "features": 4}),
+                                           ("modl", {"iterations": 2, "cg_iters": 3, "depth": 2, "features": 4})])
+@pytest.mark.parametrize("measured", [False, True])
+def test_image_domain_and_model_based_nets_take_multicoil_operators(model, kwargs, measured):
+    """The U-Net on the RSS of the zero-filled coil images (or on A^T y), and the unrolled nets with each batch's
+    A_i = M_i F S_i inside, map multi-coil k-space to the target grid."""
+    from jacinv.models import build_model
+    from jacinv.mri import MeasuredMultiCoilKSpace
+
+    truth = MultiCoilKSpace((1, 16, 16), coils=3, acceleration=2, center_fraction=0.25, pattern="equispaced")
+    op = MeasuredMultiCoilKSpace((1, 12, 12), (3, 16, 16)) if measured else truth
+    net = build_model(model, op, **kwargs)
+    y = truth(torch.rand(2, 1, 16, 16))
+    assert net(y).shape == (2, *op.in_shape)
+    if kwargs.get("input") == "magnitude":
+        zero_filled = rss(torch.view_as_real(torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(
+            torch.view_as_complex(y), dim=(-2, -1)), norm="ortho"), dim=(-2, -1))))
+        torch.testing.assert_close(net.pre(y), zero_filled[..., 2:14, 2:14] if measured else zero_filled)

@@ -21,6 +21,7 @@ import math
 from torch import nn
 
 from .._checks import choice
+from ..mri import MultiCoilKSpace
 from ..operators import LinearOperator
 from .dncnn import DnCNN
 from .fc import FCNet
@@ -73,15 +74,16 @@ def _unet(operator: LinearOperator, input: str = "adjoint", **kwargs) -> nn.Modu
         raise ValueError(f"image {operator.in_shape[1:3]} is too small for num_pool_layers={pools}: the U-Net needs "
                          f"H, W >= {2 ** (pools + 1)}; lower num_pool_layers")
     complex_image = len(operator.in_shape) == 4
-    coils = out[0]
+    channels = operator.in_shape[0]      # single-coil: one per k-space channel; multi-coil: the combined image
     if mode == "magnitude":
         if complex_image:
             raise ValueError("input='magnitude' needs a real-image operator; this one reconstructs complex images")
-        return Reconstructor(UNet(coils, coils, **kwargs), pre=ZeroFilledMagnitude(operator.in_shape[1:3]))
+        pre = ZeroFilledMagnitude(operator.in_shape[1:3], coils=isinstance(operator, MultiCoilKSpace))
+        return Reconstructor(UNet(channels, channels, **kwargs), pre=pre)
     if complex_image:
         pre = nn.Sequential(AdjointInput(operator), ComplexToChannels())
-        return Reconstructor(UNet(2 * coils, 2 * coils, **kwargs), pre=pre, post=ChannelsToComplex())
-    return Reconstructor(UNet(coils, coils, **kwargs), pre=AdjointInput(operator))
+        return Reconstructor(UNet(2 * channels, 2 * channels, **kwargs), pre=pre, post=ChannelsToComplex())
+    return Reconstructor(UNet(channels, channels, **kwargs), pre=AdjointInput(operator))
 
 
 register_model("fc", _fc)

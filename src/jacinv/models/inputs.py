@@ -42,14 +42,17 @@ class ChannelsToComplex(nn.Module):
 
 class ZeroFilledMagnitude(nn.Module):
     """y -> |F^-1 y| centre-cropped to ``crop`` (h, w) (default: no crop), the zero-filled magnitude
-    image, (B, C, H, W, 2) -> (B, C, h, w)."""
+    image, (B, C, H, W, 2) -> (B, C, h, w); with ``coils`` the root-sum-of-squares over the C coil images,
+    (B, 1, h, w) (fastMRI's multi-coil zero-filled image)."""
 
-    def __init__(self, crop: tuple[int, int] | None = None):
+    def __init__(self, crop: tuple[int, int] | None = None, coils: bool = False):
         super().__init__()
-        self.crop = crop
+        self.crop, self.coils = crop, coils
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         image = complex_abs(ifft2c(y))
+        if self.coils:
+            image = image.pow(2).sum(1, keepdim=True).sqrt()
         return image if self.crop is None else center_crop(image, self.crop)
 
 

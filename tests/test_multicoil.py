@@ -164,3 +164,21 @@ def test_image_domain_and_model_based_nets_take_multicoil_operators(model, kwarg
         zero_filled = rss(torch.view_as_real(torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(
             torch.view_as_complex(y), dim=(-2, -1)), norm="ortho"), dim=(-2, -1))))
         torch.testing.assert_close(net.pre(y), zero_filled[..., 2:14, 2:14] if measured else zero_filled)
+
+
+def test_stability_and_subject_shift_run_on_a_multicoil_run(tmp_path, capsys):
+    """evaluate.py --stability (perturbations confined to the sampled columns of every coil) and --shift subject on
+    the embedded multi-coil default, tiny."""
+    import json
+
+    from jacinv.cli import evaluate_main
+    from test_training import trained_tiny_run
+
+    run = trained_tiny_run(tmp_path / "run", "mri_4x_multicoil", "data.n_test=2")
+    capsys.readouterr()
+    assert evaluate_main([str(run), "--stability", "--stability-samples", "2", "--radii", "0.5",
+                          "--shift", "subject", "--shift-samples", "2"]) == 0
+    report = json.loads((run / "stability.json").read_text())
+    assert list(report["curves"])[0] == "network" and any(n.startswith("tv(") for n in report["curves"])
+    shift = json.loads((run / "shift_subject.json").read_text())
+    assert "network" in json.dumps(shift) and "network" in capsys.readouterr().out

@@ -78,3 +78,31 @@ def test_single_coil_runs_refuse_multicoil_files_and_the_reverse(tmp_path):
     with pytest.raises(ConfigError, match=r"operator multicoil_kspace needs multi-coil \(slices, coils, H, W\) files; "
                                           r".*is single-coil \(32, 24\)"):
         build_experiment(multicoil_config(single))
+
+
+def test_coil_compression_keeps_the_most_energy_and_is_unitary_at_full_count():
+    import torch
+
+    from jacinv.mri.fastmri import compress_coils
+
+    g = torch.Generator().manual_seed(0)
+    kspace = torch.randn(5, 8, 6, 2, generator=g, dtype=torch.float64)
+    kspace[..., 1::2, :] = 0                                               # a mask: zero columns
+    full = compress_coils(kspace, 5)
+    torch.testing.assert_close(full.pow(2).sum((0, -1)), kspace.pow(2).sum((0, -1)))   # RSS per position kept
+    z = torch.view_as_complex(kspace).reshape(5, -1)
+    singular = torch.linalg.svdvals(z)
+    for coils in (1, 2, 4):
+        kept = compress_coils(kspace, coils)
+        assert kept.shape == (coils, 8, 6, 2) and bool((kept[..., 1::2, :] == 0).all())
+        torch.testing.assert_close(kept.pow(2).sum(), singular[:coils].pow(2).sum())
+
+
+def test_virtual_coils_let_files_of_mixed_coil_counts_share_a_run(tmp_path):
+    folders = write_folders(tmp_path, n_train=2, coils=COILS)
+    write_volume(folders["train"] / "more.h5", seed=7, coils=COILS + 2)
+    exp = build_experiment(multicoil_config(folders, "data.virtual_coils=3"))
+    assert exp.operator.coils == 3 and exp.train_set[0][0].shape[0] == 3
+    with pytest.raises(ConfigError, match=r"virtual_coils=5 compresses multi-coil files of at least that many coils; "
+                                          r".*train000.h5 is 4 coils"):
+        build_experiment(multicoil_config(folders, "data.virtual_coils=5"))

@@ -106,7 +106,8 @@ def _fastmri_folders(data: dict) -> tuple[FastMRISliceDataset, FastMRISliceDatas
                                            list, list]:
     """(train pool, validation folder or None, test source, train-pool slice positions, test positions):
     data.train_root / val_root / test_root, or one data.root whose last fifth of volumes is the test split."""
-    read = lambda root: FastMRISliceDataset(root, target=data["target"], crop=(data["patch_size"],) * 2)  # noqa: E731
+    read = lambda root: FastMRISliceDataset(root, target=data["target"], crop=(data["patch_size"],) * 2,  # noqa: E731
+                                            virtual_coils=data["virtual_coils"])
     if data["train_root"] is not None or data["test_root"] is not None:
         missing = [k for k in ("train_root", "test_root") if data[k] is None]
         if missing:

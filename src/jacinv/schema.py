@@ -20,6 +20,7 @@ import annotated_types
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import UserError
+from .operators import registered_operators
 from .regularizers import PRESETS, names_weighted_by, registered_regularizers, spectral_names, with_preset
 from .transforms import AUGMENTATIONS
 
@@ -50,6 +51,7 @@ class DataConfig(_Block):
     test_root: Path = None
     kspace: Literal["auto", "simulated", "measured"] = "auto"
     target: Literal["auto", "reconstruction_esc", "reconstruction_rss", "kspace"] = "auto"
+    virtual_coils: Union[PosInt, None] = None
     fallback: Literal["embedded", "error"] = "embedded"
     n_train: Union[PosInt, None] = 500
     n_val: NonNegInt = 0
@@ -81,7 +83,7 @@ class ModelConfig(_Block):
 
 
 class _Registered(collections.abc.Sequence):
-    """The registered regulariser names ``pick()`` gives, looked up when a config is checked (plug-ins, imported
+    """The registered names (regularisers, operators) ``pick()`` gives, looked up when a config is checked (plug-ins, imported
     first, register more): a condition's allowed values in USED_WHEN."""
 
     def __init__(self, pick):
@@ -99,7 +101,7 @@ class _Registered(collections.abc.Sequence):
 
 REGULARIZER_NAMES = _Registered(registered_regularizers)
 #: keys whose values are names in a registry (checked when a config is, after its plug-ins are imported)
-REGISTERED_CHOICES = {"regularizer.name": REGULARIZER_NAMES}
+REGISTERED_CHOICES = {"regularizer.name": REGULARIZER_NAMES, "operator.name": _Registered(registered_operators)}
 
 
 class RegularizerConfig(_Block):
@@ -162,6 +164,8 @@ DOCS = {
     "data.kspace": "fastmri: auto (measured for multicoil_kspace, else simulated) | simulated (y = A x + n from the "
                    "targets) | measured (the files' own k-space)",
     "data.target": "fastmri: auto | reconstruction_esc | reconstruction_rss | kspace",
+    "data.virtual_coils": "fastmri multi-coil: compress every slice's coils to this many virtual coils (SVD; "
+                          "files of mixed coil counts then share one run); null keeps the files' coils",
     "data.fallback": "mnist: what to do when no MNIST files are found: embedded patches, or error",
     "data.n_train": "training signals (fastmri: null = every slice)",
     "data.n_val": "validation signals, drawn from the training pool, disjoint from n_train",
@@ -227,6 +231,7 @@ USED_WHEN: dict[str, list[dict[str, tuple]]] = {
     "data.test_root": [{"data.source": ("fastmri",)}],
     "data.kspace": [{"data.source": ("fastmri",)}],
     "data.target": [{"data.source": ("fastmri",)}],
+    "data.virtual_coils": [{"data.source": ("fastmri",), "operator.name": ("multicoil_kspace",)}],
     "data.fallback": [{"data.source": ("mnist",)}],
     "data.patch_size": [{"data.source": ("folder", "fastmri")}, {"data.source": ("embedded",), "data.name": ("patches",)}],
     "data.channels": [{"data.source": ("folder",)}],

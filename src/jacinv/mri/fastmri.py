@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._checks import choice
+from .._checks import choice, positive_int
 from ..operators.fourier import center_crop, complex_abs, ifft2c
 
 TARGETS = ("reconstruction_esc", "reconstruction_rss", "kspace")
@@ -51,10 +51,12 @@ class FastMRISliceDataset(Dataset):
             reused for files whose size and mtime are unchanged, so a folder of thousands of
             volumes indexes once.
         skip_corrupt: skip unreadable files with a warning instead of failing.
+        virtual_coils: compress each multi-coil slice to this many virtual coils (``compress_coils``); every
+            file must then have at least that many coils.
     """
 
     def __init__(self, root, target: str = "reconstruction_esc", crop=(320, 320), index_file=None,
-                 skip_corrupt: bool = False):
+                 skip_corrupt: bool = False, virtual_coils: int | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"fastMRI directory {self.root} does not exist")
@@ -64,6 +66,14 @@ class FastMRISliceDataset(Dataset):
         if not files:
             raise ValueError(f"fastMRI directory {self.root} holds no .h5 files")
         self.volumes = self._index(files, Path(index_file) if index_file else None, skip_corrupt)
+        self.virtual_coils = None if virtual_coils is None else positive_int(virtual_coils, "virtual_coils")
+        if self.virtual_coils is not None:
+            for info in self.volumes:
+                shape = info["kspace_shape"]
+                if len(shape) != 4 or shape[1] < self.virtual_coils:
+                    coils = "single-coil" if len(shape) != 4 else f"{shape[1]} coils"
+                    raise ValueError(f"virtual_coils={self.virtual_coils} compresses multi-coil files of at least that "
+                                     f"many coils; {self.root / info['fname']} is {coils}")
         if self.target == "auto":
             self.target = next((t for t in TARGETS[:2] if all(t in v["keys"] for v in self.volumes)), "kspace")
         self.items = np.array([(v, s) for v, info in enumerate(self.volumes) for s in range(info["slices"])],
@@ -140,6 +150,12 @@ class FastMRISliceDataset(Dataset):
             return center_crop(complex_abs(ifft2c(kspace)).pow(2).sum(0).sqrt(), self.crop)[None]
         return center_crop(torch.from_numpy(np.asarray(fh[self.target][s], dtype=np.float32)), self.crop)[None]
 
+    def kspace_shape(self, v: int) -> tuple[int, ...]:
+        """The per-slice k-space shape items of volume v have: (H, W) single-coil, (coils, H, W) multi-coil (the
+        virtual coils when compressing)."""
+        shape = tuple(self.volumes[v]["kspace_shape"][1:])
+        return shape if self.virtual_coils is None else (self.virtual_coils, *shape[1:])
+
     def volume_max(self, v: int) -> float:
         """The maximum of volume v's targets: the file's 'max' attribute, else computed once (all its slices)."""
         info = self.volumes[v]
@@ -160,8 +176,21 @@ class FastMRISliceDataset(Dataset):
         if k.ndim == 2:
             k = k[None]
         kspace = torch.view_as_real(torch.from_numpy(k.astype(np.complex64)))
+        if self.virtual_coils is not None:
+            kspace = compress_coils(kspace, self.virtual_coils)
         target = self._target(fh, kspace, s)
         item = {"kspace": kspace, "target": target, "fname": info["fname"], "slice": s, "max": self.volume_max(v)}
         if "mask" in fh:
             item["mask"] = torch.from_numpy(np.asarray(fh["mask"], dtype=bool))
         return item
+
+
+def compress_coils(kspace: torch.Tensor, coils: int) -> torch.Tensor:
+    """Coil compression by SVD: k-space (C, H, W, 2) of C coils -> (coils, H, W, 2), the ``coils`` combinations
+    U^H k along the top left singular vectors U of the (C, H W) coil matrix, which keep the most signal energy
+    of any ``coils`` linear combinations (the sum of the squared singular values kept).  Linear and the same in
+    k-space and image space, so masks (zero columns) and the root-sum-of-squares of what is kept carry over."""
+    z = torch.view_as_complex(kspace.contiguous()).reshape(kspace.shape[0], -1)       # (C, H W)
+    u, _, _ = torch.linalg.svd(z @ z.conj().T)                                          # C x C, Hermitian
+    compressed = u[:, :coils].conj().T @ z
+    return torch.view_as_real(compressed.reshape(coils, *kspace.shape[1:3]).contiguous())

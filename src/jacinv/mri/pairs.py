@@ -123,8 +123,8 @@ def kspace_operator(folders, kspace: str, crop: int, op_kwargs: dict, multicoil:
         return (MultiCoilKSpace if multicoil else KSpaceSubsample)((1, crop, crop), **op_kwargs)
     shapes: dict[tuple, list[str]] = {}
     for slices in folders:
-        for info in slices.volumes:
-            shapes.setdefault(tuple(info["kspace_shape"][1:]), []).append(str(slices.root / info["fname"]))
+        for v, info in enumerate(slices.volumes):
+            shapes.setdefault(slices.kspace_shape(v), []).append(str(slices.root / info["fname"]))
     if len(shapes) > 1:
         listing = "; ".join(f"{_described(shape)}: {len(names)} file(s), e.g. {names[0]}"
                             for shape, names in shapes.items())

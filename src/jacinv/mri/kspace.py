@@ -7,7 +7,7 @@ import torch
 
 from .._checks import as_shape
 from ..operators.base import LinearOperator
-from ..operators.fourier import center_crop, complex_abs, fft2c, ifft2c
+from ..operators.fourier import center_crop, center_pad, complex_abs, fft2c, ifft2c
 from .masks import ColumnSampling, column_mask, sampled_columns
 
 
@@ -106,17 +106,12 @@ class MeasuredKSpace(KSpaceSubsample):
         self.in_shape = in_shape
         self.kspace_shape = kspace_shape
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        (h, w), (big_h, big_w) = self.in_shape[1:], self.kspace_shape
-        top, left = (big_h - h) // 2, (big_w - w) // 2
-        return torch.nn.functional.pad(x, (left, big_w - w - left, top, big_h - h - top))
-
     def at(self, y: torch.Tensor) -> "MeasuredKSpace":
         """A_i = M_i F P for each row of y (B, *out_shape), M_i its sampled columns."""
         return self.bound_to_rows(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded = self._pad(x)
+        padded = center_pad(x, self.kspace_shape)
         k = fft2c(torch.stack((padded, torch.zeros_like(padded)), dim=-1))
         return k * self._weights(k)
 

@@ -9,7 +9,7 @@ import torch
 
 from .._checks import as_shape
 from ..operators.base import LinearOperator
-from ..operators.fourier import center_crop, fft2c, ifft2c
+from ..operators.fourier import center_crop, center_pad, fft2c, ifft2c
 from .coils import acs_maps, birdcage_maps, check_maps, normalise_maps, rss
 from .masks import ColumnSampling, column_mask
 
@@ -189,14 +189,9 @@ class MeasuredMultiCoilKSpace(MultiCoilKSpace):
                              "operator.at(y), the operators of the batch y")
         return super()._maps(like)
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        (h, w), (big_h, big_w) = self.in_shape[1:], self.out_shape[1:3]
-        top, left = (big_h - h) // 2, (big_w - w) // 2
-        return torch.nn.functional.pad(x, (left, big_w - w - left, top, big_h - h - top))
-
     def coil_images(self, x: torch.Tensor) -> torch.Tensor:
         """S P x: (B, 1, h, w) -> (B, coils, H, W, 2)."""
-        padded = self._pad(x)
+        padded = center_pad(x, self.out_shape[1:3])
         return self.sens_expand(torch.stack((padded, torch.zeros_like(padded)), dim=-1))
 
     def combine(self, coil_images: torch.Tensor) -> torch.Tensor:

@@ -32,3 +32,12 @@ def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
         raise ValueError(f"crop {shape} is larger than the image ({h}, {w})")
     top, left = (h - ch) // 2, (w - cw) // 2
     return x[..., top: top + ch, left: left + cw]
+
+
+def center_pad(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad the last two dims of ``x`` to ``shape`` around it: the adjoint of ``center_crop`` to x's size."""
+    (h, w), (big_h, big_w) = x.shape[-2:], shape
+    if h > big_h or w > big_w:
+        raise ValueError(f"image ({h}, {w}) is larger than the padded shape {tuple(shape)}")
+    top, left = (big_h - h) // 2, (big_w - w) // 2
+    return torch.nn.functional.pad(x, (left, big_w - w - left, top, big_h - h - top))

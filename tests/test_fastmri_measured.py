@@ -12,6 +12,7 @@ from fastmri_files import CROP, SHAPE, write_folders
 from jacinv.config import ConfigError, load_config
 from jacinv.datasets import FastMRISliceDataset
 from jacinv.experiment import build_experiment, build_run_regularizer
+from jacinv.noise import item_noise
 from jacinv.operators import MeasuredKSpace, check_adjoint, make_mask
 from jacinv.report import evaluate_run
 from jacinv.training import train
@@ -63,8 +64,8 @@ def test_measured_items_use_each_volumes_mask_and_the_files_own(tmp_path):
     torch.testing.assert_close(exp.test_set.targets(torch.tensor(own[:1]))[0, 0], expected_x)
 
 
-def test_measured_kspace_takes_model_aware_penalties_and_refuses_noise(tmp_path):
-    """||J(y_i) A_i||: each volume's own mask (exactness: tests/test_per_sample.py); simulated noise is refused."""
+def test_measured_kspace_takes_model_aware_penalties(tmp_path):
+    """||J(y_i) A_i||: each volume's own mask (exactness: tests/test_per_sample.py)."""
     folders = write_folders(tmp_path, n_train=2)
     exp = build_experiment(measured_config(folders))
     reg = build_run_regularizer(measured_config(folders, "regularizer.name=sja+sj", "regularizer.lambda_ja=1",
@@ -72,10 +73,32 @@ def test_measured_kspace_takes_model_aware_penalties_and_refuses_noise(tmp_path)
     y, _, index = (torch.stack(t) for t in zip(*(exp.train_set[i] for i in range(2))))
     total = reg(exp.model, y, index=index)
     assert bool(torch.isfinite(total)) and float(reg.last_stats["penalty_sja"]) > 0
-    with pytest.raises(ConfigError, match=r"'noise.kind' must be none for measured k-space"):
-        build_experiment(measured_config(folders, "noise.kind=bounded"))
     with pytest.raises(ConfigError, match=r"'data.test_root' is needed"):
         build_experiment(measured_config(folders, "data.test_root=null"))
+
+
+def test_noise_on_measured_kspace_is_added_before_the_mask_and_fresh_only_for_training(tmp_path):
+    """y = M (k + n): the draw n of the noise model on the file's k-space, kept on the sampled columns; "fresh"
+    draws change with the epoch on the training set only."""
+    folders = write_folders(tmp_path, n_train=2)
+    clean = build_experiment(measured_config(folders))
+    noisy = build_experiment(measured_config(folders, "noise.kind=bounded", "noise.radius=0.5",
+                                             "noise.noise_mode=fresh"))
+    assert "plus simulated noise" in noisy.data_note
+    for data_set, clean_set, mode in ((noisy.train_set, clean.train_set, "fresh"),
+                                      (noisy.test_set, clean.test_set, "fixed")):
+        i = torch.arange(len(data_set))
+        y, y_clean = data_set.measure(i), clean_set.measure(i)
+        mask = (y_clean != 0).any(-1).any(-2, keepdim=True)[..., None]           # (N, 1, 1, W, 1)
+        n = torch.stack([item_noise(data_set.noise, y.shape[1:], data_set.seed, k, mode) for k in i])
+        torch.testing.assert_close(y, y_clean + n * mask)                          # y = M (k + n)
+        assert torch.equal((y != 0).any(-1).any(-2, keepdim=True)[..., None], mask)  # masks still read from y
+    y0 = noisy.train_set.measure(torch.arange(2))
+    t0 = noisy.test_set.measure(torch.arange(2))
+    noisy.train_set.set_epoch(1)
+    noisy.test_set.set_epoch(1)
+    assert not torch.equal(noisy.train_set.measure(torch.arange(2)), y0)      # fresh on the training set
+    assert torch.equal(noisy.test_set.measure(torch.arange(2)), t0)            # fixed on the test set
 
 
 def test_measured_kspace_needs_one_kspace_shape(tmp_path):

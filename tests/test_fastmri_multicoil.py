@@ -20,11 +20,11 @@ COILS = 4
 
 
 def multicoil_config(folders: dict, *extra: str) -> dict:
-    """configs/mri_4x_multicoil.yaml on the folders, as the README's command runs it (noise off: the files carry
-    their own), with a tiny VarNet."""
+    """configs/mri_4x_multicoil.yaml on the folders, as the README's command runs it (the config's noise added to the
+    files' k-space), with a tiny VarNet."""
     return load_config(ROOT / "configs" / "mri_4x_multicoil.yaml", [
         "data.source=fastmri", f"data.train_root={folders['train']}", f"data.test_root={folders['test']}",
-        f"data.patch_size={CROP}", "data.n_train=null", "data.n_val=2", "data.n_test=null", "noise.kind=none",
+        f"data.patch_size={CROP}", "data.n_train=null", "data.n_val=2", "data.n_test=null",
         "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}", "train.batch_size=3", "train.probe_size=2",
         "train.probe_iters=2", "train.eval_every=1", *extra])
 
@@ -33,7 +33,8 @@ def test_multicoil_folders_build_measured_multicoil_pairs(tmp_path):
     folders = write_folders(tmp_path, n_train=3, coils=COILS)
     exp = build_experiment(multicoil_config(folders))
     assert isinstance(exp.operator, MeasuredMultiCoilKSpace) and exp.operator.coils == COILS
-    assert f"{COILS} coils from the files" in exp.data_note and "targets reconstruction_rss" in exp.data_note
+    assert f"{COILS} coils from the files" in exp.data_note and "plus simulated noise" in exp.data_note
+    assert "targets reconstruction_rss" in exp.data_note
     y, x, _ = exp.train_set[0]
     assert y.shape == (COILS, 32, 24, 2) and x.shape == (1, CROP, CROP)
     sampled = y.ne(0).any(-1).any(-2).any(0)

@@ -158,24 +158,24 @@ def _fastmri_sets(config: dict):
         coils_note = f", {operator.coils} coils from the files" + (
             f" (operator.kwargs.coils = {coils} sets the coils of simulated k-space only)"
             if coils not in (None, operator.coils) else "")
-    noise = build_noise(config["noise"])
-    if kspace == "measured" and noise is not None:
-        raise ConfigError(f"config key 'noise.kind' must be none for measured k-space (the files carry their own "
-                          f"noise), got {config['noise']['kind']!r}")
+    noise, noise_mode = build_noise(config["noise"]), config["noise"]["noise_mode"]
 
-    def pairs(folder, items, sizes: dict, s: int) -> list[FastMRIPairs]:
-        """Random subsets of ``items`` of the sizes asked, each in file order, as data sets."""
-        return [FastMRIPairs(folder, sorted(items[int(i)] for i in part), operator, kspace, mask, noise, s + k)
-                for k, part in zip((0, 20_000), _subsets(len(items), sizes, s))]
+    def pairs(folder, items, sizes: dict, s: int, modes=("fixed", "fixed")) -> list[FastMRIPairs]:
+        """Random subsets of ``items`` of the sizes asked, each in file order, as data sets (noise drawn as
+        ``modes`` says, one per subset)."""
+        return [FastMRIPairs(folder, sorted(items[int(i)] for i in part), operator, kspace, mask, noise, s + k, mode)
+                for k, part, mode in zip((0, 20_000), _subsets(len(items), sizes, s), modes)]
 
     if val_folder is None:
-        train_set, val_set = pairs(train_pool, train_items, {"n_train": data["n_train"], "n_val": data["n_val"]}, seed)
+        train_set, val_set = pairs(train_pool, train_items, {"n_train": data["n_train"], "n_val": data["n_val"]}, seed,
+                                   (noise_mode, "fixed"))
     else:
-        (train_set,) = pairs(train_pool, train_items, {"n_train": data["n_train"]}, seed)
+        (train_set,) = pairs(train_pool, train_items, {"n_train": data["n_train"]}, seed, (noise_mode,))
         (val_set,) = pairs(val_folder, list(range(len(val_folder))), {"n_val": data["n_val"]}, seed + 2)
     (test_set,) = pairs(test_folder, test_items, {"n_test": data["n_test"]}, seed + 10_000)
     folders = [data[k] for k in ("train_root", "val_root", "test_root") if data[k]] or [data["root"]]
-    how = "measured k-space, a mask per volume" if kspace == "measured" else "k-space simulated from the targets"
+    how = ("measured k-space" + (" plus simulated noise" if noise is not None else "") + ", a mask per volume"
+           if kspace == "measured" else "k-space simulated from the targets")
     count = lambda folder, items: len(np.unique(folder.items[items, 0]))  # noqa: E731
     note = (f"fastMRI {how}{coils_note}, targets {train_pool.target}, from {', '.join(map(str, folders))} "
             f"({count(train_pool, train_items)} train / {count(test_folder, test_items)} test volumes)")

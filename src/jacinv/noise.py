@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 
 from ._checks import as_shape, choice, finite_number
+from .transforms import seed_for
 
 NOISE_MODES = ("sphere", "ball")
+DRAW_MODES = ("fixed", "fresh")    # one draw per item, or a new draw every epoch
 
 
 def _generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
@@ -64,3 +66,10 @@ class GaussianNoise:
     def __repr__(self) -> str:
         return f"GaussianNoise(sigma={self.sigma})"
 
+
+
+def item_noise(noise, shape, seed: int, index: int, draw_mode: str = "fixed", epoch: int = 0) -> torch.Tensor:
+    """The noise of one item, ``shape`` = its sample shape: ``noise``'s draw seeded by (seed, index), and by the
+    epoch too in "fresh" ``draw_mode``, so a data set's noise depends on nothing else."""
+    parts = (seed,) if choice(draw_mode, "draw_mode", DRAW_MODES) == "fixed" else (seed, epoch)
+    return noise.sample((1, *shape), seed=seed_for(*parts, int(index)))[0]

@@ -10,10 +10,10 @@ from torch.utils.data import Dataset
 
 from .._checks import batched_tensor, choice, finite_tensor
 from ..checkpoint import temporary_twin
+from ..noise import DRAW_MODES, item_noise
 from ..operators import LinearOperator
-from ..transforms import Augmentation, seed_for
+from ..transforms import Augmentation
 
-NOISE_MODES = ("fixed", "fresh")
 
 
 class InverseProblemDataset(Dataset):
@@ -47,7 +47,7 @@ class InverseProblemDataset(Dataset):
         self.operator = operator
         self.noise = noise
         self.seed = seed
-        self.noise_mode = choice(noise_mode, "noise_mode", NOISE_MODES)
+        self.noise_mode = choice(noise_mode, "noise_mode", DRAW_MODES)
         self.epoch = 0
         self._cached_y = None
         self._memo_y: torch.Tensor | None = None     # "fixed" mode: y of items already measured
@@ -81,8 +81,8 @@ class InverseProblemDataset(Dataset):
         shape = (len(index), *self.operator.out_shape)
         if self.noise is None:
             return torch.zeros(shape)
-        parts = (self.seed,) if self.noise_mode == "fixed" else (self.seed, self.epoch)
-        return torch.cat([self.noise.sample((1, *shape[1:]), seed=seed_for(*parts, int(i))) for i in index])
+        return torch.stack([item_noise(self.noise, shape[1:], self.seed, i, self.noise_mode, self.epoch)
+                            for i in index])
 
     def measure(self, index: torch.Tensor) -> torch.Tensor:
         """y for the items ``index`` (B,), (B, *operator.out_shape)."""

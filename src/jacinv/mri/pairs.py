@@ -2,8 +2,9 @@
 
 Two physics, named by ``kspace``:
   "simulated"  y = A x + n from the target x (the seed's experiments): one operator, one mask
-  "measured"   y = the file's own k-space, undersampled by the volume's mask (drawn from the
-               file name, as fastMRI's validation masks are, or the file's own 'mask')
+  "measured"   y = M (k + n): the file's own k-space k, plus the noise model's draw n if one is set
+               (extra noise on top of the scanner's), undersampled by the volume's mask M (drawn from
+               the file name, as fastMRI's validation masks are, or the file's own 'mask')
 Targets and measurements of a volume are divided by the volume's maximum, so targets lie in
 [0, 1] and y stays A x-consistent.  Memory does not grow with the number of files.
 """
@@ -15,7 +16,7 @@ from torch.utils.data import Dataset
 
 from .._checks import choice
 from ..operators.base import LinearOperator
-from ..transforms import seed_for
+from ..noise import DRAW_MODES, item_noise
 from .fastmri import FastMRISliceDataset
 from .kspace import KSpaceSubsample, MeasuredKSpace
 from .masks import make_mask
@@ -33,12 +34,14 @@ class FastMRIPairs(Dataset):
         operator: A; a ``MeasuredKSpace`` for measured k-space (its masks come from the data).
         kspace: "simulated" or "measured" (module doc).
         mask: (acceleration, center_fraction, pattern, seed) of the per-volume masks (measured).
-        noise: simulated noise (simulated k-space), drawn from (seed, item) as ``InverseProblemDataset`` does.
+        noise: noise added to y (simulated k-space) or to the file's k-space before the mask (measured), drawn
+            from (seed, item) -- and the epoch in "fresh" mode -- as ``InverseProblemDataset`` does; None: none.
         seed: the seed of those draws.
+        noise_mode: "fixed" (one draw per item) or "fresh" (a new draw every epoch; call ``set_epoch``).
     """
 
     def __init__(self, slices: FastMRISliceDataset, items, operator: LinearOperator, kspace: str = "simulated",
-                 mask: dict | None = None, noise=None, seed: int = 0):
+                 mask: dict | None = None, noise=None, seed: int = 0, noise_mode: str = "fixed"):
         self.slices = slices
         self.items = torch.as_tensor(np.asarray(items), dtype=torch.long)
         self.operator = operator
@@ -47,19 +50,26 @@ class FastMRIPairs(Dataset):
             if not isinstance(operator, (MeasuredKSpace, MeasuredMultiCoilKSpace)):
                 raise TypeError(f"measured k-space needs a MeasuredKSpace or MeasuredMultiCoilKSpace operator, got "
                                 f"{type(operator).__name__}")
-            if noise is not None:
-                raise ValueError("measured k-space carries its own noise; expected noise None (noise.kind: none)")
         elif operator.varies_per_sample:
             raise TypeError(f"simulated k-space needs an operator with a fixed mask, got {type(operator).__name__}")
         self.mask = dict(mask or {})
         self.noise, self.seed = noise, seed
+        self.noise_mode = choice(noise_mode, "noise_mode", DRAW_MODES)
+        self.epoch = 0
         self._masks: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def set_epoch(self, epoch: int) -> None:
-        """Measurements are the same every epoch (fixed noise, fixed masks per volume)."""
+        """The epoch the "fresh" noise draws depend on (masks stay fixed per volume)."""
+        self.epoch = epoch
+
+    def _noise(self, i: int, shape: tuple[int, ...]) -> torch.Tensor | None:
+        """The noise draw of item ``i`` (``shape``), or None without a noise model."""
+        if self.noise is None:
+            return None
+        return item_noise(self.noise, shape, self.seed, i, self.noise_mode, self.epoch)
 
     @property
     def volumes(self) -> torch.Tensor:
@@ -87,10 +97,12 @@ class FastMRIPairs(Dataset):
         if self.kspace == "simulated":
             with torch.no_grad():
                 y = self.operator(x[None])[0]
-            if self.noise is not None:
-                y = y + self.noise.sample((1, *y.shape), seed=seed_for(self.seed, i))[0]
-            return y, x
+            noise = self._noise(i, tuple(y.shape))
+            return (y if noise is None else y + noise), x
         kspace = item["kspace"] * scale
+        noise = self._noise(i, tuple(kspace.shape))
+        if noise is not None:
+            kspace = kspace + noise
         mask = item.get("mask")
         if mask is None:
             mask = self.volume_mask(item["fname"], kspace.shape[-2])

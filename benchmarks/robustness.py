@@ -66,7 +66,8 @@ ROBUST_ARM = "augment"
 # changes no weight), so they share its runs.
 SHIPPED = (("sr_x2_unrolled", "sr_x2_unrolled", (), "blob", ()),
            ("mri_4x_varnet", CONFIG, (*BASE, "seed=0"), "subject", CLEAN),
-           ("mri_4x_varnet_robust", CONFIG, (*BASE, *dict(ARMS)[ROBUST_ARM], "seed=0"), "subject", CLEAN))
+           ("mri_4x_varnet_robust", CONFIG, (*BASE, *dict(ARMS)[ROBUST_ARM], "seed=0"), "subject", CLEAN),
+           ("mri_4x_multicoil", "mri_4x_multicoil", ("seed=0",), "subject", ()))
 QUICK = ("train.epochs=3", "train.eval_every=1", "data.n_train=8", "data.n_val=4", "data.n_test=4",
          "data.downsample=4", "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}")
 

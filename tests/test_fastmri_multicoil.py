@@ -21,11 +21,11 @@ COILS = 4
 
 def multicoil_config(folders: dict, *extra: str) -> dict:
     """configs/mri_4x_multicoil.yaml on the folders, as the README's command runs it (the config's noise added to the
-    files' k-space), with a tiny VarNet."""
+    files' k-space), with a tiny E2E VarNet instead of the config's MoDL."""
     return load_config(ROOT / "configs" / "mri_4x_multicoil.yaml", [
         "data.source=fastmri", f"data.train_root={folders['train']}", f"data.test_root={folders['test']}",
         f"data.patch_size={CROP}", "data.n_train=null", "data.n_val=2", "data.n_test=null",
-        "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}", "train.batch_size=3", "train.probe_size=2",
+        "model.name=varnet", "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}", "train.batch_size=3", "train.probe_size=2",
         "train.probe_iters=2", "train.eval_every=1", *extra])
 
 
@@ -55,6 +55,16 @@ def test_multicoil_fastmri_trains_evaluates_and_exports_what_fastmri_scores(tmp_
     assert len(scores) == 2
     for key in ("nmse", "psnr", "ssim"):
         assert summary["network"][f"volume_{key}"] == pytest.approx(np.mean([s[key] for s in scores]), rel=1e-6)
+
+
+def test_the_configs_modl_trains_on_multicoil_files(tmp_path):
+    """The config's own model (MoDL: CG data consistency with each slice's mask and ACS maps), tiny."""
+    folders = write_folders(tmp_path / "data", n_train=3, coils=COILS)
+    config = multicoil_config(folders, "model.name=modl", "model.kwargs={iterations: 2, cg_iters: 3, depth: 3, "
+                              "features: 8}", "train.epochs=1")
+    train(config, tmp_path / "run", progress=False)
+    summary = evaluate_run(tmp_path / "run")["summary"]
+    assert np.isfinite(summary["network"]["volume_psnr"]) and "sense" in summary
 
 
 @pytest.mark.parametrize("odd, match", [

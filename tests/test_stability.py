@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from jacinv.cli import evaluate_main
-from jacinv.stability import stability_curves, worst_case_perturbation
+from jacinv.operators import KSpaceSubsample
+from jacinv.mri import MultiCoilKSpace
+from jacinv.stability import TV_ATTACK_BYTES, stability_curves, tv_attack_rows, worst_case_perturbation
 
 from test_training import trained_tiny_run
 
@@ -36,6 +38,18 @@ def test_worst_case_perturbations_do_not_depend_on_the_rows_per_pass():
     chunked = worst_case_perturbation(net, y, radius=0.3, steps=5, generator=torch.Generator().manual_seed(2), rows=3)
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_tv_is_attacked_in_passes_that_fit_the_memory_budget():
+    """The attack backpropagates through TV's iterations: single-coil 112 x 96 k-space keeps all 16 samples in one
+    pass (as before passes existed), 8-coil k-space (8x the measurement) a few per pass; never 0."""
+    single = KSpaceSubsample((1, 112, 96), acceleration=4, center_fraction=0.08)
+    multi = MultiCoilKSpace((1, 112, 96), coils=8, acceleration=4, center_fraction=0.08)
+    assert tv_attack_rows(single, 16) == 16
+    assert 1 <= tv_attack_rows(multi, 16) < 16
+    per_sample = TV_ATTACK_BYTES // tv_attack_rows(multi, 16)
+    assert tv_attack_rows(multi, 16, budget=per_sample - 1) < tv_attack_rows(multi, 16)
+    assert tv_attack_rows(multi, 16, budget=1) == 1
 
 
 def test_worst_case_beats_a_random_perturbation_and_grows_with_the_radius():

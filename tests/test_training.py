@@ -31,7 +31,9 @@ TINY = {
                       "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}"],
 }
 TINY["mri_4x_varnet_robust"] = TINY["mri_4x_varnet"]
-TINY["mri_4x_multicoil"] = [*TINY["mri_4x_varnet"], "operator.kwargs={coils: 3, acceleration: 4, center_fraction: 0.08}"]
+TINY["mri_4x_multicoil"] = ["data.n_train=8", "data.n_val=0", "data.n_test=4", "data.downsample=4", "train.batch_size=4",
+                             "model.kwargs={iterations: 2, cg_iters: 3, depth: 3, features: 8}",
+                             "operator.kwargs={coils: 3, acceleration: 4, center_fraction: 0.08}"]
 COMMON = ["train.epochs=2", "train.eval_every=1", "train.probe_size=2", "train.probe_iters=3",
           "data.fallback=embedded"]
 

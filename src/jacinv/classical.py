@@ -46,7 +46,10 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return image_gradient(x).pow(2).sum(1).sqrt().flatten(1).sum(1)
 
 
-def tv_reconstruction(operator: LinearOperator, y: torch.Tensor, mu: float, iters: int = 300,
+TV_ITERS = 300    # TV's iteration cap (it stops earlier once converged)
+
+
+def tv_reconstruction(operator: LinearOperator, y: torch.Tensor, mu: float, iters: int = TV_ITERS,
                       tol: float = 1e-5) -> torch.Tensor:
     """argmin over x in [0, 1]^n of 1/2 ||A x - y||^2 + mu TV(x), for image operators (in_shape (C, H, W)),
     by the primal-dual algorithm of Chambolle and Pock: at most ``iters`` iterations from A^T y / ||A||^2

@@ -10,6 +10,7 @@ first-order part of that change (||f(y + e) - f(y)|| <= ||J(y)|| r + o(r)).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,23 @@ import torch
 
 from ._checks import finite_number, positive_int
 from .checkpoint import write_json
-from .classical import tv_reconstruction, weighted_name
+from .classical import TV_ITERS, tv_reconstruction, weighted_name
 from .evaluation import image_metrics, samples_asked
 from .regularizers.norms import normalise, per_sample_norm, random_unit_vectors
 
 RADIUS_FACTORS = (0.5, 1.0, 2.0, 4.0)          # of the run's noise radius
 RELATIVE_RADII = (0.01, 0.02, 0.05, 0.1)       # of the mean ||y||, for noiseless runs
 STEP = 1.0                                     # ascent step, in units of the radius
+TV_ATTACK_BYTES = 4 * 2**30                    # memory one pass of the attack on TV may hold
+TV_SAVED_COPIES = 6                            # float32 copies of (y_i, x_i) its graph keeps per TV iteration
+
+
+def tv_attack_rows(operator, samples: int, budget: int = TV_ATTACK_BYTES) -> int:
+    """Samples per pass of the attack on TV: all ``samples`` when their autograd graph (TV_ITERS iterations, each
+    keeping about TV_SAVED_COPIES float32 copies of a measurement and an image per sample) fits ``budget`` bytes,
+    else as many as fit, at least 1 (multi-coil k-space: a few).  Passes stop TV on their own samples' steps."""
+    per_sample = 4 * TV_SAVED_COPIES * TV_ITERS * (math.prod(operator.out_shape) + math.prod(operator.in_shape))
+    return max(1, min(samples, budget // per_sample))
 
 
 def worst_case_perturbation(reconstruct, y: torch.Tensor, radius: float, steps: int = 20,
@@ -90,7 +101,7 @@ def stability_curves(methods: dict, y: torch.Tensor, x: torch.Tensor, radii, ste
     and a random perturbation, mean PSNR at y and at y + e (worst case), mean PSNR drop.
     Returns (curves {name: [row per radius]}, worst {name: (x, f(y), f(y + e)) of the sample with the
     largest change at the largest radius}).  ``attack_rows``: {name: samples per attack pass} for the methods
-    attacked a few samples at a time (the others see the whole batch: TV's stopping rule is batch-wide).
+    attacked a few samples at a time (the others see the whole batch); TV's stopping rule is per pass.
     ``measured``: see ``worst_case_perturbation``; the random perturbation is drawn in the same part."""
     attack_rows = attack_rows or {}
     unknown = sorted(set(attack_rows) - set(methods))
@@ -125,7 +136,7 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = 
                      classical: bool = True, device: str | None = None) -> dict:
     """Worst-case stability of the run's network and, with ``classical``, of TV (the run's cached weight) on
     the first ``n_samples`` test measurements (default: 16, or all when fewer), the network attacked a training
-    batch at a time, each perturbation confined to the entries a measurement carries (for k-space masks: the
+    batch at a time and TV as many as its memory budget allows (``tv_attack_rows``), each perturbation confined to the entries a measurement carries (for k-space masks: the
     sampled positions; ``LinearOperator.measured_part``); writes
     stability.json and stability.png into ``run_dir``.  TV's curve does not depend on the network, so a
     study of many nets on one test set needs it once.  The network runs on ``device`` (default: the run's)."""
@@ -139,14 +150,17 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = 
         radii = default_radii(float(config["noise"]["radius"]), y)
     radii = tuple(finite_number(r, "radius", low=0.0, low_open=True) for r in radii)
     methods = {"network": model}
+    attack_rows = {"network": config["train"]["batch_size"]}
     weights = _weights(exp.operator, exp.train_set, config, run_dir)
     if classical and "tv" in weights:
         mu, grid = weights["tv"]
-        methods[weighted_name("tv", mu, grid)] = lambda ys: tv_reconstruction(exp.operator, ys, mu)
+        tv = weighted_name("tv", mu, grid)
+        methods[tv] = lambda ys: tv_reconstruction(exp.operator.at(ys), ys, mu)
+        attack_rows[tv] = tv_attack_rows(exp.operator, len(y))
     for p in model.parameters():
         p.requires_grad_(False)
     curves, worst = stability_curves(methods, y, x, radii, steps, seed=int(config["seed"]),
-                                     attack_rows={"network": config["train"]["batch_size"]},
+                                     attack_rows=attack_rows,
                                      measured=lambda e, y: exp.operator.at(y).measured_part(e))
     report = {"run_dir": str(run_dir), "data": exp.data_note, "device": state["device"], "samples": int(y.shape[0]), "steps": steps,
               "noise_radius": float(config["noise"]["radius"]), "target_j": config["regularizer"]["target_j"],

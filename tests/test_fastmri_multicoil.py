@@ -57,6 +57,20 @@ def test_multicoil_fastmri_trains_evaluates_and_exports_what_fastmri_scores(tmp_
         assert summary["network"][f"volume_{key}"] == pytest.approx(np.mean([s[key] for s in scores]), rel=1e-6)
 
 
+@pytest.mark.parametrize("bad, match", [
+    ("operator.kwargs.pattern=spiral", r"pattern must be one of \['random', 'equispaced', 'equispaced_fraction', "
+                                       r"'magic'\], got 'spiral'"),
+    ("operator.kwargs.acceleration=0.5", r"acceleration must be a finite number in \[1.0, inf\], got 0.5"),
+    ("operator.kwargs.center_fraction=2", r"center_fraction"),
+])
+def test_bad_mask_settings_of_measured_kspace_fail_at_build_naming_the_key(tmp_path, bad, match):
+    """The per-volume masks are drawn lazily; their settings are checked when the run is built, not mid-epoch."""
+    folders = write_folders(tmp_path, n_train=2, coils=COILS)
+    with pytest.raises(ConfigError, match=r"config key 'operator.kwargs' \(the per-volume masks of measured "
+                                          r"k-space\): " + match):
+        build_experiment(multicoil_config(folders, bad))
+
+
 def test_the_configs_modl_trains_on_multicoil_files(tmp_path):
     """The config's own model (MoDL: CG data consistency with each slice's mask and ACS maps), tiny."""
     folders = write_folders(tmp_path / "data", n_train=3, coils=COILS)

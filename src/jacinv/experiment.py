@@ -14,6 +14,7 @@ from .schema import ConfigError, check_config
 from .datasets import (FASHION_MNIST_DIR, FastMRIPairs, FastMRISliceDataset, InverseProblemDataset, embedded_dataset,
                        folder_patches, kspace_operator, load_mnist_images)
 from .models import build_model
+from .mri import make_mask
 from .noise import BoundedNoise, GaussianNoise
 from .operators import LinearOperator, build_operator
 from .regularizers import build_regularizer
@@ -154,6 +155,12 @@ def _fastmri_sets(config: dict):
                                    multicoil)
     except ValueError as err:
         raise ConfigError(f"config key 'operator' ({op_cfg['name']}, data.kspace={kspace}): {err}") from err
+    if kspace == "measured":   # the masks are drawn lazily, per volume: check their settings once, here
+        try:
+            make_mask(mask["pattern"], operator.out_shape[-2], mask["acceleration"], mask["center_fraction"],
+                      mask["seed"])
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"config key 'operator.kwargs' (the per-volume masks of measured k-space): {err}") from err
     if kspace == "measured" and multicoil:
         coils_note = f", {operator.coils} coils from the files" + (
             f" (operator.kwargs.coils = {coils} sets the coils of simulated k-space only)"

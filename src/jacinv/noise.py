@@ -67,7 +67,6 @@ class GaussianNoise:
         return f"GaussianNoise(sigma={self.sigma})"
 
 
-
 def item_noise(noise, shape, seed: int, index: int, draw_mode: str = "fixed", epoch: int = 0) -> torch.Tensor:
     """The noise of one item, ``shape`` = its sample shape: ``noise``'s draw seeded by (seed, index), and by the
     epoch too in "fresh" ``draw_mode``, so a data set's noise depends on nothing else."""

@@ -136,9 +136,9 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = 
                      classical: bool = True, device: str | None = None) -> dict:
     """Worst-case stability of the run's network and, with ``classical``, of TV (the run's cached weight) on
     the first ``n_samples`` test measurements (default: 16, or all when fewer), the network attacked a training
-    batch at a time and TV as many as its memory budget allows (``tv_attack_rows``), each perturbation confined to the entries a measurement carries (for k-space masks: the
-    sampled positions; ``LinearOperator.measured_part``); writes
-    stability.json and stability.png into ``run_dir``.  TV's curve does not depend on the network, so a
+    batch at a time and TV as many as its memory budget allows (``tv_attack_rows``), each perturbation confined
+    to the entries a measurement carries (for k-space masks: the sampled positions;
+    ``LinearOperator.measured_part``); writes stability.json and stability.png into ``run_dir``.  TV's curve does not depend on the network, so a
     study of many nets on one test set needs it once.  The network runs on ``device`` (default: the run's)."""
     from .report import _weights, load_run
 

@@ -15,7 +15,6 @@ from ..operators import LinearOperator
 from ..transforms import Augmentation
 
 
-
 class InverseProblemDataset(Dataset):
     """Items (y, x, index) with y = A x + n.
 

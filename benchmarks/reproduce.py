@@ -65,7 +65,7 @@ LATER_KEYS = {"regularizer.every": 1, "data.kspace": "auto", "data.target": "aut
               "data.val_root": None, "data.test_root": None, "train.keep_freed_memory": True,
               "train.max_loss_ratio": 1000.0,  # the divergence stop: no cached run came near it
               "data.augment": [], "regularizer.target_ja": None, "regularizer.target_j": None,
-              "regularizer.preset": None, "data.virtual_coils": None}
+              "regularizer.preset": None, "data.virtual_coils": None, "regularizer.j_domain": "all"}
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ CLEAN = ("noise.radius=0.0",)        # every net is scored on the noiseless test
 PENALTY = ("regularizer.every=4", "regularizer.options={iters: 3, krylov: 4, jvp_mode: fastest}")
 AUGMENT = "data.augment=[flip, rotate, elastic, bias, gamma]"
 NOISE = lambda r: (f"noise.radius={r}", "noise.noise_mode=fresh")  # noqa: E731
+MEASURED = "regularizer.j_domain=measured"   # ||J P||: J on the sampled k-space positions only
 SJ = lambda bound: ("regularizer.name=sj", f"regularizer.target_j={bound}", *PENALTY)  # noqa: E731
 ARMS = (  # in the order they are trained: the frontier's likely points first
     ("as shipped (wd)", ()),
@@ -58,6 +59,7 @@ ARMS = (  # in the order they are trained: the frontier's likely points first
     ("sj ≤ 4 + noise 5%", (*SJ(4.0), *NOISE(2.25))),
     ("sj, ‖J‖ ≤ 1.5", SJ(1.5)),
     ("none", ("regularizer.name=none",)),
+    ("sj, ‖J P‖ ≤ 3", (*SJ(3.0), MEASURED)),
 )
 #: The arm configs/mri_4x_varnet_robust.yaml ships (a test checks that the file is mri_4x_varnet with its overrides).
 ROBUST_ARM = "augment"

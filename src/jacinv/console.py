@@ -20,8 +20,11 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir,
     reg_text = regularizer.name + "".join(f", lambda_{term} {weight}" for term, weight in regularizer.weights.items())
     if "auto" in regularizer.weights.values():
         reg_text += f" (seed Algorithm 4, kappa {regularizer.kappa:g})"
+    j_norm = "||J P||" if config["regularizer"].get("j_domain") == "measured" else "||J||"
+    if config["regularizer"].get("j_domain") == "measured" and regularizer.terms:
+        reg_text += ", ||J|| on the measured entries only (J P)"
     if regularizer.targets:
-        reg_text += ", aiming at " + ", ".join(f"max {'||J A||' if t == 'sja' else '||J||'} <= {b:g}"
+        reg_text += ", aiming at " + ", ".join(f"max {'||J A||' if t == 'sja' else j_norm} <= {b:g}"
                                                 for t, b in regularizer.targets.items())
     if regularizer.every > 1 and regularizer.terms:
         reg_text += f", evaluated every {regularizer.every} steps with weights x {regularizer.every}"

@@ -47,9 +47,11 @@ def evaluate_split(model, dataset, device) -> dict[str, float]:
     return {k: float(np.concatenate(v).mean()) for k, v in per_sample.items()}
 
 
-def probe_jacobian_norms(model, y: torch.Tensor, operator: LinearOperator, iters: int, seed: int) -> dict:
+def probe_jacobian_norms(model, y: torch.Tensor, operator: LinearOperator, iters: int, seed: int,
+                         j_domain: str = "all") -> dict:
     """Mean and max over the probe measurements of ||J A||_2 and ||J||_2 (power method lower bounds; A_i for
-    operators that differ per measurement)."""
+    operators that differ per measurement); with ``j_domain`` "measured", ||J P||_2 in place of ||J||_2 (P: the
+    measured entries, ``operator.measured_projector()``), the norm such a regulariser bounds."""
     was_training = model.training
     model.eval()
 
@@ -57,7 +59,8 @@ def probe_jacobian_norms(model, y: torch.Tensor, operator: LinearOperator, iters
         return jacobian_spectral_norm(model, y, op, iters=iters, generator=torch.Generator().manual_seed(seed)).detach()
 
     out = {}
-    for key, norms in with_and_without_operator(norm, operator).items():
+    j_operator = operator.measured_projector() if j_domain == "measured" else None
+    for key, norms in with_and_without_operator(norm, operator, j_operator).items():
         name = {"fa": "sja", "f": "sj"}[key]
         out[f"probe_mean_{name}"], out[f"probe_max_{name}"] = float(norms.mean()), float(norms.max())
     model.train(was_training)

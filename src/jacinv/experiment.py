@@ -246,6 +246,7 @@ def build_run_regularizer(config: dict, operator: LinearOperator):
     try:
         return build_regularizer(cfg["name"], operator=operator, lambda_ja=cfg["lambda_ja"], lambda_j=cfg["lambda_j"],
                                  weight=cfg["weight"], kappa=cfg["kappa"], every=cfg["every"],
-                                 target_ja=cfg["target_ja"], target_j=cfg["target_j"], **cfg["options"])
+                                 target_ja=cfg["target_ja"], target_j=cfg["target_j"], j_domain=cfg["j_domain"],
+                                 **cfg["options"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'regularizer': {err}") from err

@@ -21,7 +21,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from .errors import UserError
 from .operators import registered_operators
-from .regularizers import PRESETS, names_weighted_by, registered_regularizers, spectral_names, with_preset
+from .regularizers import (J_DOMAINS, PRESETS, j_domain_names, names_weighted_by, registered_regularizers, spectral_names,
+                           with_preset)
 from .transforms import AUGMENTATIONS
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -115,6 +116,7 @@ class RegularizerConfig(_Block):
     every: PosInt = 1
     target_ja: Target = None
     target_j: Target = None
+    j_domain: Literal[J_DOMAINS] = "all"
     options: dict[str, Any] = {}
 
 
@@ -199,6 +201,9 @@ DOCS = {
                              "multiplier raised while it is exceeded (null: penalise the norm itself)",
     "regularizer.target_j": "a bound L on the batch-max ||J||; worst-case output change <= L r to first order "
                             "(null: penalise the norm itself)",
+    "regularizer.j_domain": "all: the ||J|| term is J(y) itself | measured: J(y) P, J on the perturbations a "
+                            "measurement can carry (k-space masks: the sampled positions), the ones "
+                            "evaluate.py --stability attacks; a target_j then bounds that worst case",
     "regularizer.options": "estimator options (see jacinv.regularizers.build_regularizer)",
     "train.epochs": "epochs in all (a resumed run may raise it)",
     "train.batch_size": "signals per step",
@@ -250,11 +255,12 @@ USED_WHEN: dict[str, list[dict[str, tuple]]] = {
     "regularizer.target_ja": [{"regularizer.name": _Registered(lambda: spectral_names("ja"))}],
     "regularizer.target_j": [{"regularizer.name": _Registered(lambda: spectral_names("j"))}],
     "regularizer.options": [{"regularizer.name": _PENALTIES}],
+    "regularizer.j_domain": [{"regularizer.name": _Registered(j_domain_names)}],
 }
 
 #: Keys that ask for something a result depends on (a stability bound, augmented training): set where the
 #: other settings ignore them, they are an error even when a config file sets them.
-ALWAYS_CHECKED = ("data.augment", "regularizer.target_ja", "regularizer.target_j")
+ALWAYS_CHECKED = ("data.augment", "regularizer.target_ja", "regularizer.target_j", "regularizer.j_domain")
 
 #: key -> the settings under which it may be null (elsewhere null is refused).
 NULL_ONLY_WHEN: dict[str, list[dict[str, tuple]]] = {

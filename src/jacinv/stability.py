@@ -164,7 +164,7 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = 
                                      measured=lambda e, y: exp.operator.at(y).measured_part(e))
     report = {"run_dir": str(run_dir), "data": exp.data_note, "device": state["device"], "samples": int(y.shape[0]), "steps": steps,
               "noise_radius": float(config["noise"]["radius"]), "target_j": config["regularizer"]["target_j"],
-              "curves": curves}
+              "j_domain": config["regularizer"]["j_domain"], "curves": curves}
     write_json(report, run_dir / "stability.json")
     _figure(curves, worst, run_dir / "stability.png")
     return report
@@ -183,7 +183,8 @@ def stability_table(report: dict) -> str:
     if bound is not None:
         smallest = min(report["curves"]["network"], key=lambda r: r["radius"])
         ratio = smallest["change_max"] / smallest["radius"]
-        lines.append(f"\nthe run's target max ||J|| <= {bound:g} bounds ||f(y+e) - f(y)|| / r to first order (small r); "
+        norm = "||J P||" if report.get("j_domain") == "measured" else "||J||"
+        lines.append(f"\nthe run's target max {norm} <= {bound:g} bounds ||f(y+e) - f(y)|| / r to first order (small r); "
                      f"measured: {ratio:.3f} at the smallest radius ({'within' if ratio <= bound else 'ABOVE'} it)")
     return "\n".join(lines)
 

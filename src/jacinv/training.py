@@ -183,7 +183,8 @@ def train(config: dict, run_dir, resume: bool = False, progress: bool | None = N
             if exp.val_set is not None:
                 val_m = evaluate_split(model, exp.val_set, device)
                 row.update({"val_loss": val_m["l2"], "val_psnr": val_m["psnr"], "val_ssim": val_m["ssim"]})
-            row.update(probe_jacobian_norms(model, probe_y, operator, tc["probe_iters"], config["seed"]))
+            row.update(probe_jacobian_norms(model, probe_y, operator, tc["probe_iters"], config["seed"],
+                                            config["regularizer"]["j_domain"]))
             epochs.set_postfix(test_psnr=f"{row['test_psnr']:.2f}", ge=f"{row['ge']:.4f}")
         row["seconds"] = time.perf_counter() - t0   # training and evaluation
         if rank == 0 and "test_psnr" in row and not progress:
@@ -220,14 +221,15 @@ def summary_table(history: list[dict], regularizer: dict | None = None) -> str:
     last = next((r for r in reversed(history) if "test_psnr" in r), None)
     if last is None:
         return "no evaluated epoch"
+    j_norm = "||J P||" if (regularizer or {}).get("j_domain") == "measured" else "||J||"
     rows = [("test PSNR (dB)", last["test_psnr"]), ("test SSIM", last["test_ssim"]),
             ("train loss ||f(y)-x||", last["train_loss"]), ("test loss ||f(y)-x||", last["test_loss"]),
             ("generalisation gap |test - train|", last["ge"]),
-            ("max ||J A|| on probe set", last["probe_max_sja"]), ("max ||J|| on probe set", last["probe_max_sj"])]
+            ("max ||J A|| on probe set", last["probe_max_sja"]), (f"max {j_norm} on probe set", last["probe_max_sj"])]
     width = max(len(k) for k, _ in rows)
     lines = [f"{'epoch reported':<{width}}  {last['epoch'] + 1}",
              *(f"{k:<{width}}  {v:.4f}" if math.isfinite(v) else f"{k:<{width}}  n/a" for k, v in rows)]
-    for term, norm in (("ja", "||J A||"), ("j", "||J||")):
+    for term, norm in (("ja", "||J A||"), ("j", j_norm)):
         bound = (regularizer or {}).get(f"target_{term}")
         if bound is not None:
             measured = last[f"probe_max_s{term}"]

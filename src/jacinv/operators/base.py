@@ -109,6 +109,16 @@ class LinearOperator(nn.Module):
         can take.  Here every entry is measured: ``e`` itself."""
         return e
 
+    def measured_projector(self) -> "LinearOperator":
+        """P, ``measured_part`` as an operator on (B, *out_shape): ``MeasuredPart(self)``, or the identity where every
+        entry is measured (then J(y) P is J(y) itself, and penalties share its work)."""
+        from .identity import Identity
+        from .measured import MeasuredPart
+
+        if type(self).measured_part is LinearOperator.measured_part:
+            return Identity(self.out_shape)
+        return MeasuredPart(self)
+
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         """A^T A x, (B, *in_shape) -> (B, *in_shape)."""
         return self.adjoint(self.forward(x))

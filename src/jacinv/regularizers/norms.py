@@ -114,11 +114,13 @@ def power_iteration(products: JacobianProducts, operators: list, vectors: list, 
     return vectors, sigmas
 
 
-def with_and_without_operator(compute, operator: LinearOperator | None) -> dict:
-    """{"fa": compute(operator), "f": compute(None)}: a quantity for J(y) A and for J(y); for an identity
-    operator J A = J, so it is computed once."""
+def with_and_without_operator(compute, operator: LinearOperator | None, j_operator: LinearOperator | None = None) -> dict:
+    """{"fa": compute(operator), "f": compute(j_operator)}: a quantity for J(y) A and for J(y) (J(y) P with a
+    projection ``j_operator`` P; an identity P is J); where both are the same map (identities) it is computed once."""
+    if isinstance(j_operator, Identity):
+        j_operator = None
     fa = compute(operator)
-    return {"fa": fa, "f": fa if isinstance(operator, Identity) else compute(None)}
+    return {"fa": fa, "f": fa if isinstance(operator, Identity) and j_operator is None else compute(j_operator)}
 
 
 def random_unit_vectors(shape, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

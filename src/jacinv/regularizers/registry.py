@@ -25,13 +25,15 @@ class RegularizerSpec:
 
     ``options``: the option names ``build`` takes (None: its keyword parameters after the operator);
     ``model_aware``: it needs the operator A; ``spectral``: its terms are batch-max spectral norms, which take
-    targets (``target_ja`` / ``target_j``) and estimator presets."""
+    targets (``target_ja`` / ``target_j``) and estimator presets; ``j_domain``: ``build`` takes ``j_operator=``, the
+    operator its J terms act through (None: J itself; P: J P, the Jacobian on the measured entries only)."""
     build: Callable
     weights: dict = field(default_factory=dict)
     options: tuple | None = None
     model_aware: bool = False
     spectral: bool = False
     summary: str = ""
+    j_domain: bool = False
 
     def option_names(self) -> tuple:
         if self.options is not None:
@@ -44,7 +46,8 @@ _REGISTRY: dict[str, RegularizerSpec] = {}
 
 
 def register_regularizer(name: str, build: Callable, *, weights: dict[str, str], options: tuple | None = None,
-                         model_aware: bool = False, spectral: bool = False, summary: str = "") -> RegularizerSpec:
+                         model_aware: bool = False, spectral: bool = False, summary: str = "",
+                         j_domain: bool = False) -> RegularizerSpec:
     """Register ``build(operator, **options) -> [term modules]`` as ``name``, each term weighted by the config key
     ``weights[term]`` (one of WEIGHT_KEYS).  A name can be registered once."""
     if not isinstance(name, str) or not name or any(c.isspace() for c in name):
@@ -59,7 +62,7 @@ def register_regularizer(name: str, build: Callable, *, weights: dict[str, str],
         raise ValueError(f"register_regularizer({name!r}): weights must map each term to one of {list(WEIGHT_KEYS)}, "
                          f"got {bad}")
     spec = RegularizerSpec(build, dict(weights), None if options is None else tuple(options), model_aware, spectral,
-                           summary)
+                           summary, j_domain)
     _REGISTRY[name] = spec
     return spec
 
@@ -78,6 +81,11 @@ def regularizer_spec(name: str) -> RegularizerSpec:
 def names_weighted_by(key: str) -> tuple:
     """The registered names with a term weighted by the config key ``key``."""
     return tuple(n for n, s in _REGISTRY.items() if key in s.weights.values())
+
+
+def j_domain_names() -> tuple:
+    """The registered names whose J terms can be restricted to the measured entries (``j_domain="measured"``)."""
+    return tuple(n for n, s in _REGISTRY.items() if s.j_domain)
 
 
 def spectral_names(norm: str | None = None) -> tuple:

@@ -120,7 +120,7 @@ def arm_row(label: str, run: dict, extra: dict) -> dict:
     nan = float("nan")
     report, shift, stability = extra.get("report"), extra.get("shift"), extra.get("stability")
     row = {"arm": label, "seconds": run["seconds"], "ge": run["ge"], "probe_max_sj": run["probe_max_sj"],
-           "probe_max_sja": run["probe_max_sja"]}
+           "probe_max_sja": run["probe_max_sja"], "j_measured": MEASURED in run["overrides"]}
     row["psnr"] = report["network"]["volume_psnr"] if report else nan
     row["ssim"] = report["network"]["volume_ssim"] if report else nan
     row["shift_psnr"] = shift["shifted"]["network"]["psnr"] if shift else nan
@@ -163,7 +163,7 @@ def over_seeds(rows: list[dict]) -> list[dict]:
         arms.setdefault(r["arm"], []).append(r)
     out = []
     for arm, runs in arms.items():
-        row = {"arm": arm, "seeds": len(runs)}
+        row = {"arm": arm, "seeds": len(runs), "j_measured": runs[0]["j_measured"]}
         figures = [k for k in runs[0] if k in SPREAD or k.startswith(("drop_", "change_"))]
         for k in figures:
             values = [r.get(k, float("nan")) for r in runs]
@@ -191,14 +191,17 @@ def markdown(rows: list[dict], refs: dict, radii: list[str]) -> str:
     for r in over_seeds(rows):
         lines.append(f"| {r['arm']} | {r['seeds']} | {_spread(r, 'psnr')} / {r['ssim']:.3f} | "
                      + " | ".join(_spread(r, "drop_" + k) for k in radii)
-                     + f" | {_spread(r, 'shift_psnr')} | {r['probe_max_sj']:.2f} | {r['probe_max_sja']:.2f} | "
+                     + f" | {_spread(r, 'shift_psnr')} | {r['probe_max_sj']:.2f}{'²' if r['j_measured'] else ''} | "
+                       f"{r['probe_max_sja']:.2f} | "
                        f"{r['ge']:.3f} | {r['seconds'] / 60:.0f} min |")
     for name, m in refs.items():
         lines.append(f"| {name} | | {_cell(m.get('psnr', float('nan')))} | "
                      + " | ".join(_cell(m.get('drop_' + k, float('nan'))) for k in radii)
                      + f" | {_cell(m.get('shift_psnr', float('nan')))} | | | | |")
     lines.append("\nWith several seeds: mean ± standard deviation over them (the other columns: means).\n"
-                 "¹ Wall time with 2 to 5 runs and evaluations sharing the 2 cores, one thread each: a rough guide only.")
+                 "¹ Wall time with 2 to 5 runs and evaluations sharing the 2 cores, one thread each: a rough guide only."
+                 + ("\n² max ‖J P‖: the probe's norm of J on the sampled k-space positions (regularizer.j_domain=measured)."
+                    if any(r["j_measured"] for r in rows) else ""))
     return "\n".join(lines)
 
 

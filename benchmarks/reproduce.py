@@ -240,7 +240,6 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     generalisation bound of the trained net from that many training samples (added to a cached run from
     its checkpoint) and, with
     ``report``, evaluate.py's summary (task metrics next to classical baselines)."""
-    from jacinv.distributed import uses_cuda
     from jacinv.experiment import build_experiment
     from jacinv.report import evaluate_run
     from jacinv.training import train
@@ -257,14 +256,9 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
         return result
     t0 = time.perf_counter()
     history = train(resolved, workdir / key, progress=False)
-    evaluated = [r for r in history if "test_psnr" in r]
-    last = evaluated[-1]
     exp = build_experiment(resolved)
-    device = "cuda" if uses_cuda(resolved["train"]["device"]) else "cpu"
-    result = {"overrides": overrides, "config": config, "data": exp.data_note,
-              "seconds": time.perf_counter() - t0, "device": f"{device}, {threads} thread(s)",
-              **{k: v for k, v in last.items() if k.startswith(("test_", "train_", "val_", "probe_", "lambda_"))},
-              "ge": last["ge"], "curve": {k: [r[k] for r in evaluated] for k in ("epoch", "train_loss", "test_loss", "ge")}}
+    result = run_result(overrides, config, exp, history, time.perf_counter() - t0, resolved["train"]["device"], threads)
+    last = [r for r in history if "test_psnr" in r][-1]
     if bound:
         result.update(bound_terms(exp, workdir / key, last["ge"], bound, resolved["train"]["batch_size"]))
     if report:
@@ -272,6 +266,59 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     cache.mkdir(parents=True, exist_ok=True)
     write_json(result, cached)
     return result
+
+
+def run_result(overrides: list[str], config: str, exp, history: list[dict], seconds: float, device: str,
+               threads: int) -> dict:
+    """A cached run's JSON: its last evaluation, the GE curve, where and how long it trained."""
+    from jacinv.distributed import uses_cuda
+
+    evaluated = [r for r in history if "test_psnr" in r]
+    last = evaluated[-1]
+    return {"overrides": overrides, "config": config, "data": exp.data_note, "seconds": seconds,
+            "device": f"{'cuda' if uses_cuda(device) else 'cpu'}, {threads} thread(s)",
+            **{k: v for k, v in last.items() if k.startswith(("test_", "train_", "val_", "probe_", "lambda_"))},
+            "ge": last["ge"], "curve": {k: [r[k] for r in evaluated] for k in ("epoch", "train_loss", "test_loss", "ge")}}
+
+
+#: train.* keys that change no trained weight (what is evaluated and logged, when, and with how many threads): a
+#: finished run that differs from a cached run's configuration only in these is that run (``adopt``).
+WEIGHT_NEUTRAL = ("train.probe_size", "train.probe_iters", "train.eval_every", "train.checkpoint_every",
+                  "train.threads", "train.num_workers", "train.keep_freed_memory")
+
+
+def adopt(run_dir: Path, overrides: list[str], config: str, workdir: Path, cache: Path) -> str:
+    """Put the finished run in ``run_dir`` (trained with train.py) into the cache as the run of ``overrides`` over
+    configs/<config>.yaml, so that a study uses it instead of training it again: its configuration must equal
+    that run's except in WEIGHT_NEUTRAL keys, and it must have trained every epoch.  The run folder is copied;
+    its probe figures are its own (``probe_size`` in the JSON says over how many samples).  Returns the key."""
+    import shutil
+
+    from jacinv.config import load_config as load
+    from jacinv.experiment import build_experiment
+
+    key = run_key(overrides, config)
+    if (cache / f"{key}.json").exists():
+        raise SystemExit(f"--adopt: the run of {config} {' '.join(overrides)} is cached already ({key}.json)")
+    own = load(Path(run_dir) / "config.yaml", [])
+    wanted = resolve([*overrides, *UNKEYED], config)
+    differ = [f"{section}.{k}: {own[section].get(k)!r} (wanted {v!r})" for section, block in wanted.items()
+              if isinstance(block, dict) for k, v in block.items()
+              if f"{section}.{k}" not in WEIGHT_NEUTRAL and own[section].get(k) != v]
+    differ += [f"{k}: {own[k]!r} (wanted {v!r})" for k, v in wanted.items() if not isinstance(v, dict) and own[k] != v]
+    if differ:
+        raise SystemExit(f"--adopt {run_dir}: not the run of {config} {' '.join(overrides)}; it differs in "
+                         + "; ".join(differ))
+    history = json.loads((Path(run_dir) / "metrics.json").read_text())
+    if not history or history[-1]["epoch"] + 1 != wanted["train"]["epochs"]:
+        raise SystemExit(f"--adopt {run_dir}: trained {history[-1]['epoch'] + 1 if history else 0} of "
+                         f"{wanted['train']['epochs']} epochs; finish it with train.py --resume first")
+    shutil.copytree(run_dir, workdir / key)
+    cache.mkdir(parents=True, exist_ok=True)
+    result = run_result(overrides, config, build_experiment(wanted), history, sum(r["seconds"] for r in history),
+                        own["train"]["device"], own["train"]["threads"])
+    write_json({**result, "adopted_from": str(run_dir), "probe_size": own["train"]["probe_size"]}, cache / f"{key}.json")
+    return key
 
 
 def bound_terms(exp, run_dir: Path, ge: float, samples: int, rows: int) -> dict:
@@ -778,7 +825,16 @@ def main():
                         help="first rename the cached runs whose key changed (after a LATER_KEYS entry was added)")
     parser.add_argument("--tables-only", action="store_true",
                         help="train nothing: tables and figures from the cached runs (the seeds column says how many)")
+    parser.add_argument("--adopt", nargs="+", metavar=("RUN_DIR", "CONFIG"),
+                        help="RUN_DIR CONFIG [OVERRIDE ...]: cache the finished run RUN_DIR as the run of those "
+                             "overrides over configs/CONFIG.yaml (same configuration but for how it was logged), then stop")
     args = parser.parse_args()
+    if args.adopt:
+        if len(args.adopt) < 2:
+            parser.error("--adopt takes RUN_DIR CONFIG [OVERRIDE ...]")
+        run_dir, config, *overrides = args.adopt
+        print(f"cached {run_dir} as {adopt(Path(run_dir), overrides, config, args.workdir, args.cache)}")
+        return
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.threads is not None and args.threads < 1:

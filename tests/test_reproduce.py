@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -237,3 +238,33 @@ def test_report_table_lists_every_classical_method_once_per_point():
     lines = reproduce.report_markdown(rows, "mri").splitlines()[2:]
     assert [line.split(" | ")[1] for line in lines] == ["adjoint", "tv(mu=0.01)", "none", "sja+sj"]
     assert "| 25.00 | 0.500 | 0.0100 |" in lines[1]
+
+
+def test_adopt_caches_a_hand_trained_run_that_differs_only_in_how_it_was_logged(tmp_path):
+    from jacinv.config import load_config
+    from jacinv.training import train
+    from test_training import TINY
+
+    overrides = [*TINY["cs"], "train.epochs=2", "data.fallback=embedded"]
+    logged_otherwise = ["train.eval_every=2", "train.probe_size=3", "train.probe_iters=2", "train.checkpoint_every=1",
+                        "train.threads=1"]
+    train(load_config(ROOT / "configs" / "cs.yaml", [*overrides, *logged_otherwise]), tmp_path / "mine", progress=False)
+    cache, workdir = tmp_path / "cache", tmp_path / "runs"
+    key = reproduce.adopt(tmp_path / "mine", overrides, "cs", workdir, cache)
+    adopted = reproduce.run_one(overrides, workdir, cache, threads=1, config="cs", bound=0)   # fetched, not trained
+    assert adopted["adopted_from"] == str(tmp_path / "mine") and adopted["probe_size"] == 3
+    assert (workdir / key / "checkpoint_last.pt").exists()
+    # the cache's own training of the same run reaches the same weights: the keys that differ change none
+    trained = reproduce.run_one(overrides, tmp_path / "runs2", tmp_path / "cache2", threads=1, config="cs", bound=0)
+    ours, theirs = (torch.load(d / "checkpoint_last.pt", weights_only=False)["model"] for d in
+                    (workdir / key, tmp_path / "runs2" / key))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert adopted["test_psnr"] == pytest.approx(trained["test_psnr"], rel=1e-9)   # the probe's batch: rounding only
+    with pytest.raises(SystemExit, match="cached already"):
+        reproduce.adopt(tmp_path / "mine", overrides, "cs", workdir, cache)
+    with pytest.raises(SystemExit, match=r"differs in train.lr: 0.001 \(wanted 0.002\)"):
+        reproduce.adopt(tmp_path / "mine", [*overrides, "train.lr=0.002"], "cs", workdir, cache)
+    metrics = tmp_path / "mine" / "metrics.json"                  # as if it had stopped after its first epoch
+    metrics.write_text(json.dumps(json.loads(metrics.read_text())[:1]))
+    with pytest.raises(SystemExit, match="trained 1 of 2 epochs; finish it with train.py --resume first"):
+        reproduce.adopt(tmp_path / "mine", [*overrides, "seed=0"], "cs", tmp_path / "runs3", tmp_path / "cache3")

@@ -118,8 +118,9 @@ def weighted_name(method: str, weight: float, grid) -> str:
     return f"{method}(mu={weight:.3g}{edge})"
 
 
-def _weighted_methods(operator: LinearOperator) -> dict:
-    """{name: reconstruct(y, mu)} of the baselines with a weight that fit this operator."""
+def weighted_methods(operator: LinearOperator) -> dict:
+    """{name: reconstruct(y, mu)} of the baselines with a weight that fit this operator (each measurement with its
+    own A_i)."""
     methods = {"tikhonov": lambda ys, mu: tikhonov(operator.at(ys), ys, mu)}
     if len(operator.in_shape) == 3 and min(operator.in_shape[1:]) > 1:
         methods["tv"] = lambda ys, mu: tv_reconstruction(operator.at(ys), ys, mu)
@@ -131,7 +132,7 @@ def fit_weights(operator: LinearOperator, train_y: torch.Tensor, train_x: torch.
     ``search_weight``."""
     with torch.no_grad():
         return {name: search_weight(fn, train_y, train_x, decades=(-4, 1) if name == "tikhonov" else (-4, 0))
-                for name, fn in _weighted_methods(operator).items()}
+                for name, fn in weighted_methods(operator).items()}
 
 
 def reconstructions(operator: LinearOperator, y: torch.Tensor, weights: dict) -> dict:
@@ -149,7 +150,7 @@ def reconstructions(operator: LinearOperator, y: torch.Tensor, weights: dict) ->
             out = {"adjoint": AdjointInput(operator)(y)}
         # multi-coil: the least-squares solution by conjugate gradients is SENSE (and TV below SENSE-TV)
         out["sense" if isinstance(operator, MultiCoilKSpace) else "pseudo_inverse"] = operator.at(y).pseudo_inverse(y)
-        methods = _weighted_methods(operator)
+        methods = weighted_methods(operator)
         for name, (mu, grid) in weights.items():
             out[weighted_name(name, mu, grid)] = methods[name](y, mu)
         return out

@@ -10,6 +10,7 @@ first-order part of that change (||f(y + e) - f(y)|| <= ||J(y)|| r + o(r)).
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 
 from ._checks import finite_number, positive_int
 from .checkpoint import write_json
-from .classical import TV_ITERS, tv_reconstruction, weighted_name
+from .classical import TV_ITERS, weighted_methods, weighted_name
 from .evaluation import image_metrics, samples_asked
 from .regularizers.norms import normalise, per_sample_norm, random_unit_vectors
 
@@ -155,7 +156,7 @@ def stability_report(run_dir, overrides=(), radii=None, n_samples: int | None = 
     if classical and "tv" in weights:
         mu, grid = weights["tv"]
         tv = weighted_name("tv", mu, grid)
-        methods[tv] = lambda ys: tv_reconstruction(exp.operator.at(ys), ys, mu)
+        methods[tv] = functools.partial(weighted_methods(exp.operator)["tv"], mu=mu)
         attack_rows[tv] = tv_attack_rows(exp.operator, len(y))
     for p in model.parameters():
         p.requires_grad_(False)

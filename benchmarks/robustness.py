@@ -60,6 +60,7 @@ ARMS = (  # in the order they are trained: the frontier's likely points first
     ("sj, ‖J‖ ≤ 1.5", SJ(1.5)),
     ("none", ("regularizer.name=none",)),
     ("sj, ‖J P‖ ≤ 3", (*SJ(3.0), MEASURED)),
+    ("augment, 150 epochs", (AUGMENT, "train.epochs=150")),
 )
 #: The arm configs/mri_4x_varnet_robust.yaml ships (a test checks that the file is mri_4x_varnet with its overrides).
 ROBUST_ARM = "augment"

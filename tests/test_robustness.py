@@ -305,10 +305,16 @@ def test_the_study_table_names_each_radius_as_a_share_of_y_and_escapes_nothing()
     extra = {"report": {"network": {"volume_psnr": 33.1, "volume_ssim": 0.95}},
              "shift": {"shifted": {"network": {"psnr": 27.1}}, "in_distribution": {"network": {"psnr": 34.2}}},
              "stability": {"curves": {"network": curves}}}
-    run = {"seconds": 600.0, "ge": 1.3, "probe_max_sj": 6.4, "probe_max_sja": 2.6}
+    run = {"seconds": 600.0, "ge": 1.3, "probe_max_sj": 6.4, "probe_max_sja": 2.6, "overrides": ["seed=0"]}
     row = arm_row("sj, ‖J‖ ≤ 2", run, extra)
     text = markdown([row], {}, ["0.45", "0.9", "2.25", "4.5"])
     header, _, line, *_ = text.splitlines()
     assert "drop at 1 % (r = 0.45)" in header and "drop at 10 % (r = 4.50)" in header
     assert line.count("|") == header.count("|")          # a label with norms does not split the row
     assert "| 33.10 / 0.950 | 1.90 | 4.80 | 10.80 | 14.80 | 27.10 | 6.40 | 2.60 |" in line
+    assert "²" not in text
+    # an arm on ||J P|| marks its norm column and the table says what the mark means
+    measured = arm_row("sj, ‖J P‖ ≤ 3", {**run, "overrides": ["regularizer.j_domain=measured"]}, extra)
+    text = markdown([row, measured], {}, ["0.45", "0.9", "2.25", "4.5"])
+    assert "| 6.40² | 2.60 |" in text.splitlines()[3] and "| 6.40 | 2.60 |" in text.splitlines()[2]
+    assert "² max ‖J P‖: the probe's norm of J on the sampled k-space positions" in text

@@ -272,7 +272,11 @@ def main():
     extras = evaluations([k for k in keys if k in runs], args.workdir, args.cache, not args.tables_only, args.jobs,
                          first_arm)
     rows = [{**arm_row(label, runs[k], extras.get(k, {})), "seed": seed}
-            for (label, seed, _), k in zip(jobs, keys) if k in runs]
+            for (label, seed, _), k in zip(jobs, keys) if k in runs and "report" in extras.get(k, {})]
+    pending = [f"{label} (seed {seed})" for (label, seed, _), k in zip(jobs, keys)
+               if k in runs and "report" not in extras.get(k, {})]
+    if pending:
+        print(f"trained, not evaluated yet (left out of the tables; --evaluate-only scores them): {', '.join(pending)}")
     if not rows:
         print("no arm is trained yet")
         return

@@ -125,3 +125,15 @@ def test_train_reports_the_measured_norm_against_its_target(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "||J|| on the measured entries only (J P), aiming at max ||J P|| <= 0.01" in out
     assert "max ||J P|| on probe set" in out and "target max ||J P||" in out and "NOT met on the probe set" in out
+
+
+@pytest.mark.parametrize("case", ["measured_single", "measured_multicoil"])
+def test_on_measured_k_space_each_row_is_projected_on_its_own_sampled_columns(case):
+    import test_per_sample
+
+    op, y, masks = getattr(test_per_sample, case)()
+    projector = op.measured_projector().at(y)
+    e = torch.randn_like(y)
+    expected = e * masks.double()[:, None, None, :, None]
+    torch.testing.assert_close(projector(e), expected, rtol=0, atol=0)
+    torch.testing.assert_close(projector.adjoint(e), expected, rtol=0, atol=0)

@@ -64,13 +64,15 @@ ARMS = (  # in the order they are trained: the frontier's likely points first
 )
 #: The arm configs/mri_4x_varnet_robust.yaml ships (a test checks that the file is mri_4x_varnet with its overrides).
 ROBUST_ARM = "augment"
-# The shipped model-based configs as shipped (seed 0): (name, config file, overrides, shift, its data overrides).
+# The shipped model-based configs as shipped (seed 0): (name, config file, overrides, shift, the data overrides of
+# every evaluation, those of the shift alone: "data" names the family it moves to).
 # The MRI ones are arms of the study (their nets: training there evaluates every 25 epochs instead of 5, which
 # changes no weight), so they share its runs.
-SHIPPED = (("sr_x2_unrolled", "sr_x2_unrolled", (), "blob", ()),
-           ("mri_4x_varnet", CONFIG, (*BASE, "seed=0"), "subject", CLEAN),
-           ("mri_4x_varnet_robust", CONFIG, (*BASE, *dict(ARMS)[ROBUST_ARM], "seed=0"), "subject", CLEAN),
-           ("mri_4x_multicoil", "mri_4x_multicoil", ("seed=0",), "subject", ()))
+SHIPPED = (("cs_unrolled", "cs_unrolled", ("seed=0",), "data", (), ("data.source=embedded", "data.name=patches")),
+           ("sr_x2_unrolled", "sr_x2_unrolled", (), "blob", (), ()),
+           ("mri_4x_varnet", CONFIG, (*BASE, "seed=0"), "subject", CLEAN, ()),
+           ("mri_4x_varnet_robust", CONFIG, (*BASE, *dict(ARMS)[ROBUST_ARM], "seed=0"), "subject", CLEAN, ()),
+           ("mri_4x_multicoil", "mri_4x_multicoil", ("seed=0",), "subject", (), ()))
 QUICK = ("train.epochs=3", "train.eval_every=1", "data.n_train=8", "data.n_val=4", "data.n_test=4",
          "data.downsample=4", "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}")
 
@@ -95,14 +97,14 @@ def evaluate_one(path: Path, run_dir: Path, what: str, arguments: dict, threads:
 def evaluations(keys: list[str], workdir: Path, cache: Path, compute: bool, workers: int, with_tv: set[str],
                 shifts: dict[str, tuple] | None = None) -> dict[str, dict]:
     """{run key: {"report", "shift", "stability": result}} of the trained runs ``keys``, each scored on its test
-    data with the overrides of its shift (``shifts``: {key: (shift, overrides)}; default: "subject" on clean
-    data); the stability attacks of the runs ``with_tv`` also attack TV (the same for every net of a config:
+    data (``shifts``: {key: (shift, data overrides of every evaluation, further ones of the shift alone)};
+    default: "subject" on clean data); the stability attacks of the runs ``with_tv`` also attack TV (the same for every net of a config:
     once is enough, and it is the slow part)."""
-    shifts = shifts or {k: ("subject", CLEAN) for k in keys}
+    shifts = shifts or {k: ("subject", CLEAN, ()) for k in keys}
     tasks = {}
     for k in keys:
-        shift, data = shifts[k]
-        arguments = {"report": {"overrides": data}, "shift": {"shift": shift, "overrides": data},
+        shift, data, shift_data = shifts[k]
+        arguments = {"report": {"overrides": data}, "shift": {"shift": shift, "overrides": (*data, *shift_data)},
                      "stability": {"overrides": data, "classical": k in with_tv}}
         tasks[k] = {what: (cache / f"{k}-robust-{what}.json", workdir / k, what, arguments[what]) for what in arguments}
     todo = [t for own in tasks.values() for t in own.values() if compute and not t[0].exists() and t[1].exists()]
@@ -321,12 +323,12 @@ def shipped_row(config: str, shift: str, run: dict, extra: dict, tv_stability: d
 
 def shipped(args) -> None:
     """Train (or fetch) the SHIPPED configs, score them in and off distribution, write docs/results/shipped.md."""
-    jobs = [(config, list(overrides), False, 0) for _, config, overrides, _, _ in SHIPPED]
+    jobs = [(config, list(overrides), False, 0) for _, config, overrides, *_ in SHIPPED]
     runs = run_many(jobs, args.jobs, args.workdir, args.cache, train=not args.tables_only, threads=1)
     if args.train_only:
         return
-    keys = [run_key(list(overrides), config) for _, config, overrides, _, _ in SHIPPED]
-    shifts = {k: (shift, data) for k, (*_, shift, data) in zip(keys, SHIPPED)}
+    keys = [run_key(list(overrides), config) for _, config, overrides, *_ in SHIPPED]
+    shifts = {k: tuple(entry[3:]) for k, entry in zip(keys, SHIPPED)}
     done = [k for k in keys if k in runs]
     first_of_config = {}
     for (_, config, *_), k in zip(SHIPPED, keys):
@@ -337,7 +339,7 @@ def shipped(args) -> None:
     for (_, config, *_), k in zip(SHIPPED, keys):
         first.setdefault(config, extras.get(k, {}).get("stability"))
     rows = [shipped_row(name, shift, runs[k], extras.get(k, {}), first[config])
-            for (name, config, _, shift, _), k in zip(SHIPPED, keys) if k in runs]
+            for (name, config, _, shift, *_), k in zip(SHIPPED, keys) if k in runs]
     nan = float("nan")
     lines = ["| config | data | in distribution: net / TV (dB) | shift | shifted: net / TV (dB) | "
              "worst case at r: PSNR drop net / TV (dB) |", "| --- | --- | --- | --- | --- | --- |"]

@@ -63,7 +63,7 @@ ARMS = (  # in the order they are trained: the frontier's likely points first
     ("augment, 150 epochs", (AUGMENT, "train.epochs=150")),
 )
 #: The arm configs/mri_4x_varnet_robust.yaml ships (a test checks that the file is mri_4x_varnet with its overrides).
-ROBUST_ARM = "augment"
+ROBUST_ARM = "augment, 150 epochs"
 # The shipped model-based configs as shipped (seed 0): (name, config file, overrides, shift, the data overrides of
 # every evaluation, those of the shift alone: "data" names the family it moves to).
 # The MRI ones are arms of the study (their nets: training there evaluates every 25 epochs instead of 5, which

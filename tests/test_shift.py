@@ -92,4 +92,5 @@ def test_shift_measures_with_the_noise_the_overrides_give(cs_run):
     clean = shift_report(cs_run, "blob", overrides=["noise.radius=0.0"], n_samples=4)
     for split in ("in_distribution", "shifted"):   # the same signals, measured without the run's noise
         tv = next(name for name in clean[split] if name.startswith("tv("))
-        assert clean[split][tv]["psnr"] > noisy[split][tv]["psnr"]   # equal if the run's noise were used
+        # equal if the run's noise were used (which way it moves TV depends on the data: Fashion-MNIST or the fallback)
+        assert abs(clean[split][tv]["psnr"] - noisy[split][tv]["psnr"]) > 1e-6

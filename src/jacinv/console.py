@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .models import count_parameters
+from .regularizers import J_NORM
 
 
 def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir, allocator: str | None = None) -> str:
@@ -20,8 +21,9 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir,
     reg_text = regularizer.name + "".join(f", lambda_{term} {weight}" for term, weight in regularizer.weights.items())
     if "auto" in regularizer.weights.values():
         reg_text += f" (seed Algorithm 4, kappa {regularizer.kappa:g})"
-    j_norm = "||J P||" if config["regularizer"].get("j_domain") == "measured" else "||J||"
-    if config["regularizer"].get("j_domain") == "measured" and regularizer.terms:
+    j_domain = config["regularizer"].get("j_domain", "all")
+    j_norm = J_NORM[j_domain]
+    if j_domain == "measured" and regularizer.terms:
         reg_text += ", ||J|| on the measured entries only (J P)"
     if regularizer.targets:
         reg_text += ", aiming at " + ", ".join(f"max {'||J A||' if t == 'sja' else j_norm} <= {b:g}"

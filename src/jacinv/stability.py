@@ -21,6 +21,7 @@ from ._checks import finite_number, positive_int
 from .checkpoint import write_json
 from .classical import TV_ITERS, weighted_methods, weighted_name
 from .evaluation import image_metrics, samples_asked
+from .regularizers import J_NORM
 from .regularizers.norms import normalise, per_sample_norm, random_unit_vectors
 
 RADIUS_FACTORS = (0.5, 1.0, 2.0, 4.0)          # of the run's noise radius
@@ -184,7 +185,7 @@ def stability_table(report: dict) -> str:
     if bound is not None:
         smallest = min(report["curves"]["network"], key=lambda r: r["radius"])
         ratio = smallest["change_max"] / smallest["radius"]
-        norm = "||J P||" if report.get("j_domain") == "measured" else "||J||"
+        norm = J_NORM[report.get("j_domain", "all")]
         lines.append(f"\nthe run's target max {norm} <= {bound:g} bounds ||f(y+e) - f(y)|| / r to first order (small r); "
                      f"measured: {ratio:.3f} at the smallest radius ({'within' if ratio <= bound else 'ABOVE'} it)")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from .errors import UserError
 from .evaluation import evaluate_split, probe_jacobian_norms
 from .experiment import build_experiment, build_run_regularizer
 from .plots import plot_training
-from .regularizers import AUTO, l2_distance
+from .regularizers import AUTO, J_NORM, l2_distance
 
 
 class NonFiniteLoss(UserError, RuntimeError):
@@ -221,7 +221,7 @@ def summary_table(history: list[dict], regularizer: dict | None = None) -> str:
     last = next((r for r in reversed(history) if "test_psnr" in r), None)
     if last is None:
         return "no evaluated epoch"
-    j_norm = "||J P||" if (regularizer or {}).get("j_domain") == "measured" else "||J||"
+    j_norm = J_NORM[(regularizer or {}).get("j_domain", "all")]
     rows = [("test PSNR (dB)", last["test_psnr"]), ("test SSIM", last["test_ssim"]),
             ("train loss ||f(y)-x||", last["train_loss"]), ("test loss ||f(y)-x||", last["test_loss"]),
             ("generalisation gap |test - train|", last["ge"]),

@@ -37,6 +37,8 @@ _WEIGHT_OF = {"sja": "lambda_ja", "sj": "lambda_j", "fja": "lambda_ja", "fj": "l
 
 
 J_DOMAINS = ("all", "measured")
+#: how the ||J|| term reads in each j_domain (console, summary table, stability report)
+J_NORM = {"all": "||J||", "measured": "||J P||"}
 
 
 def _jacobian_terms(terms: tuple, penalty: type):
@@ -126,5 +128,5 @@ __all__ = [
     "jacobian_frobenius_sq", "power_iteration", "with_and_without_operator", "JacobianProducts", "refuse_batch_coupling",
     "SpectralJacobianPenalty", "FrobeniusJacobianPenalty", "WeightDecay", "WeightSpectralNorm", "DataGrad",
     "l2_distance", "register_regularizer", "registered_regularizers", "regularizer_spec", "RegularizerSpec",
-    "PRESETS", "Preset", "names_weighted_by", "spectral_names", "with_preset", "j_domain_names", "J_DOMAINS",
+    "PRESETS", "Preset", "names_weighted_by", "spectral_names", "with_preset", "j_domain_names", "J_DOMAINS", "J_NORM",
 ]

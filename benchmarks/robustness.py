@@ -6,14 +6,18 @@ most stability and shift robustness per dB given up in distribution.
     python benchmarks/robustness.py --quick --jobs 2         # a few minutes: tiny VarNet, 3 epochs
     python benchmarks/robustness.py --shipped --jobs 2       # the shipped model-based configs, in and off distribution
     python benchmarks/robustness.py --seeds 0 1 2 --arms augment "noise 5%" --jobs 2   # frontier points, 3 seeds
+    python benchmarks/robustness.py --study cs --jobs 2      # the same study at the CS central point (unrolled net)
 
-Every arm is configs/mri_4x_varnet.yaml (VarNet, MNI152 slices, 4x random mask, 100 epochs) with the
+Every arm of the MRI study (the default) is configs/mri_4x_varnet.yaml (VarNet, MNI152 slices, 4x random mask, 100 epochs) with the
 overrides of ARMS: the remedies (noise in training, augmentation), the stability targets of the Jacobian
 penalty, and their combinations.  Each trained net is then scored on the clean test slices (noise.radius=0,
 whatever it was trained with):
 - in distribution: evaluate.py's per-volume PSNR / SSIM beside TV, zero-filled and the pseudo-inverse;
 - stability: evaluate.py --stability, the worst-case perturbation at 1, 2, 5 and 10 % of the mean ||y||;
 - new subject: evaluate.py --shift subject (test slices with another head shape and tissue contrast).
+``--study cs`` does the same on configs/cs_unrolled.yaml with CS_ARMS (the remedies and targets on the
+unpenalised net), scored on the config's own noisy test measurements (eps = 0.3) at 0.5, 1, 2 and 4 eps, and
+shifted to natural-image patches (evaluate.py --shift data); its table is docs/results/robust_cs.md.
 With ``--shipped`` it scores the shipped model-based configs as they are (SHIPPED) the same way, each with
 the shift that suits its data, for the README's table.
 Runs and evaluations go through benchmarks/reproduce.py's cache (one JSON per run, keyed by its
@@ -28,6 +32,7 @@ import os
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -79,9 +84,52 @@ SHIPPED_RADII = {"mri_4x_multicoil": (0.5,)}   # its noise radius eps
 QUICK = ("train.epochs=3", "train.eval_every=1", "data.n_train=8", "data.n_val=4", "data.n_test=4",
          "data.downsample=4", "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}")
 
+# The CS central point (configs/cs_unrolled.yaml: unrolled net, Fashion-MNIST, q = 160, noise on the sphere of
+# radius eps = 0.3, sja+sj at its automatic weights).  The remedies and the targets are applied to the
+# unpenalised net ("none"), so that each arm is one knob; every net is scored on the same test measurements
+# (noise radius eps, the config's fixed draws), at the stability report's radii 0.5, 1, 2 and 4 eps.
+CS_EPS = 0.3
+NONE = "regularizer.name=none"
+CS_ARMS = (
+    ("as shipped (sja+sj)", ()),
+    ("none", (NONE,)),
+    ("noise 4ε", (NONE, *NOISE(4 * CS_EPS))),
+    ("augment", (NONE, AUGMENT)),
+    ("sj, ‖J‖ ≤ 1.5", SJ(1.5)),
+    ("sja, ‖J A‖ ≤ 2.5", ("regularizer.name=sja", "regularizer.target_ja=2.5", *PENALTY)),
+    ("noise 2ε", (NONE, *NOISE(2 * CS_EPS))),
+    ("sj, ‖J‖ ≤ 1", SJ(1.0)),
+)
+CS_QUICK = ("train.epochs=3", "train.eval_every=1", "data.source=embedded", "data.name=digits", "data.n_train=20", "data.n_val=10",
+            "data.n_test=10", "model.kwargs={iterations: 2, depth: 3, features: 8}")
 
-def overrides_of(arm: tuple, seed: int, quick: bool) -> list[str]:
-    return [*BASE, *arm, f"seed={seed}", *(QUICK if quick else ())]
+
+@dataclass(frozen=True)
+class Study:
+    """One robustness study: the arms trained on a config and how each trained net is scored."""
+    config: str          # the config file every arm starts from
+    base: tuple          # overrides of every arm
+    arms: tuple          # (label, overrides)
+    scoring: tuple       # data overrides of every evaluation: the same test measurements for every arm
+    shift: str           # evaluate.py --shift kind
+    shift_data: tuple    # further data overrides of the shift alone
+    eps: float           # the test noise radius: the stability radii are multiples of it (0: shares of ||y||)
+    title: str           # the figure's
+    shift_label: str     # the shift column's
+    quick: tuple         # overrides of --quick: a tiny net for a few epochs
+    quick_shift: tuple = ()   # further data overrides of the shift under --quick (its signal size)
+
+    def overrides(self, arm: tuple, seed: int, quick: bool) -> list[str]:
+        return [*self.base, *arm, f"seed={seed}", *(self.quick if quick else ())]
+
+
+STUDIES = {
+    "mri": Study(CONFIG, BASE, ARMS, CLEAN, "subject", (), 0.0, "VarNet 4x, MNI152 slices", "new subject PSNR", QUICK),
+    "cs": Study("cs_unrolled", (), CS_ARMS, (f"noise.radius={CS_EPS}",), "data",
+                ("data.source=embedded", "data.name=patches"), CS_EPS,
+                "unrolled net, Gaussian CS (q = 160), Fashion-MNIST", "natural patches PSNR", CS_QUICK,
+                ("data.patch_size=8",)),
+}
 
 
 def evaluate_one(path: Path, run_dir: Path, what: str, arguments: dict, threads: int) -> None:
@@ -98,12 +146,13 @@ def evaluate_one(path: Path, run_dir: Path, what: str, arguments: dict, threads:
 
 
 def evaluations(keys: list[str], workdir: Path, cache: Path, compute: bool, workers: int, with_tv: set[str],
-                shifts: dict[str, tuple] | None = None, radii: dict[str, tuple] | None = None) -> dict[str, dict]:
+                shifts: dict[str, tuple], radii: dict[str, tuple] | None = None,
+                threads: int | None = None) -> dict[str, dict]:
     """{run key: {"report", "shift", "stability": result}} of the trained runs ``keys``, each scored on its test
     data (``shifts``: {key: (shift, data overrides of every evaluation, further ones of the shift alone)};
-    default: "subject" on clean data); the stability attacks of the runs ``with_tv`` also attack TV (the same for every net of a config:
-    once is enough, and it is the slow part); ``radii``: {key: its stability radii} where not the defaults."""
-    shifts = shifts or {k: ("subject", CLEAN, ()) for k in keys}
+    the study's, or a shipped config's); the stability attacks of the runs ``with_tv`` also attack TV (the same for every net of a config:
+    once is enough, and it is the slow part); ``radii``: {key: its stability radii} where not the defaults;
+    ``threads`` per evaluation (default: cores / workers)."""
     tasks = {}
     for k in keys:
         shift, data, shift_data = shifts[k]
@@ -114,12 +163,17 @@ def evaluations(keys: list[str], workdir: Path, cache: Path, compute: bool, work
     todo = [t for own in tasks.values() for t in own.values() if compute and not t[0].exists() and t[1].exists()]
     if todo:
         print(f"{len(todo)} evaluations ({workers} at a time)", flush=True)
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = threads or max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             for future in as_completed([pool.submit(evaluate_one, *t, threads) for t in todo]):
                 future.result()
     return {k: {what: json.loads(t[0].read_text()) for what, t in own.items() if t[0].exists()}
             for k, own in tasks.items()}
+
+
+def _per_volume(metrics: dict) -> float:
+    """PSNR per volume where evaluate.py reports one (MRI), else per image."""
+    return metrics.get("volume_psnr", metrics["psnr"])
 
 
 def arm_row(label: str, run: dict, extra: dict) -> dict:
@@ -128,8 +182,8 @@ def arm_row(label: str, run: dict, extra: dict) -> dict:
     report, shift, stability = extra.get("report"), extra.get("shift"), extra.get("stability")
     row = {"arm": label, "seconds": run["seconds"], "ge": run["ge"], "probe_max_sj": run["probe_max_sj"],
            "probe_max_sja": run["probe_max_sja"], "j_measured": MEASURED in run["overrides"]}
-    row["psnr"] = report["network"]["volume_psnr"] if report else nan
-    row["ssim"] = report["network"]["volume_ssim"] if report else nan
+    row["psnr"] = _per_volume(report["network"]) if report else nan
+    row["ssim"] = report["network"].get("volume_ssim", report["network"]["ssim"]) if report else nan
     row["shift_psnr"] = shift["shifted"]["network"]["psnr"] if shift else nan
     row["slice_psnr"] = shift["in_distribution"]["network"]["psnr"] if shift else nan
     for r in (stability["curves"]["network"] if stability else []):
@@ -144,7 +198,7 @@ def references(extra: dict) -> dict:
     out = {}
     for name, m in (extra.get("report") or {}).items():
         if name != "network":
-            out.setdefault(name, {})["psnr"] = m["volume_psnr"]
+            out.setdefault(name, {})["psnr"] = _per_volume(m)
     for name, m in (extra.get("shift") or {}).get("shifted", {}).items():
         if name != "network":
             out.setdefault(name, {})["shift_psnr"] = m["psnr"]
@@ -185,15 +239,21 @@ def _spread(row: dict, key: str, fmt: str = ".2f") -> str:
     return format(row.get(key, float("nan")), fmt) + ("" if std != std else f" ± {std:{fmt}}")
 
 
-def markdown(rows: list[dict], refs: dict, radii: list[str]) -> str:
-    """The study's table: one row per arm, then the classical references.  Radii are the stability report's
-    defaults for noiseless runs, RELATIVE_RADII of the mean ||y||."""
+def _radius_label(radius: str, share: dict, eps: float) -> str:
+    if radius in share:    # the stability report's defaults for noiseless runs: RELATIVE_RADII of the mean ||y||
+        return f"drop at {100 * share[radius]:g} % (r = {float(radius):.2f})"
+    return f"drop at r = {radius}" + (f" ({float(radius) / eps:g} ε)" if eps > 0 else "")
+
+
+def markdown(rows: list[dict], refs: dict, radii: list[str], study: Study = STUDIES["mri"]) -> str:
+    """The study's table: one row per arm, then the classical references.  Radii are the stability report's:
+    shares of the mean ||y|| on noiseless test data, multiples of the noise radius eps otherwise."""
     from jacinv.stability import RELATIVE_RADII
 
-    share = dict(zip(radii, RELATIVE_RADII)) if len(radii) == len(RELATIVE_RADII) else {}
-    head = ["arm", "seeds", "PSNR / SSIM (volume)",
-            *(f"drop at {100 * share[r]:g} % (r = {float(r):.2f})" if r in share else f"drop at r = {r}" for r in radii),
-            "new subject PSNR", "max ‖J‖", "max ‖J A‖", "GE", "train time¹"]
+    share = dict(zip(radii, RELATIVE_RADII)) if study.eps == 0 and len(radii) == len(RELATIVE_RADII) else {}
+    head = ["arm", "seeds", "PSNR / SSIM" + (" (volume)" if study.config.startswith("mri") else ""),
+            *(_radius_label(r, share, study.eps) for r in radii),
+            study.shift_label, "max ‖J‖", "max ‖J A‖", "GE", "train time¹"]
     lines = ["| " + " | ".join(head) + " |", "| --- | " + " | ".join("---:" for _ in head[1:]) + " |"]
     for r in over_seeds(rows):
         lines.append(f"| {r['arm']} | {r['seeds']} | {_spread(r, 'psnr')} / {r['ssim']:.3f} | "
@@ -212,7 +272,7 @@ def markdown(rows: list[dict], refs: dict, radii: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], refs: dict, radius: str, path: Path) -> None:
+def plot(rows: list[dict], refs: dict, radius: str, path: Path, study: Study) -> None:
     """In-distribution PSNR against the worst-case drop at ``radius`` and against the new-subject PSNR."""
     from jacinv.plots import plt, save_figure
 
@@ -234,49 +294,58 @@ def plot(rows: list[dict], refs: dict, radius: str, path: Path) -> None:
                 ax.text(ax.get_xlim()[0], m["psnr"], name, fontsize=6, va="bottom", color="grey")
         if "shift_psnr" in m:
             ax2.axvline(m["shift_psnr"], ls="--", lw=1, color="grey")
-    ax1.set(xlabel=f"worst-case PSNR drop at r = {radius} (dB)", ylabel="in-distribution PSNR per volume (dB)")
-    ax2.set(xlabel="new-subject shift PSNR (dB)", ylabel="in-distribution PSNR per volume (dB)")
-    fig.suptitle("VarNet 4x, MNI152 slices: in distribution against off distribution", fontsize=9)
+    ylabel = "in-distribution PSNR" + (" per volume" if study.config.startswith("mri") else "") + " (dB)"
+    ax1.set(xlabel=f"worst-case PSNR drop at r = {radius} (dB)", ylabel=ylabel)
+    ax2.set(xlabel=f"{study.shift_label} (dB)", ylabel=ylabel)
+    fig.suptitle(f"{study.title}: in distribution against off distribution", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", choices=sorted(STUDIES), default="mri",
+                        help="mri: VarNet 4x (ARMS); cs: the unrolled net at the CS central point (CS_ARMS)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--arms", nargs="+", help="labels of ARMS to run (default: all)")
+    parser.add_argument("--arms", nargs="+", help="labels of the study's arms to run (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each")
     parser.add_argument("--quick", action="store_true", help="a tiny VarNet for 3 epochs (a few minutes)")
     parser.add_argument("--tables-only", action="store_true", help="train nothing: tables from the cache")
     parser.add_argument("--train-only", action="store_true", help="train the arms, evaluate nothing")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="train nothing: evaluate the trained runs still missing evaluations (beside a training job)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads per run and evaluation (default: 1 per run, cores / jobs per evaluation)")
     parser.add_argument("--shipped", action="store_true", help="the shipped model-based configs instead of the arms")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    arms = [a for a in ARMS if args.arms is None or a[0] in args.arms]
-    unknown = sorted(set(args.arms or ()) - {a[0] for a in ARMS})
+    for name in ("jobs", "threads"):
+        if (getattr(args, name) or 1) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    study = STUDIES[args.study]
+    arms = [a for a in study.arms if args.arms is None or a[0] in args.arms]
+    unknown = sorted(set(args.arms or ()) - {a[0] for a in study.arms})
     if unknown:
-        parser.error(f"--arms: unknown {unknown}; expected labels from {[a[0] for a in ARMS]}")
+        parser.error(f"--arms: unknown {unknown}; expected labels from {[a[0] for a in study.arms]}")
     torch.set_num_threads(1)
     if args.shipped:
         if args.quick or args.arms:
             parser.error("--shipped scores the configs as shipped: it takes neither --quick nor --arms")
         return shipped(args)
-    jobs = [(label, seed, overrides_of(arm, seed, args.quick)) for label, arm in arms for seed in args.seeds]
-    runs = run_many([(CONFIG, o, False, 0) for _, _, o in jobs], args.jobs, args.workdir, args.cache,
-                    train=not (args.tables_only or args.evaluate_only), threads=1)
+    jobs = [(label, seed, study.overrides(arm, seed, args.quick)) for label, arm in arms for seed in args.seeds]
+    runs = run_many([(study.config, o, False, 0) for _, _, o in jobs], args.jobs, args.workdir, args.cache,
+                    train=not (args.tables_only or args.evaluate_only), threads=args.threads or 1)
     if args.train_only:
         return
-    keys = [run_key(o, CONFIG) for _, _, o in jobs]
-    # the test slices and TV do not depend on the seed: TV is attacked once, beside the first arm's first seed
-    first_arm = {run_key(overrides_of(ARMS[0][1], min(args.seeds), args.quick), CONFIG)}
-    extras = evaluations([k for k in keys if k in runs], args.workdir, args.cache, not args.tables_only, args.jobs,
-                         first_arm)
+    keys = [run_key(o, study.config) for _, _, o in jobs]
+    # the test data and TV do not depend on the seed: TV is attacked once, beside the first arm's first seed
+    first_arm = {run_key(study.overrides(study.arms[0][1], min(args.seeds), args.quick), study.config)}
+    done = [k for k in keys if k in runs]
+    extras = evaluations(done, args.workdir, args.cache, not args.tables_only, args.jobs, first_arm,
+                         {k: (study.shift, study.scoring, (*study.shift_data, *(study.quick_shift if args.quick else ())))
+                          for k in done}, threads=args.threads)
     rows = [{**arm_row(label, runs[k], extras.get(k, {})), "seed": seed}
             for (label, seed, _), k in zip(jobs, keys) if k in runs and "report" in extras.get(k, {})]
     pending = [f"{label} (seed {seed})" for (label, seed, _), k in zip(jobs, keys)
@@ -288,13 +357,14 @@ def main():
         return
     refs = references(next((extras[k] for k in first_arm if k in extras), {}))
     radii = sorted({c[len("drop_"):] for r in rows for c in r if c.startswith("drop_")}, key=float)
-    stem = args.out / ("robust_mri" + ("-quick" if args.quick else ""))
+    stem = args.out / (f"robust_{args.study}" + ("-quick" if args.quick else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     write_json({"rows": rows, "references": refs}, stem.with_suffix(".json"))
-    stem.with_suffix(".md").write_text(markdown(rows, refs, radii) + "\n")
-    if radii:
-        plot(rows, refs, radii[0], stem.with_suffix(".png"))
-    print(markdown(rows, refs, radii))
+    table = markdown(rows, refs, radii, study)
+    stem.with_suffix(".md").write_text(table + "\n")
+    if radii:   # noiseless: at 1 % of ||y||; with noise: at eps
+        plot(rows, refs, radii[0] if study.eps == 0 else radii[min(1, len(radii) - 1)], stem.with_suffix(".png"), study)
+    print(table)
     print(f"wrote {stem}.md/.json/.png")
     if not args.quick:
         refresh_tables(args.out.parent / "results.md", args.out)
@@ -309,10 +379,9 @@ def shipped_row(config: str, shift: str, run: dict, extra: dict, tv_stability: d
     ||y|| without noise): the network and TV (TV's attack from ``tv_stability`` when the run's own has none: TV
     is the same for every net of a config)."""
     report, shifted, stability = extra.get("report"), extra.get("shift"), extra.get("stability")
-    psnr = lambda m: m.get("volume_psnr", m["psnr"])  # noqa: E731 (MRI: per volume, as evaluate.py reports it)
     row = {"config": config, "shift": shift, "data": run["data"], "seconds": run["seconds"]}
     if report:
-        row.update(net=psnr(report["network"]), tv=psnr(report[_tv(report)]), tv_name=_tv(report))
+        row.update(net=_per_volume(report["network"]), tv=_per_volume(report[_tv(report)]), tv_name=_tv(report))
     if shifted:
         row.update(net_shift=shifted["shifted"]["network"]["psnr"], tv_shift=shifted["shifted"][_tv(shifted["shifted"])]["psnr"])
     if stability:
@@ -329,7 +398,7 @@ def shipped_row(config: str, shift: str, run: dict, extra: dict, tv_stability: d
 def shipped(args) -> None:
     """Train (or fetch) the SHIPPED configs, score them in and off distribution, write docs/results/shipped.md."""
     jobs = [(config, list(overrides), False, 0) for _, config, overrides, *_ in SHIPPED]
-    runs = run_many(jobs, args.jobs, args.workdir, args.cache, train=not args.tables_only, threads=1)
+    runs = run_many(jobs, args.jobs, args.workdir, args.cache, train=not args.tables_only, threads=args.threads or 1)
     if args.train_only:
         return
     keys = [run_key(list(overrides), config) for _, config, overrides, *_ in SHIPPED]
@@ -340,7 +409,7 @@ def shipped(args) -> None:
         first_of_config.setdefault(config, k)
     radii = {k: SHIPPED_RADII[name] for (name, *_), k in zip(SHIPPED, keys) if name in SHIPPED_RADII}
     extras = evaluations(done, args.workdir, args.cache, not args.tables_only, args.jobs,
-                         set(first_of_config.values()), {k: shifts[k] for k in done}, radii)
+                         set(first_of_config.values()), {k: shifts[k] for k in done}, radii, args.threads)
     first = {}  # config -> the stability report of its first run (it attacks TV too)
     for (_, config, *_), k in zip(SHIPPED, keys):
         first.setdefault(config, extras.get(k, {}).get("stability"))

@@ -81,6 +81,8 @@ SHIPPED = (("cs_unrolled", "cs_unrolled", ("seed=0",), "data", (), ("data.source
 #: stability radii of a shipped config where the default four would take too long here (the table shows one): the
 #: multi-coil TV attack (300 iterations through 8 coils, in memory-bounded passes) takes over an hour per four radii.
 SHIPPED_RADII = {"mri_4x_multicoil": (0.5,)}   # its noise radius eps
+#: without --seeds the tables take every seed below this one that the cache holds
+CACHED_SEEDS = 10
 QUICK = ("train.epochs=3", "train.eval_every=1", "data.n_train=8", "data.n_val=4", "data.n_test=4",
          "data.downsample=4", "model.kwargs={cascades: 2, chans: 4, num_pool_layers: 2}")
 
@@ -306,7 +308,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", choices=sorted(STUDIES), default="mri",
                         help="mri: VarNet 4x (ARMS); cs: the unrolled net at the CS central point (CS_ARMS)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="seeds to train and tabulate (default: train seed 0, tabulate every seed in the cache)")
     parser.add_argument("--arms", nargs="+", help="labels of the study's arms to run (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each")
     parser.add_argument("--quick", action="store_true", help="a tiny VarNet for 3 epochs (a few minutes)")
@@ -334,14 +337,17 @@ def main():
         if args.quick or args.arms:
             parser.error("--shipped scores the configs as shipped: it takes neither --quick nor --arms")
         return shipped(args)
-    jobs = [(label, seed, study.overrides(arm, seed, args.quick)) for label, arm in arms for seed in args.seeds]
+    trained = args.seeds or [0]
+    jobs = [(label, seed, study.overrides(arm, seed, args.quick)) for label, arm in arms
+            for seed in (args.seeds or range(CACHED_SEEDS))]
+    jobs = [j for j in jobs if j[1] in trained or (args.cache / f"{run_key(j[2], study.config)}.json").exists()]
     runs = run_many([(study.config, o, False, 0) for _, _, o in jobs], args.jobs, args.workdir, args.cache,
                     train=not (args.tables_only or args.evaluate_only), threads=args.threads or 1)
     if args.train_only:
         return
     keys = [run_key(o, study.config) for _, _, o in jobs]
     # the test data and TV do not depend on the seed: TV is attacked once, beside the first arm's first seed
-    first_arm = {run_key(study.overrides(study.arms[0][1], min(args.seeds), args.quick), study.config)}
+    first_arm = {run_key(study.overrides(study.arms[0][1], min(trained), args.quick), study.config)}
     done = [k for k in keys if k in runs]
     extras = evaluations(done, args.workdir, args.cache, not args.tables_only, args.jobs, first_arm,
                          {k: (study.shift, study.scoring, (*study.shift_data, *(study.quick_shift if args.quick else ())))

@@ -173,9 +173,9 @@ def evaluations(keys: list[str], workdir: Path, cache: Path, compute: bool, work
             for k, own in tasks.items()}
 
 
-def _per_volume(metrics: dict) -> float:
-    """PSNR per volume where evaluate.py reports one (MRI), else per image."""
-    return metrics.get("volume_psnr", metrics["psnr"])
+def _per_volume(metrics: dict, name: str = "psnr") -> float:
+    """The metric ``name`` per volume where evaluate.py reports one (MRI), else per image."""
+    return metrics[f"volume_{name}"] if f"volume_{name}" in metrics else metrics[name]
 
 
 def arm_row(label: str, run: dict, extra: dict) -> dict:
@@ -185,7 +185,7 @@ def arm_row(label: str, run: dict, extra: dict) -> dict:
     row = {"arm": label, "seconds": run["seconds"], "ge": run["ge"], "probe_max_sj": run["probe_max_sj"],
            "probe_max_sja": run["probe_max_sja"], "j_measured": MEASURED in run["overrides"]}
     row["psnr"] = _per_volume(report["network"]) if report else nan
-    row["ssim"] = report["network"].get("volume_ssim", report["network"]["ssim"]) if report else nan
+    row["ssim"] = _per_volume(report["network"], "ssim") if report else nan
     row["shift_psnr"] = shift["shifted"]["network"]["psnr"] if shift else nan
     row["slice_psnr"] = shift["in_distribution"]["network"]["psnr"] if shift else nan
     for r in (stability["curves"]["network"] if stability else []):

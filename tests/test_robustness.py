@@ -318,3 +318,39 @@ def test_the_study_table_names_each_radius_as_a_share_of_y_and_escapes_nothing()
     text = markdown([row, measured], {}, ["0.45", "0.9", "2.25", "4.5"])
     assert "| 6.40² | 2.60 |" in text.splitlines()[3] and "| 6.40 | 2.60 |" in text.splitlines()[2]
     assert "² max ‖J P‖: the probe's norm of J on the sampled k-space positions" in text
+
+
+def test_every_arm_of_every_study_is_a_valid_run_configuration():
+    """A typo in an arm would surface hours into a study: each arm, with the study's scoring overrides, passes the
+    schema with its overrides counted as set on the command line (so one without effect is refused too)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from robustness import STUDIES
+
+    for name, study in STUDIES.items():
+        for label, arm in study.arms:
+            for quick in (False, True):
+                overrides = study.overrides(arm, 0, quick)
+                config = load_config(ROOT / "configs" / f"{study.config}.yaml", overrides)
+                check_config(config, explicit=[o.split("=")[0] for o in overrides])
+                scored = load_config(ROOT / "configs" / f"{study.config}.yaml", [*overrides, *study.scoring])
+                assert scored["noise"]["radius"] == study.eps, (name, label)   # every arm scored on the same data
+    labels = [label for label, _ in STUDIES["cs"].arms]
+    assert len(set(labels)) == len(labels) and labels[0] == "as shipped (sja+sj)"
+
+
+def test_the_cs_study_table_names_radii_as_multiples_of_eps_and_reads_per_image_psnr():
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from robustness import STUDIES, arm_row, markdown
+
+    curves = [{"radius": r, "psnr_drop": d, "change_mean": c} for r, d, c in ((0.15, 0.3, 0.2), (0.3, 0.7, 0.4))]
+    extra = {"report": {"network": {"psnr": 23.9, "ssim": 0.85}},
+             "shift": {"shifted": {"network": {"psnr": 17.6}}, "in_distribution": {"network": {"psnr": 23.9}}},
+             "stability": {"curves": {"network": curves}}}
+    run = {"seconds": 600.0, "ge": 0.46, "probe_max_sj": 2.4, "probe_max_sja": 5.3, "overrides": ["seed=0"]}
+    text = markdown([arm_row("none", run, extra)], {}, ["0.15", "0.3"], STUDIES["cs"])
+    header, _, line, *_ = text.splitlines()
+    assert "drop at r = 0.15 (0.5 ε)" in header and "drop at r = 0.3 (1 ε)" in header and "%" not in header
+    assert "natural patches PSNR" in header and "(volume)" not in header
+    assert "| 23.90 / 0.850 | 0.30 | 0.70 | 17.60 |" in line

@@ -322,7 +322,7 @@ def test_the_study_table_names_each_radius_as_a_share_of_y_and_escapes_nothing()
 
 def test_every_arm_of_every_study_is_a_valid_run_configuration():
     """A typo in an arm would surface hours into a study: each arm, with the study's scoring overrides, passes the
-    schema with its overrides counted as set on the command line (so one without effect is refused too)."""
+    schema, its overrides counted as set on the command line (load_config: one without effect is refused too)."""
     import sys
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from robustness import STUDIES
@@ -331,8 +331,6 @@ def test_every_arm_of_every_study_is_a_valid_run_configuration():
         for label, arm in study.arms:
             for quick in (False, True):
                 overrides = study.overrides(arm, 0, quick)
-                config = load_config(ROOT / "configs" / f"{study.config}.yaml", overrides)
-                check_config(config, explicit=[o.split("=")[0] for o in overrides])
                 scored = load_config(ROOT / "configs" / f"{study.config}.yaml", [*overrides, *study.scoring])
                 assert scored["noise"]["radius"] == study.eps, (name, label)   # every arm scored on the same data
     labels = [label for label, _ in STUDIES["cs"].arms]

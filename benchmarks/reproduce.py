@@ -44,6 +44,7 @@ import torch
 
 from jacinv.checkpoint import CHECKPOINT, load_checkpoint, write_json
 from jacinv.config import load_config
+from jacinv.schema import in_effect
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).parent / "results" / "reproduce"
@@ -65,7 +66,11 @@ LATER_KEYS = {"regularizer.every": 1, "data.kspace": "auto", "data.target": "aut
               "data.val_root": None, "data.test_root": None, "train.keep_freed_memory": True,
               "train.max_loss_ratio": 1000.0,  # the divergence stop: no cached run came near it
               "data.augment": [], "regularizer.target_ja": None, "regularizer.target_j": None,
-              "regularizer.preset": None, "data.virtual_coils": None, "regularizer.j_domain": "all"}
+              "regularizer.preset": None, "data.virtual_coils": None, "regularizer.j_domain": "all",
+              "noise.support": "all"}
+#: LATER_KEYS that a run may leave without effect in a way the schema's USED_WHEN does not say: a noise of size 0
+NO_EFFECT = {"noise.support": lambda c: c["noise"]["kind"] == "bounded" and c["noise"]["radius"] == 0
+             or c["noise"]["kind"] == "gaussian" and c["noise"]["sigma"] == 0}
 
 
 @dataclass(frozen=True)
@@ -199,11 +204,13 @@ def resolve(overrides: list[str], config: str = "cs") -> dict:
 
 def run_key(overrides: list[str], config: str = "cs") -> str:
     """Hash of the resolved configuration: two override lists meaning the same run share one key.  Keys of
-    LATER_KEYS at their neutral value are left out, so that adding a config key keeps the cached runs' keys."""
+    LATER_KEYS at their neutral value, or without effect in this run, are left out, so that adding a config key
+    keeps the keys of the cached runs it does not change."""
     resolved = resolve(overrides, config)
     for dotted, neutral in LATER_KEYS.items():
         section, key = dotted.split(".")
-        if key in resolved.get(section, {}) and resolved[section][key] == neutral:
+        if key in resolved.get(section, {}) and (resolved[section][key] == neutral or not in_effect(resolved, dotted)
+                                                 or NO_EFFECT.get(dotted, lambda c: False)(resolved)):
             del resolved[section][key]
     text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -77,28 +77,36 @@ def test_measured_kspace_takes_model_aware_penalties(tmp_path):
         build_experiment(measured_config(folders, "data.test_root=null"))
 
 
-def test_noise_on_measured_kspace_is_added_before_the_mask_and_fresh_only_for_training(tmp_path):
-    """y = M (k + n): the draw n of the noise model on the file's k-space, kept on the sampled columns; "fresh"
-    draws change with the epoch on the training set only."""
+def test_noise_on_measured_kspace_lands_on_the_sampled_columns_and_is_fresh_only_for_training(tmp_path):
+    """Support "measured" (the default): y = M k + n, n the noise model's draw on the sampled columns, of norm exactly
+    the radius; "all": the draw on the whole grid before the mask, y = M (k + n), whose norm is less.  "fresh" draws
+    change with the epoch on the training set only."""
     folders = write_folders(tmp_path, n_train=2)
     clean = build_experiment(measured_config(folders))
-    noisy = build_experiment(measured_config(folders, "noise.kind=bounded", "noise.radius=0.5",
-                                             "noise.noise_mode=fresh"))
-    assert "plus simulated noise" in noisy.data_note
-    for data_set, clean_set, mode in ((noisy.train_set, clean.train_set, "fresh"),
-                                      (noisy.test_set, clean.test_set, "fixed")):
-        i = torch.arange(len(data_set))
-        y, y_clean = data_set.measure(i), clean_set.measure(i)
-        mask = (y_clean != 0).any(-1).any(-2, keepdim=True)[..., None]           # (N, 1, 1, W, 1)
-        n = torch.stack([item_noise(data_set.noise, y.shape[1:], data_set.seed, k, mode) for k in i])
-        torch.testing.assert_close(y, y_clean + n * mask)                          # y = M (k + n)
-        assert torch.equal((y != 0).any(-1).any(-2, keepdim=True)[..., None], mask)  # masks still read from y
-    y0 = noisy.train_set.measure(torch.arange(2))
-    t0 = noisy.test_set.measure(torch.arange(2))
-    noisy.train_set.set_epoch(1)
-    noisy.test_set.set_epoch(1)
-    assert not torch.equal(noisy.train_set.measure(torch.arange(2)), y0)      # fresh on the training set
-    assert torch.equal(noisy.test_set.measure(torch.arange(2)), t0)            # fixed on the test set
+    for support in ("measured", "all"):
+        noisy = build_experiment(measured_config(folders, "noise.kind=bounded", "noise.radius=0.5",
+                                                 "noise.noise_mode=fresh", f"noise.support={support}"))
+        assert "plus simulated noise" in noisy.data_note
+        for data_set, clean_set, mode in ((noisy.train_set, clean.train_set, "fresh"),
+                                          (noisy.test_set, clean.test_set, "fixed")):
+            i = torch.arange(len(data_set))
+            y, y_clean = data_set.measure(i), clean_set.measure(i)
+            mask = (y_clean != 0).any(-1).any(-2, keepdim=True)[..., None]           # (N, 1, 1, W, 1)
+            on = [mask[k, 0] if support == "measured" else None for k in i]
+            n = torch.stack([item_noise(data_set.noise, y.shape[1:], data_set.seed, k, mode, entries=on[k]) for k in i])
+            torch.testing.assert_close(y, y_clean + n * mask)                          # y = M k + M n
+            norms = (y - y_clean).flatten(1).norm(dim=1)
+            if support == "measured":
+                torch.testing.assert_close(norms, torch.full_like(norms, 0.5))         # all of it on what is recorded
+            else:
+                assert float(norms.max()) < 0.45                                       # most of it masked away
+            assert torch.equal((y != 0).any(-1).any(-2, keepdim=True)[..., None], mask)  # masks still read from y
+        y0 = noisy.train_set.measure(torch.arange(2))
+        t0 = noisy.test_set.measure(torch.arange(2))
+        noisy.train_set.set_epoch(1)
+        noisy.test_set.set_epoch(1)
+        assert not torch.equal(noisy.train_set.measure(torch.arange(2)), y0)      # fresh on the training set
+        assert torch.equal(noisy.test_set.measure(torch.arange(2)), t0)            # fixed on the test set
 
 
 def test_measured_kspace_needs_one_kspace_shape(tmp_path):

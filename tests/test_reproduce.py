@@ -28,6 +28,18 @@ def test_keys_added_later_at_their_neutral_value_keep_the_run_key():
     assert reproduce.run_key(["seed=1", "regularizer.every=4"]) != reproduce.run_key(["seed=1"])
 
 
+def test_a_later_key_without_effect_in_a_run_keeps_its_key_and_one_with_effect_changes_it():
+    """noise.support: where the operator records every entry, or no noise is drawn, "measured" is the old "all" (the
+    cached run stands); on k-space with noise it is new physics (the run must be trained again)."""
+    key = reproduce.run_key
+    assert key(["seed=0"], "cs_unrolled") == "888093e79f6511eb"   # the shipped CS run, cached before the key existed
+    assert key(["seed=1"], "mri_4x_varnet") == key(["seed=1", "noise.support=all"], "mri_4x_varnet")   # no noise
+    noisy = ["seed=1", "noise.radius=0.45"]
+    assert key(noisy, "mri_4x_varnet") != key([*noisy, "noise.support=all"], "mri_4x_varnet")
+    assert key([*noisy, "noise.support=all"], "mri_4x_varnet") == key([*noisy, "noise.support=all", "seed=1"],
+                                                                        "mri_4x_varnet")
+
+
 def test_rekey_moves_a_run_its_companions_and_folder_to_its_current_key(tmp_path):
     cache, workdir = tmp_path / "cache", tmp_path / "runs"
     cache.mkdir()

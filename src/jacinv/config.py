@@ -153,6 +153,20 @@ RESUMABLE = ("train.epochs", "train.device", "train.num_workers", "train.threads
              "train.checkpoint_every", "train.keep_freed_memory", "train.max_loss_ratio")
 
 
+#: Keys added with a default that is not what runs written before them did: a saved configuration (a run's
+#: config.yaml, a checkpoint's) without the key was trained with this value, and is read so.
+EARLIER_DEFAULTS = {"noise.support": "all"}   # k-space noise on the whole grid, the unsampled positions too
+
+
+def _saved_defaults() -> dict:
+    """DEFAULTS as a saved configuration completes them (EARLIER_DEFAULTS for the keys it lacks)."""
+    defaults = copy.deepcopy(DEFAULTS)
+    for dotted, value in EARLIER_DEFAULTS.items():
+        section, key = dotted.split(".")
+        defaults[section][key] = value
+    return defaults
+
+
 def _under(key: str, prefixes) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
@@ -164,7 +178,7 @@ def load_run_config(run_dir, overrides=(), changeable=RESUMABLE, command: str = 
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} holds no config.yaml; expected a run directory written by train.py")
-    config = _merge(copy.deepcopy(DEFAULTS), read_yaml_mapping(path))
+    config = _merge(_saved_defaults(), read_yaml_mapping(path))
     update = overrides_tree(overrides)
     fixed = sorted(k for k in set_keys(update) if not _under(k, changeable))
     if fixed:
@@ -191,7 +205,7 @@ def check_matches_checkpoint(saved: dict | None, current: dict, checkpoint, chan
     checkpoints written before configurations were stored in them) outside ``changeable``."""
     if saved is None:
         return
-    saved = _merge(copy.deepcopy(DEFAULTS), saved)
+    saved = _merge(_saved_defaults(), saved)
     differ = [k for k in changed_keys(saved, current) if not _under(k, changeable)]
     if differ:
         shown = "; ".join(f"{k}: {_at(saved, k)!r} in the checkpoint, {_at(current, k)!r} now" for k in differ[:4])

@@ -82,9 +82,9 @@ def build_noise(cfg: dict):
     kind = cfg["kind"]
     try:
         if kind == "bounded":
-            return BoundedNoise(cfg["radius"], cfg["mode"])
+            return BoundedNoise(cfg["radius"], cfg["mode"], cfg["support"])
         if kind == "gaussian":
-            return GaussianNoise(cfg["sigma"])
+            return GaussianNoise(cfg["sigma"], cfg["support"])
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'noise' (kind {kind!r}): {err}") from err
     if kind == "none":

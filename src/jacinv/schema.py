@@ -20,7 +20,7 @@ import annotated_types
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import UserError
-from .operators import registered_operators
+from .operators import partially_measuring_operators, registered_operators
 from .regularizers import (J_DOMAINS, PRESETS, j_domain_names, names_weighted_by, registered_regularizers, spectral_names,
                            with_preset)
 from .transforms import AUGMENTATIONS
@@ -76,6 +76,7 @@ class NoiseConfig(_Block):
     mode: Literal["sphere", "ball"] = "sphere"
     sigma: NonNegFloat = 0.0
     noise_mode: Literal["fixed", "fresh"] = "fixed"
+    support: Literal["measured", "all"] = "measured"
 
 
 class ModelConfig(_Block):
@@ -185,6 +186,9 @@ DOCS = {
     "noise.mode": "bounded: sphere (||n|| = eps) or ball (||n|| <= eps)",
     "noise.sigma": "gaussian: the standard deviation per entry",
     "noise.noise_mode": "fixed (one draw per sample) | fresh (a new draw every epoch)",
+    "noise.support": "measured (only on the entries a measurement records: the sampled k-space positions, as on a "
+                     "scanner; radius and sigma refer to those) | all (every entry of y, the unsampled positions too: "
+                     "as jacinv did before)",
     "model.name": "a registered network: fc, dncnn, edsr, wdsr, unet, unrolled, modl, varnet, or a plug-in",
     "model.kwargs": "the network's arguments",
     "regularizer.name": "the penalty: " + ", ".join(REGULARIZER_NAMES) + ", or one a plug-in registers",
@@ -246,6 +250,7 @@ USED_WHEN: dict[str, list[dict[str, tuple]]] = {
     "noise.mode": [{"noise.kind": ("bounded",)}],
     "noise.sigma": [{"noise.kind": ("gaussian",)}],
     "noise.noise_mode": [{"noise.kind": ("bounded", "gaussian")}],
+    "noise.support": [{"noise.kind": ("bounded", "gaussian"), "operator.name": _Registered(partially_measuring_operators)}],
     "regularizer.lambda_ja": [{"regularizer.name": _JA}],
     "regularizer.lambda_j": [{"regularizer.name": _J}],
     "regularizer.weight": [{"regularizer.name": _Registered(lambda: names_weighted_by("weight"))}],
@@ -417,10 +422,14 @@ def _apply_preset(reg: dict, given: set) -> None:
         raise ConfigError(str(err)) from None
 
 
+def in_effect(config: dict, key: str) -> bool:
+    """Whether the other settings of ``config`` use ``key`` (USED_WHEN; a key without a condition always is)."""
+    return key not in USED_WHEN or _met(USED_WHEN[key], config)
+
+
 def unused_keys(config: dict, keys: typing.Iterable[str]) -> list[str]:
     """Those of ``keys`` that are set to other than their defaults while the other settings ignore them."""
-    return [key for key in sorted(keys) if key in USED_WHEN and not _met(USED_WHEN[key], config)
-            and get(config, key) != get(_DEFAULTS, key)]
+    return [key for key in sorted(keys) if not in_effect(config, key) and get(config, key) != get(_DEFAULTS, key)]
 
 
 def _show(value) -> str:

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from .._checks import batched_tensor, choice, finite_tensor
 from ..checkpoint import temporary_twin
-from ..noise import DRAW_MODES, item_noise
+from ..noise import DRAW_MODES, item_noise, measured_entries
 from ..operators import LinearOperator
 from ..transforms import Augmentation
 
@@ -45,6 +45,7 @@ class InverseProblemDataset(Dataset):
         self.signals = signals.float().contiguous()
         self.operator = operator
         self.noise = noise
+        self._entries = measured_entries(operator) if noise is not None else None   # where noise may land
         self.seed = seed
         self.noise_mode = choice(noise_mode, "noise_mode", DRAW_MODES)
         self.epoch = 0
@@ -80,7 +81,7 @@ class InverseProblemDataset(Dataset):
         shape = (len(index), *self.operator.out_shape)
         if self.noise is None:
             return torch.zeros(shape)
-        return torch.stack([item_noise(self.noise, shape[1:], self.seed, i, self.noise_mode, self.epoch)
+        return torch.stack([item_noise(self.noise, shape[1:], self.seed, i, self.noise_mode, self.epoch, self._entries)
                             for i in index])
 
     def measure(self, index: torch.Tensor) -> torch.Tensor:

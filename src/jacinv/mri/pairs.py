@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from .._checks import choice
 from ..operators.base import LinearOperator
-from ..noise import DRAW_MODES, item_noise
+from ..noise import DRAW_MODES, item_noise, measured_entries
 from .fastmri import FastMRISliceDataset
 from .kspace import KSpaceSubsample, MeasuredKSpace
 from .masks import make_mask
@@ -35,7 +35,8 @@ class FastMRIPairs(Dataset):
         kspace: "simulated" or "measured" (module doc).
         mask: (acceleration, center_fraction, pattern, seed) of the per-volume masks (measured).
         noise: noise added to y (simulated k-space) or to the file's k-space before the mask (measured), drawn
-            from (seed, item) -- and the epoch in "fresh" mode -- as ``InverseProblemDataset`` does; None: none.
+            from (seed, item) -- and the epoch in "fresh" mode -- as ``InverseProblemDataset`` does, on the recorded
+            positions only with its support "measured" (then its norm is that of the noise y carries); None: none.
         seed: the seed of those draws.
         noise_mode: "fixed" (one draw per item) or "fresh" (a new draw every epoch; call ``set_epoch``).
     """
@@ -57,6 +58,8 @@ class FastMRIPairs(Dataset):
         self.noise_mode = choice(noise_mode, "noise_mode", DRAW_MODES)
         self.epoch = 0
         self._masks: dict[str, torch.Tensor] = {}
+        # simulated: the entries A records, where noise may land (measured: each slice's mask, see _pair)
+        self._entries = measured_entries(operator) if self.kspace == "simulated" and noise is not None else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -65,11 +68,12 @@ class FastMRIPairs(Dataset):
         """The epoch the "fresh" noise draws depend on (masks stay fixed per volume)."""
         self.epoch = epoch
 
-    def _noise(self, i: int, shape: tuple[int, ...]) -> torch.Tensor | None:
-        """The noise draw of item ``i`` (``shape``), or None without a noise model."""
+    def _noise(self, i: int, shape: tuple[int, ...], entries: torch.Tensor | None) -> torch.Tensor | None:
+        """The noise draw of item ``i`` (``shape``; on the recorded ``entries``, see ``item_noise``), or None without
+        a noise model."""
         if self.noise is None:
             return None
-        return item_noise(self.noise, shape, self.seed, i, self.noise_mode, self.epoch)
+        return item_noise(self.noise, shape, self.seed, i, self.noise_mode, self.epoch, entries)
 
     @property
     def volumes(self) -> torch.Tensor:
@@ -97,15 +101,15 @@ class FastMRIPairs(Dataset):
         if self.kspace == "simulated":
             with torch.no_grad():
                 y = self.operator(x[None])[0]
-            noise = self._noise(i, tuple(y.shape))
+            noise = self._noise(i, tuple(y.shape), self._entries)
             return (y if noise is None else y + noise), x
         kspace = item["kspace"] * scale
-        noise = self._noise(i, tuple(kspace.shape))
-        if noise is not None:
-            kspace = kspace + noise
         mask = item.get("mask")
         if mask is None:
             mask = self.volume_mask(item["fname"], kspace.shape[-2])
+        noise = self._noise(i, tuple(kspace.shape), mask.bool()[:, None])   # the columns the scanner recorded
+        if noise is not None:
+            kspace = kspace + noise
         return kspace * mask.to(kspace.dtype)[:, None], x
 
     def __getitem__(self, i: int):

@@ -6,7 +6,7 @@ from .fourier import center_crop, center_pad, complex_abs, fft2c, ifft2c
 from .identity import Identity
 from .matrix import GaussianCS, MatrixOperator
 from .measured import MeasuredPart
-from .registry import build_operator, register_operator, registered_operators
+from .registry import build_operator, partially_measuring_operators, register_operator, registered_operators
 
 register_operator("gaussian_cs")(GaussianCS)
 register_operator("blur_decimate")(BlurDecimate)
@@ -21,6 +21,6 @@ register_operator("multicoil_kspace")(MultiCoilKSpace)
 
 __all__ = [
     "LinearOperator", "ComposedOperator", "GaussianCS", "BlurDecimate", "KSpaceSubsample", "MeasuredKSpace", "sampled_columns", "Identity",
-    "MatrixOperator", "register_operator", "build_operator", "registered_operators", "check_adjoint", "check_linearity", "nonzero_norm",
+    "MatrixOperator", "register_operator", "build_operator", "registered_operators", "partially_measuring_operators", "check_adjoint", "check_linearity", "nonzero_norm",
     "MeasuredPart", "make_mask", "fft2c", "ifft2c", "complex_abs", "center_crop", "center_pad", "MultiCoilKSpace",
 ]

@@ -36,3 +36,9 @@ def build_operator(name: str, **kwargs) -> LinearOperator:
 
 def registered_operators() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def partially_measuring_operators() -> list[str]:
+    """The registered operators whose measurements leave entries of y unrecorded (they override
+    ``LinearOperator.measured_part``: k-space masks), where noise with support "measured" differs from "all"."""
+    return sorted(name for name, cls in _REGISTRY.items() if cls.measured_part is not LinearOperator.measured_part)

@@ -5,6 +5,7 @@ most stability and shift robustness per dB given up in distribution.
     python benchmarks/robustness.py --tables-only            # redraw from the cache
     python benchmarks/robustness.py --quick --jobs 2         # a few minutes: tiny VarNet, 3 epochs
     python benchmarks/robustness.py --shipped --jobs 2       # the shipped model-based configs, in and off distribution
+    python benchmarks/robustness.py --shipped --only mri_4x_multicoil   # train and score one of them
     python benchmarks/robustness.py --seeds 0 1 2 --arms augment "noise 5%" --jobs 2   # frontier points, 3 seeds
     python benchmarks/robustness.py --study cs --jobs 2      # the same study at the CS central point (unrolled net)
 
@@ -328,6 +329,8 @@ def main():
     parser.add_argument("--threads", type=int,
                         help="CPU threads per run and evaluation (default: 1 per run, cores / jobs per evaluation)")
     parser.add_argument("--shipped", action="store_true", help="the shipped model-based configs instead of the arms")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="with --shipped: train and score only these of SHIPPED (the table shows every cached one)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
@@ -345,6 +348,8 @@ def main():
         if args.quick or args.arms:
             parser.error("--shipped scores the configs as shipped: it takes neither --quick nor --arms")
         return shipped(args)
+    if args.only:
+        parser.error("--only names shipped configs: it goes with --shipped")
     trained = args.seeds or [0]
     jobs = [(label, seed, study.overrides(arm, seed, args.quick)) for label, arm in arms
             for seed in (args.seeds or range(CACHED_SEEDS))]
@@ -411,10 +416,16 @@ def shipped_row(config: str, shift: str, run: dict, extra: dict, tv_stability: d
 
 def shipped(args) -> None:
     """Train (or fetch) the SHIPPED configs, score them in and off distribution, write docs/results/shipped.md."""
+    unknown = sorted(set(args.only or ()) - {name for name, *_ in SHIPPED})
+    if unknown:
+        raise SystemExit(f"--only: unknown {unknown}; expected names from {[name for name, *_ in SHIPPED]}")
+    chosen = [args.only is None or name in args.only for name, *_ in SHIPPED]
     jobs = [(config, list(overrides), False, 0) for _, config, overrides, *_ in SHIPPED]
-    runs = run_many(jobs, args.jobs, args.workdir, args.cache, train=not args.tables_only, threads=args.threads or 1)
+    run_many([j for j, c in zip(jobs, chosen) if c], args.jobs, args.workdir, args.cache, train=not args.tables_only,
+             threads=args.threads or 1)
     if args.train_only:
         return
+    runs = run_many(jobs, args.jobs, args.workdir, args.cache, train=False)
     keys = [run_key(list(overrides), config) for _, config, overrides, *_ in SHIPPED]
     shifts = {k: tuple(entry[3:]) for k, entry in zip(keys, SHIPPED)}
     done = [k for k in keys if k in runs]
@@ -422,8 +433,11 @@ def shipped(args) -> None:
     for (_, config, *_), k in zip(SHIPPED, keys):
         first_of_config.setdefault(config, k)
     radii = {k: SHIPPED_RADII[name] for (name, *_), k in zip(SHIPPED, keys) if name in SHIPPED_RADII}
-    extras = evaluations(done, args.workdir, args.cache, not args.tables_only, args.jobs,
-                         set(first_of_config.values()), {k: shifts[k] for k in done}, radii, args.threads)
+    scored = [k for k, c in zip(keys, chosen) if c and k in runs]   # --only: the others' evaluations are not made
+    evaluations(scored, args.workdir, args.cache, not args.tables_only, args.jobs, set(first_of_config.values()),
+                {k: shifts[k] for k in scored}, radii, args.threads)
+    extras = evaluations(done, args.workdir, args.cache, False, args.jobs, set(first_of_config.values()),
+                         {k: shifts[k] for k in done}, radii)
     first = {}  # config -> the stability report of its first run (it attacks TV too)
     for (_, config, *_), k in zip(SHIPPED, keys):
         first.setdefault(config, extras.get(k, {}).get("stability"))

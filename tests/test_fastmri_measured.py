@@ -187,3 +187,17 @@ def test_the_start_up_block_warns_when_the_warm_start_store_is_large(tmp_path):
     assert "warm-start store" not in startup_block(measured_config(folders), exp, reg, torch.device("cpu"), tmp_path)
     exp.train_set.items = exp.train_set.items.repeat(2**30 // (len(exp.train_set) * per_sample) + 1)
     assert "GiB of memory" in startup_block(measured_config(folders), exp, reg, torch.device("cpu"), tmp_path)
+
+
+def test_the_start_up_block_says_where_the_noise_lands(tmp_path):
+    from jacinv.console import startup_block
+    from jacinv.regularizers import build_regularizer
+
+    folders = write_folders(tmp_path, n_train=2)
+    for support, said in (("measured", "on the measured entries only"), ("all", "drawn on every entry (the unmeasured ones too)")):
+        config = measured_config(folders, "noise.kind=bounded", "noise.radius=0.5", f"noise.support={support}")
+        text = startup_block(config, build_experiment(config), build_regularizer("none"), torch.device("cpu"), tmp_path)
+        assert f"uniform on the l2 sphere of radius 0.5, {said} (fixed draws)" in text
+    config = measured_config(folders)                                            # noise.kind=none: nothing to say
+    text = startup_block(config, build_experiment(config), build_regularizer("none"), torch.device("cpu"), tmp_path)
+    assert "entries" not in text.split("noise")[1].splitlines()[0]

@@ -5,6 +5,7 @@ import torch
 
 from .models import count_parameters
 from .regularizers import J_NORM
+from .schema import in_effect
 
 
 def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir, allocator: str | None = None) -> str:
@@ -18,6 +19,9 @@ def startup_block(config: dict, exp, regularizer, device: torch.device, run_dir,
     noise_text = {"bounded": f"uniform {'on the l2 sphere' if noise['mode'] == 'sphere' else 'in the l2 ball'} "
                              f"of radius {noise['radius']:g}",
                   "gaussian": f"Gaussian, sigma {noise['sigma']:g}", "none": "none"}.get(noise["kind"], noise["kind"])
+    if noise["kind"] != "none" and in_effect(config, "noise.support"):
+        noise_text += (", on the measured entries only" if noise["support"] == "measured"
+                       else ", drawn on every entry (the unmeasured ones too)")
     reg_text = regularizer.name + "".join(f", lambda_{term} {weight}" for term, weight in regularizer.weights.items())
     if "auto" in regularizer.weights.values():
         reg_text += f" (seed Algorithm 4, kappa {regularizer.kappa:g})"

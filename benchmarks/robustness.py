@@ -108,10 +108,10 @@ CS_ARMS = (
     ("augment", (NONE, AUGMENT)),
     ("sj, ‖J‖ ≤ 1.5", SJ(1.5)),
     ("sja, ‖J A‖ ≤ 2.5", ("regularizer.name=sja", "regularizer.target_ja=2.5", *PENALTY)),
-    ("noise 2ε", (NONE, *NOISE(2 * CS_EPS))),
-    ("sj, ‖J‖ ≤ 1", SJ(1.0)),
-    ("sj ≤ 1.5 + noise 4ε", (*SJ(1.5), *NOISE(4 * CS_EPS))),
     ("sj ≤ 1.5 + augment", (*SJ(1.5), AUGMENT)),
+    ("sj, ‖J‖ ≤ 1", SJ(1.0)),
+    ("noise 2ε", (NONE, *NOISE(2 * CS_EPS))),
+    ("sj ≤ 1.5 + noise 4ε", (*SJ(1.5), *NOISE(4 * CS_EPS))),
 )
 CS_QUICK = ("train.epochs=3", "train.eval_every=1", "data.source=embedded", "data.name=digits", "data.n_train=20", "data.n_val=10",
             "data.n_test=10", "model.kwargs={iterations: 2, depth: 3, features: 8}")

@@ -246,7 +246,8 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     result holds the last evaluation, the GE curve, the device and seconds it took, with ``bound`` > 0 the
     generalisation bound of the trained net from that many training samples (added to a cached run from
     its checkpoint) and, with
-    ``report``, evaluate.py's summary (task metrics next to classical baselines)."""
+    ``report``, evaluate.py's summary (task metrics next to classical baselines).  A run interrupted part-way
+    resumes from its last checkpoint (its seconds are then those of the session that finished it)."""
     from jacinv.experiment import build_experiment
     from jacinv.report import evaluate_run
     from jacinv.training import train
@@ -262,7 +263,10 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
             write_json(result, cached)
         return result
     t0 = time.perf_counter()
-    history = train(resolved, workdir / key, progress=False)
+    # a run stopped part-way continues from its last checkpoint (its folder is its key: the same run); one stopped
+    # before its first checkpoint has nothing to keep and starts again
+    started = (workdir / key / CHECKPOINT).exists()
+    history = train(resolved, workdir / key, resume=started, overwrite=not started, progress=False)
     exp = build_experiment(resolved)
     result = run_result(overrides, config, exp, history, time.perf_counter() - t0, resolved["train"]["device"], threads)
     last = [r for r in history if "test_psnr" in r][-1]

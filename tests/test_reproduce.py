@@ -280,3 +280,21 @@ def test_adopt_caches_a_hand_trained_run_that_differs_only_in_how_it_was_logged(
     metrics.write_text(json.dumps(json.loads(metrics.read_text())[:1]))
     with pytest.raises(SystemExit, match="trained 1 of 2 epochs; finish it with train.py --resume first"):
         reproduce.adopt(tmp_path / "mine", [*overrides, "seed=0"], "cs", tmp_path / "runs3", tmp_path / "cache3")
+
+
+def test_an_interrupted_cached_run_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
+    from jacinv.training import train
+
+    overrides = ["data.source=embedded", "data.n_train=16", "data.n_val=4", "data.n_test=8", "data.patch_size=8",
+                 "operator.kwargs={n_measurements: 20, seed: 0}", "train.epochs=4",
+                 "train.eval_every=1", "train.batch_size=8", "regularizer.name=none"]
+    whole = reproduce.run_one(overrides, tmp_path / "a", tmp_path / "a-cache", threads=1, bound=0)
+    key = reproduce.run_key(overrides)
+    resolved = reproduce.resolve([*overrides, *reproduce.UNKEYED, "train.threads=1"])
+    train(resolved, tmp_path / "b" / key, progress=False, stop_after=2)          # interrupted after 2 epochs
+    resumed = reproduce.run_one(overrides, tmp_path / "b", tmp_path / "b-cache", threads=1, bound=0)
+    assert resumed["test_psnr"] == whole["test_psnr"] and resumed["curve"] == whole["curve"]
+    (tmp_path / "c" / key).mkdir(parents=True)                                   # stopped before any checkpoint
+    (tmp_path / "c" / key / "config.yaml").write_text("name: cs\n")
+    fresh = reproduce.run_one(overrides, tmp_path / "c", tmp_path / "c-cache", threads=1, bound=0)
+    assert fresh["test_psnr"] == whole["test_psnr"]

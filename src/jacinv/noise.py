@@ -31,9 +31,7 @@ def _standard_normal(shape, generator, dtype, device, entries: torch.Tensor | No
 def measured_entries(operator) -> torch.Tensor | None:
     """(*out_shape) bool: the entries of y that ``operator``'s measurements record (``measured_part``, a coordinate
     projection: for k-space masks the sampled positions), or None where it records every entry."""
-    from .operators import Identity
-
-    if isinstance(operator.measured_projector(), Identity):
+    if operator.measures_every_entry():
         return None
     return operator.measured_part(torch.ones((1, *operator.out_shape)))[0] != 0
 

@@ -109,13 +109,18 @@ class LinearOperator(nn.Module):
         can take.  Here every entry is measured: ``e`` itself."""
         return e
 
+    @classmethod
+    def measures_every_entry(cls) -> bool:
+        """Whether every entry of y is recorded (``measured_part`` not overridden: P is the identity)."""
+        return cls.measured_part is LinearOperator.measured_part
+
     def measured_projector(self) -> "LinearOperator":
         """P, ``measured_part`` as an operator on (B, *out_shape): ``MeasuredPart(self)``, or the identity where every
         entry is measured (then J(y) P is J(y) itself, and penalties share its work)."""
         from .identity import Identity
         from .measured import MeasuredPart
 
-        if type(self).measured_part is LinearOperator.measured_part:
+        if self.measures_every_entry():
             return Identity(self.out_shape)
         return MeasuredPart(self)
 

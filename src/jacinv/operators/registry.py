@@ -41,4 +41,4 @@ def registered_operators() -> list[str]:
 def partially_measuring_operators() -> list[str]:
     """The registered operators whose measurements leave entries of y unrecorded (they override
     ``LinearOperator.measured_part``: k-space masks), where noise with support "measured" differs from "all"."""
-    return sorted(name for name, cls in _REGISTRY.items() if cls.measured_part is not LinearOperator.measured_part)
+    return sorted(name for name, cls in _REGISTRY.items() if not cls.measures_every_entry())

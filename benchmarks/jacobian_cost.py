@@ -8,6 +8,8 @@
                                                   # other estimator options (SpectralJacobianPenalty's) for jacinv
     python benchmarks/jacobian_cost.py --accuracy-only --seeds 0 1 2 --jobs 2 --cases unrolled-cs \
         --methods jacinv-lazy --options focus=2 --out F   # estimate errors over 3 training seeds, untimed
+    python benchmarks/jacobian_cost.py --time-only --cases unrolled-cs --methods jacinv --options iters=1 --out F
+                                                  # the time ratio alone (no references, memory or counts)
 
 Each (case, method) runs in fresh worker processes, alone on the machine:
   accuracy   from initialisation, the batch maxima reported on the first CHECKS (4) evaluated steps from
@@ -369,11 +371,12 @@ def error_parts(pairs: list[dict]) -> dict:
                              ("convergence", lambda est, top, at: (at - est) / top))}
 
 
-def accuracy_worker(case: str, method: str, timed_steps: int, device: str, options: dict, seed: int = 0) -> dict:
+def accuracy_worker(case: str, method: str, timed_steps: int, device: str, options: dict, seed: int = 0,
+                    check: bool = True) -> dict:
     """Early check, training to TRAIN_STEPS, timing (none when ``timed_steps`` is 0), trained check (see the
-    module docstring), on the trajectory of training seed ``seed``."""
+    module docstring; none without ``check``), on the trajectory of training seed ``seed``."""
     t = Trainer(case, method, device, options, seed=seed)
-    checked = method.startswith("jacinv") or (method.startswith("seed") and t.reference != "lanczos")
+    checked = check and (method.startswith("jacinv") or (method.startswith("seed") and t.reference != "lanczos"))
     out = {"case": case, "method": method, "seed": seed, "allocator": t.allocator}
     while t.steps < EARLY_FROM - 1:
         t.step()
@@ -417,6 +420,7 @@ def dispatch_worker(case: str, method: str, device: str, options: dict) -> dict:
             for _ in range(INTERLEAVE):
                 t.step(plain=plain, count=count)
             out[f"{kind}ops_per_step{phase}"] = count.operators / INTERLEAVE
+            out[f"{kind}kernels_per_step{phase}"] = count.kernels / INTERLEAVE
             out[f"{kind}syncs_per_step{phase}"] = count.syncs / INTERLEAVE
             out[f"{kind}sync_ops{phase}"] = dict(count.sync_ops)
         while t.steps < t.steps_per_epoch + 2 * INTERLEAVE:
@@ -510,6 +514,8 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED",
                         help="training seeds of the accuracy worker (default 0); errors: mean over seeds (worst)")
     parser.add_argument("--accuracy-only", action="store_true", help="estimate errors only: no timing, no memory worker")
+    parser.add_argument("--time-only", action="store_true",
+                        help="the time ratio only: no estimate checks, no memory or dispatch worker (alone on the machine)")
     parser.add_argument("--dispatch-only", action="store_true",
                         help="operators and host synchronisations per step only (untimed: may share the machine)")
     parser.add_argument("--jobs", type=int, default=1,
@@ -519,8 +525,8 @@ def main():
     if args.jobs < 1 or (args.jobs > 1 and not (args.accuracy_only or args.dispatch_only)):
         parser.error(f"--jobs must be 1, or more with --accuracy-only or --dispatch-only (parallel workers would "
                      f"spoil the timing); got {args.jobs}")
-    if args.accuracy_only and args.dispatch_only:
-        parser.error("--accuracy-only and --dispatch-only exclude each other: give one")
+    if args.accuracy_only + args.dispatch_only + args.time_only > 1:
+        parser.error("--accuracy-only, --dispatch-only and --time-only exclude each other: give one")
     if min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct ints >= 0, got {args.seeds}")
     options = {}
@@ -539,7 +545,8 @@ def main():
         return RECOMMENDED["every"] if args.quick else TIMED_STEPS[case]
     if args.worker:
         kind, case, method = args.worker
-        result = (accuracy_worker(case, method, steps(case), args.device, options, args.seed) if kind == "accuracy"
+        result = (accuracy_worker(case, method, steps(case), args.device, options, args.seed, kind == "accuracy")
+                  if kind in ("accuracy", "time")
                   else dispatch_worker(case, method, args.device, options) if kind == "dispatch"
                   else memory_worker(case, method, args.device, options))
         print(json.dumps(result))
@@ -578,7 +585,8 @@ def run_rows(args, steps) -> list[dict]:
         return run_worker("accuracy", case, method, timed, args.device, args.options, seed, threads)
 
     def report(row):
-        timing = f"{row['step_ms']:9.1f} ms  {row['peak_mb']:8.1f} MB" if "peak_mb" in row else "(accuracy only)"
+        timing = (f"{row['step_ms']:9.1f} ms  {row['peak_mb']:8.1f} MB" if "peak_mb" in row
+                  else f"{row['step_ms']:9.1f} ms" if "step_ms" in row else "(accuracy only)")
         print(f"{row['case']:18s} {row['method']:12s} {timing}", flush=True)
         return row
 
@@ -590,6 +598,9 @@ def run_rows(args, steps) -> list[dict]:
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(dispatch, case, method) for case, method in pairs]
             return [f.result() for f in futures]
+    if args.time_only:
+        return [report(run_worker("time", case, method, steps(case), args.device, args.options, args.seeds[0]))
+                for case, method in pairs]
     if args.accuracy_only:
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = [[pool.submit(accuracy, case, method, seed) for seed in args.seeds] for case, method in pairs]
@@ -635,14 +646,18 @@ def print_dispatch_table(rows):
     rows = [r for r in rows if "ops_per_step" in r]
     if not rows:
         return
-    print("\n| case | method | operators per step: plain -> method (first epoch) | ratio | host synchronisations "
-          "per step: plain -> method (first epoch) | which |")
-    print("| --- | --- | ---: | ---: | ---: | --- |")
+    print("\n| case | method | operators per step: plain -> method (first epoch) | ratio | kernels (not views) per "
+          "step: plain -> method (first epoch) | ratio | host synchronisations per step: plain -> method (first epoch) "
+          "| which |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         which = ", ".join(f"{k} {v:g}" for k, v in sorted(r["sync_ops"].items()))
+        kernels = (f"{r['plain_kernels_per_step']:.0f} -> {r['kernels_per_step']:.0f} "
+                   f"({r['plain_kernels_per_step_first_epoch']:.0f} -> {r['kernels_per_step_first_epoch']:.0f}) | "
+                   f"{r['kernels_per_step'] / r['plain_kernels_per_step']:.2f}x" if "kernels_per_step" in r else "- | -")
         print(f"| {r['case']} | {r['method']} | {r['plain_ops_per_step']:.0f} -> {r['ops_per_step']:.0f} "
               f"({r['plain_ops_per_step_first_epoch']:.0f} -> {r['ops_per_step_first_epoch']:.0f}) | "
-              f"{r['ops_per_step'] / r['plain_ops_per_step']:.2f}x | {r['plain_syncs_per_step']:g} -> "
+              f"{r['ops_per_step'] / r['plain_ops_per_step']:.2f}x | {kernels} | {r['plain_syncs_per_step']:g} -> "
               f"{r['syncs_per_step']:g} ({r['plain_syncs_per_step_first_epoch']:g} -> "
               f"{r['syncs_per_step_first_epoch']:g}) | {which or '-'} |")
 

@@ -23,6 +23,21 @@ def test_the_counter_sees_value_reads_and_value_dependent_shapes_and_nothing_els
     assert set(count.sync_ops) >= {"aten._local_scalar_dense", "aten.index", "aten.nonzero"}
 
 
+def test_kernels_leave_out_views_queries_and_zero_tensors_and_keep_in_place_writes():
+    a = torch.randn(4, 3)
+    with DispatchCount() as count:
+        v = a.view(12).expand(2, 12).t().detach()    # views: metadata only
+        torch.is_same_size(a, a)                     # a query answered on the host
+        torch._efficientzerotensor((3,))             # forward-mode AD's zero tangents: no memory
+    assert count.operators >= 6 and count.kernels == 0, dict(count.ops)
+    with DispatchCount() as count:
+        w = v * 2                                    # arithmetic
+        w.add_(1)                                    # an in-place write returns an alias but computes
+        w.sum()
+        v.contiguous()                               # a copy of a non-contiguous view
+    assert dict(count.kernel_ops) == {"aten.mul": 1, "aten.add_": 1, "aten.sum": 1, "aten.clone": 1}, dict(count.ops)
+
+
 def _problem(model: str):
     op = GaussianCS((1, 6, 6), 12, seed=0)
     torch.manual_seed(0)

@@ -4,6 +4,12 @@ dispatches (each a kernel launch or more on CUDA) and the host synchronisations 
     with DispatchCount() as count:
         step()
     count.operators, count.syncs, count.sync_ops     # e.g. 412, 1, {"aten._local_scalar_dense": 1}
+    count.kernels                                    # e.g. 230: the operators that compute something
+
+Not every operator is a kernel launch: views (``view``, ``expand``, ``detach``, ``alias``, ...) only make
+new metadata, queries (``is_same_size``) return a Python value, and forward-mode AD's efficient zero tensors
+hold no memory.  ``kernels`` counts the others, each at least one launch on a GPU; ``operators`` counts all,
+each at least one trip through the dispatcher on the host.
 
 A host synchronisation is an operator whose result the host must wait for on CUDA: reading a value
 (``.item()``, ``int(t)``, ``bool(t)``, ``if t:``), an output whose shape depends on the values
@@ -30,6 +36,21 @@ SYNCING_OPS = frozenset({
 MASK_INDEXED_OPS = frozenset({"aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_"})
 
 
+def _launches_no_kernel(func, name: str) -> bool:
+    """True for an operator that computes nothing on the device: a view (every output aliases an input
+    without writing it), a query with no tensor output, or an efficient zero tensor."""
+    if name == "aten._efficientzerotensor":
+        return True
+    schema = getattr(func, "_schema", None)
+    if schema is None or name in SYNCING_OPS:
+        return False
+    returns = schema.returns
+    tensors = [r for r in returns if "Tensor" in str(r.type)]
+    if not tensors:
+        return bool(returns) and all("bool" in str(r.type).lower() or "int" in str(r.type).lower() for r in returns)
+    return all(r.alias_info is not None and not r.alias_info.is_write for r in tensors)
+
+
 def _name(func) -> str:
     return f"aten.{func._schema.name.split('::')[-1]}" if hasattr(func, "_schema") else str(func)
 
@@ -50,16 +71,22 @@ def _is_sync(name: str, args, kwargs) -> bool:
 
 class DispatchCount(TorchDispatchMode):
     """Counts, while active, the operators dispatched (``operators``, by name in ``ops``) and the host
-    synchronisations among them (``syncs``, by name in ``sync_ops``)."""
+    synchronisations among them (``syncs``, by name in ``sync_ops``), and those that compute something on
+    the device (``kernels``, by name in ``kernel_ops``: not views, queries or efficient zero tensors)."""
 
     def __init__(self):
         super().__init__()
         self.ops: Counter = Counter()
         self.sync_ops: Counter = Counter()
+        self.kernel_ops: Counter = Counter()
 
     @property
     def operators(self) -> int:
         return sum(self.ops.values())
+
+    @property
+    def kernels(self) -> int:
+        return sum(self.kernel_ops.values())
 
     @property
     def syncs(self) -> int:
@@ -69,6 +96,8 @@ class DispatchCount(TorchDispatchMode):
         kwargs = kwargs or {}
         name = _name(func.overloadpacket) if hasattr(func, "overloadpacket") else _name(func)
         self.ops[name] += 1
+        if not _launches_no_kernel(func, name):
+            self.kernel_ops[name] += 1
         if _is_sync(name, args, kwargs):
             self.sync_ops[name] += 1
         return func(*args, **kwargs)

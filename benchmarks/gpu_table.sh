@@ -3,7 +3,8 @@
 # that any GPU hour can refresh it.  Results go to OUT (default benchmarks/results):
 #   jacobian_dispatch_cuda.json  operators and host synchronisations per step (jacobian_cost.py --dispatch-only)
 #   epoch_time_cuda.json         train.py epoch seconds, plain against the penalty (epoch_time.py)
-#   jacobian_cost_cuda.json      time, memory and batch-max error per case (jacobian_cost.py --quick), case by case
+#   jacobian_cost_cuda_time.json the time ratio per case (jacobian_cost.py --time-only: no reference checks, whose set-up
+#                                took minutes a case on the GPU), case by case
 # It needs jacinv's dependencies in PYTHON's environment (pip install -e . , or wheels carried to a machine
 # without network); jacinv itself is taken from src/.
 #     bash benchmarks/gpu_table.sh [OUT]
@@ -17,6 +18,6 @@ timeout 90 "$py" benchmarks/jacobian_cost.py --device cuda --dispatch-only --met
     --out "$out/jacobian_dispatch_cuda.json"
 timeout 150 "$py" benchmarks/epoch_time.py --device cuda --epochs 4 --out "$out/epoch_time_cuda.json"
 for case in fc-cs unrolled-cs varnet-mri-4x dncnn5-identity dncnn5-blur-x2; do   # the likeliest to matter first
-    timeout 45 "$py" benchmarks/jacobian_cost.py --device cuda --quick --cases "$case" \
-        --methods plain jacinv jacinv-lazy --update --out "$out/jacobian_cost_cuda.json"
+    timeout 50 "$py" benchmarks/jacobian_cost.py --device cuda --time-only --cases "$case" \
+        --methods plain jacinv jacinv-lazy --update --out "$out/jacobian_cost_cuda_time.json"
 done

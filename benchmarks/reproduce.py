@@ -262,6 +262,7 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
                                       resolved["train"]["batch_size"]))
             write_json(result, cached)
         return result
+    refuse_substitute_data(resolved, key)
     t0 = time.perf_counter()
     # a run stopped part-way continues from its last checkpoint (its folder is its key: the same run); one stopped
     # before its first checkpoint has nothing to keep and starts again
@@ -277,6 +278,19 @@ def run_one(overrides: list[str], workdir: Path, cache: Path, threads: int, conf
     cache.mkdir(parents=True, exist_ok=True)
     write_json(result, cached)
     return result
+
+
+def refuse_substitute_data(resolved: dict, key: str) -> None:
+    """The cache keys a run by its configuration, so a run that trained on data.fallback's substitute (embedded
+    patches, when no MNIST files are found) would be stored as a Fashion-MNIST run: refuse to start one."""
+    from jacinv.datasets.idx import FASHION_MNIST_DIR
+
+    data = resolved["data"]
+    if data["source"] == "mnist" and data["root"] is None and not FASHION_MNIST_DIR.is_dir():
+        raise SystemExit(f"run {key} asks for Fashion-MNIST (data.source=mnist, data.root null) and it is not "
+                         f"installed ({FASHION_MNIST_DIR}): the run cache would store a run on the substitute patches "
+                         "as a Fashion-MNIST run. Install Debian's dataset-fashion-mnist, or give data.root=DIR "
+                         "(MNIST-format IDX files)")
 
 
 def run_result(overrides: list[str], config: str, exp, history: list[dict], seconds: float, device: str,

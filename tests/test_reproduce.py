@@ -298,3 +298,16 @@ def test_an_interrupted_cached_run_resumes_from_its_checkpoint_with_the_same_res
     (tmp_path / "c" / key / "config.yaml").write_text("name: cs\n")
     fresh = reproduce.run_one(overrides, tmp_path / "c", tmp_path / "c-cache", threads=1, bound=0)
     assert fresh["test_psnr"] == whole["test_psnr"]
+
+
+def test_a_run_on_substitute_data_is_never_cached_under_the_configs_key(tmp_path, monkeypatch):
+    """data.source=mnist falls back to embedded patches where no MNIST files are found (data.fallback); the cache,
+    keyed by the configuration, must not store such a run as a Fashion-MNIST one, whatever config it comes from."""
+    import jacinv.datasets.idx as idx
+
+    monkeypatch.setattr(idx, "FASHION_MNIST_DIR", tmp_path / "not-installed")
+    for config in ("cs", "cs_unrolled"):
+        overrides = ["data.source=mnist", "data.fallback=embedded", "train.epochs=1"]
+        with pytest.raises(SystemExit, match="asks for Fashion-MNIST.*not installed.*data.root"):
+            reproduce.run_one(overrides, tmp_path / "runs", tmp_path / "cache", threads=1, config=config, bound=0)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()

@@ -117,6 +117,9 @@ TIMED_STEPS = {"fc-cs": 384, "dncnn5-identity": 48, "dncnn5-blur-x2": 48, "unrol
 SEED_TIMED_STEPS = 12
 INTERLEAVE = RECOMMENDED["every"]  # steps per block when plain steps are timed between the method's blocks
 REFERENCE_TOP = {"exact-top": 3, "lanczos": 2}
+# output rows per batched backward of the exact Jacobian that checks the Lanczos reference: 512 rows of VarNet's
+# backward held over 24 GB and were killed for memory
+JACREV_CHUNK = 64
 MMAP_THRESHOLD = str(128 * 1024)
 THREADS = int(os.environ.get("JACINV_THREADS", "2"))  # torch CPU threads of the workers
 
@@ -253,7 +256,7 @@ def lanczos_norm(f, y, operator) -> float:
 
 def check_reference_on_one_sample(f, y, operator) -> float:
     """Relative gap between the Lanczos reference and the exact ||J A|| of one sample."""
-    jac = torch.func.jacrev(lambda t: f(t[None]).flatten(), chunk_size=512)(y[0]).reshape(-1, y[0].numel())
+    jac = torch.func.jacrev(lambda t: f(t[None]).flatten(), chunk_size=JACREV_CHUNK)(y[0]).reshape(-1, y[0].numel())
     exact = float(torch.linalg.matrix_norm(jac @ operator.to_dense(dtype=jac.dtype).to(jac.device), ord=2))
     return abs(exact - lanczos_norm(f, y[:1], operator)) / exact
 

@@ -57,3 +57,27 @@ def test_the_epoch_time_benchmark_reads_each_epochs_seconds(tmp_path):
     assert [r["setting"] for r in rows] == list(epoch_time.SETTINGS)
     assert all(len(r["epoch_seconds"]) == 3 and r["later_s"] == r["epoch_seconds"][1] for r in rows)
     assert rows[0]["ratio"] == 1.0
+
+
+def test_pass_kernels_counts_each_pass_and_forward_mode_costs_more_than_finite_differences():
+    """pass_kernels.py's passes run and are counted: on a small unrolled net a dual pass launches more kernels
+    than a plain forward, and a finite-difference power step fewer than a forward-mode one."""
+    import torch
+
+    import pass_kernels
+    from jacinv.dispatch_count import DispatchCount
+    from jacinv.models import build_model
+    from jacinv.operators import GaussianCS
+
+    op = GaussianCS((1, 6, 6), 12, seed=0)
+    net = build_model("unrolled", op, iterations=2, depth=2, features=4)
+    y = op(torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(0)))
+    kernels = {}
+    for name, run in pass_kernels.passes(net, y, torch.randn(y.shape, generator=torch.Generator().manual_seed(1))).items():
+        with DispatchCount() as count:
+            run()
+        kernels[name] = count.kernels
+    assert kernels["dual (forward-mode) pass"] > kernels["plain forward"] > 0
+    assert kernels["plain forward + backward"] > kernels["plain forward"]
+    assert kernels["differentiable value + backward"] > kernels["dual (forward-mode) pass"]
+    assert kernels["power step, finite differences"] < kernels["power step, forward mode"]

@@ -284,9 +284,10 @@ def refuse_substitute_data(resolved: dict, key: str) -> None:
     """The cache keys a run by its configuration, so a run that trained on data.fallback's substitute (embedded
     patches, when no MNIST files are found) would be stored as a Fashion-MNIST run: refuse to start one."""
     from jacinv.datasets.idx import FASHION_MNIST_DIR
+    from jacinv.experiment import mnist_root
 
     data = resolved["data"]
-    if data["source"] == "mnist" and data["root"] is None and not FASHION_MNIST_DIR.is_dir():
+    if data["source"] == "mnist" and mnist_root(data) is None:
         raise SystemExit(f"run {key} asks for Fashion-MNIST (data.source=mnist, data.root null) and it is not "
                          f"installed ({FASHION_MNIST_DIR}): the run cache would store a run on the substitute patches "
                          "as a Fashion-MNIST run. Install Debian's dataset-fashion-mnist, or give data.root=DIR "

@@ -303,9 +303,9 @@ def test_an_interrupted_cached_run_resumes_from_its_checkpoint_with_the_same_res
 def test_a_run_on_substitute_data_is_never_cached_under_the_configs_key(tmp_path, monkeypatch):
     """data.source=mnist falls back to embedded patches where no MNIST files are found (data.fallback); the cache,
     keyed by the configuration, must not store such a run as a Fashion-MNIST one, whatever config it comes from."""
-    import jacinv.datasets.idx as idx
+    import jacinv.experiment as experiment
 
-    monkeypatch.setattr(idx, "FASHION_MNIST_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(experiment, "FASHION_MNIST_DIR", tmp_path / "not-installed")
     for config in ("cs", "cs_unrolled"):
         overrides = ["data.source=mnist", "data.fallback=embedded", "train.epochs=1"]
         with pytest.raises(SystemExit, match="asks for Fashion-MNIST.*not installed.*data.root"):

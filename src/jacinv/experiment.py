@@ -51,12 +51,18 @@ def _subsets(n: int, sizes: dict[str, int | None], seed: int) -> list[torch.Tens
     return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def mnist_root(data: dict):
+    """The folder data.source=mnist reads: data.root, else the installed Fashion-MNIST, else None (no MNIST
+    files: data.fallback applies)."""
+    return data["root"] or (FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else None)
+
+
 def load_signals(data: dict) -> tuple[torch.Tensor, torch.Tensor, str, torch.Tensor | None]:
     """(train, test, description, test volumes): float tensors (N, C, H, W) in [0, 1], and the volume
     index (N_test,) of each test signal for data that come in volumes (fastMRI), else None."""
     source = data["source"]
     if source == "mnist":
-        root = data["root"] or (FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else None)
+        root = mnist_root(data)
         if root is not None:
             to_float = lambda a: torch.from_numpy(a).float().div(255.0)[:, None]  # noqa: E731
             return (to_float(load_mnist_images(root, "train")), to_float(load_mnist_images(root, "test")),
